@@ -1,0 +1,1 @@
+"""Subcommands of the ``diptych`` CLI; each module has ``register(subparsers)``."""

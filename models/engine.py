@@ -1,0 +1,389 @@
+"""The llama.cpp engine behind each pane: load a GGUF, set a LoRA, stream tokens, score text.
+
+One ``Engine`` wraps one ``llama_cpp.Llama`` (one model + one context). A ``Llama`` is not
+safe to call from two threads at once, so an engine refuses a second concurrent call
+instead of corrupting its state. The base weights are memory-mapped, so two engines on the
+same file share the page cache.
+
+LoRA adapters are set on the context through llama.cpp's adapter API rather than
+``Llama(lora_path=...)``: that keeps mmap on, and switching adapters costs reading the
+small adapter file, not reloading the base.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import ctypes
+import os
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from . import catalog, templates
+
+# llama.cpp reports the reason a load failed only through its log: keep the last lines.
+_LOG_TAIL: deque[str] = deque(maxlen=40)
+_log_callback = None
+
+
+def _install_log_capture() -> None:
+    global _log_callback
+    import llama_cpp
+
+    if _log_callback is not None:
+        return
+
+    @llama_cpp.llama_log_callback
+    def capture(level, text, user_data):  # noqa: ARG001 - ctypes signature
+        if level in (2, 3):  # warnings and errors
+            _LOG_TAIL.append(text.decode("utf-8", "replace").strip())
+
+    _log_callback = capture  # keep a reference: ctypes does not
+    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
+
+
+def _last_log_error() -> str:
+    lines = [line for line in _LOG_TAIL if line]
+    return lines[-1] if lines else "no reason given"
+
+
+class EngineError(RuntimeError):
+    """An engine operation that could not be done, with a message for the user."""
+
+
+class EngineBusy(EngineError):
+    """The engine is already generating or scoring in another thread."""
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    max_tokens: int = 256
+    seed: int | None = None  # None: a fresh random seed for every answer
+    stop: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass
+class Token:
+    id: int
+    text: str  # the text this token adds to the answer (may be "" mid-UTF-8 sequence)
+    logprob: float | None = None
+    top: list[tuple[str, float]] | None = None  # the likeliest alternatives
+
+
+@dataclass
+class Completion:
+    text: str
+    n_tokens: int
+    n_prompt_tokens: int
+    ttft_s: float
+    tokens_per_s: float
+    total_s: float
+    finish_reason: str  # "stop", "length" or "cancelled"
+    seed: int
+    tokens: list[Token] = field(default_factory=list, repr=False)
+
+
+def default_threads(panes: int = 2) -> int:
+    """Threads per context so that ``panes`` contexts decoding at once fill the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // panes)
+
+
+class Engine:
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        template: templates.ChatTemplate | None = None,
+        adapter: str | os.PathLike | None = None,
+        adapter_scale: float = 1.0,
+    ):
+        self.info = catalog.read_info(model_path)
+        if self.info.general_type == "adapter":
+            raise catalog.ModelFileError(
+                f"{self.info.path.name} is a LoRA adapter, not a model: "
+                "open it as the tuned pane's adapter instead."
+            )
+        self.template = template or self.info.default_template()
+        self.n_threads = n_threads or default_threads()
+        self.adapter_path: Path | None = None
+        self.adapter_scale = 1.0
+        self._adapter = None
+        self._lock = threading.Lock()
+        self._llama = self._load(n_ctx)
+        if adapter:
+            self.set_adapter(adapter, adapter_scale)
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _load(self, n_ctx: int):
+        import llama_cpp
+
+        _install_log_capture()
+        _LOG_TAIL.clear()
+        t0 = time.perf_counter()
+        n_ctx = min(n_ctx, self.info.context_length or n_ctx)
+        try:
+            llama = llama_cpp.Llama(
+                model_path=str(self.info.path),
+                n_ctx=n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                use_mmap=True,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise catalog.ModelFileError(
+                f"llama.cpp could not load {self.info.path.name} "
+                f"(architecture '{self.info.architecture}'): {_last_log_error()}"
+            ) from exc
+        self.load_s = time.perf_counter() - t0
+        return llama
+
+    @property
+    def n_ctx(self) -> int:
+        return self._llama.n_ctx()
+
+    @property
+    def adapter_name(self) -> str | None:
+        """An adapter's registered name (its folder) or its file name."""
+        if self.adapter_path is None:
+            return None
+        path = self.adapter_path
+        return path.parent.name if path.name == "adapter.gguf" else path.stem
+
+    @property
+    def label(self) -> str:
+        if self.adapter_path is None:
+            return f"{self.info.name} (base, no adapter)"
+        scale = f" ×{self.adapter_scale:g}" if self.adapter_scale != 1.0 else ""
+        return f"{self.info.name} + LoRA {self.adapter_name}{scale}"
+
+    def set_threads(self, n_threads: int) -> None:
+        self.n_threads = max(1, int(n_threads))
+        self._llama._ctx.set_n_threads(self.n_threads, self.n_threads)
+
+    def set_adapter(self, path: str | os.PathLike | None, scale: float = 1.0) -> float:
+        """Apply a GGUF LoRA to this context (None removes it). Returns seconds taken.
+
+        The base weights stay loaded; only the adapter file is read.
+        """
+        import llama_cpp
+
+        with self._guard():
+            t0 = time.perf_counter()
+            new = None
+            if path is not None:
+                path = Path(path)
+                _check_adapter(path, self.info.path)
+                _LOG_TAIL.clear()
+                new = llama_cpp.llama_adapter_lora_init(self._llama.model, str(path).encode())
+                if not new:
+                    raise EngineError(
+                        f"llama.cpp refused the adapter {path.name}: {_last_log_error()}"
+                    )
+                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
+                scales = (ctypes.c_float * 1)(scale)
+                rc = llama_cpp.llama_set_adapters_lora(self._llama.ctx, adapters, 1, scales)
+            else:
+                rc = llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
+            if rc != 0:
+                if new:
+                    llama_cpp.llama_adapter_lora_free(new)
+                raise EngineError(f"llama.cpp could not apply the adapter (code {rc})")
+            if self._adapter:
+                llama_cpp.llama_adapter_lora_free(self._adapter)
+            self._adapter = new
+            self.adapter_path = path
+            self.adapter_scale = scale if path is not None else 1.0
+            # The cached KV of earlier prompts was computed with the old weights.
+            self._llama.reset()
+            return time.perf_counter() - t0
+
+    def close(self) -> None:
+        import llama_cpp
+
+        with self._lock:
+            if self._adapter:
+                llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
+                llama_cpp.llama_adapter_lora_free(self._adapter)
+                self._adapter = None
+            self._llama.close()
+
+    # -- prompts -------------------------------------------------------------------------
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        return templates.render(self.template, messages, add_generation_prompt)
+
+    def tokenize(self, text: str) -> list[int]:
+        # The template writes special tokens (BOS included) as text: parse them, add none.
+        return self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def token_text(self, token_id: int) -> str:
+        return self._llama.detokenize([token_id], special=True).decode("utf-8", "replace")
+
+    # -- generation ----------------------------------------------------------------------
+
+    def stream(
+        self,
+        prompt: str | list[dict],
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+        top_logprobs: int = 0,
+    ) -> Iterator[Token | Completion]:
+        """Yield ``Token``s as they are sampled, then one final ``Completion``.
+
+        ``prompt`` is a rendered string or a list of messages (rendered with this
+        engine's template). Setting ``cancel`` stops the stream before the next token.
+        ``top_logprobs`` > 0 also reports each token's log-probability and alternatives.
+        """
+        params = params or SamplingParams()
+        if not isinstance(prompt, str):
+            prompt = self.render(prompt)
+        with self._guard():
+            yield from self._stream(prompt, params, cancel, top_logprobs)
+
+    def generate(self, prompt, params=None, cancel=None, top_logprobs: int = 0) -> Completion:
+        """Run :meth:`stream` to the end and return its ``Completion``."""
+        for item in self.stream(prompt, params, cancel, top_logprobs):
+            if isinstance(item, Completion):
+                return item
+        raise AssertionError("stream ended without a completion")
+
+    def _stream(self, prompt, params, cancel, top_logprobs):
+        import llama_cpp
+
+        llama = self._llama
+        t0 = time.perf_counter()
+        prompt_tokens = self.tokenize(prompt)
+        room = llama.n_ctx() - len(prompt_tokens)
+        if room <= 1:
+            raise EngineError(
+                f"the conversation is {len(prompt_tokens)} tokens, more than this model's "
+                f"context of {llama.n_ctx()}: start a new conversation"
+            )
+        max_tokens = min(params.max_tokens, room)
+        seed = params.seed if params.seed is not None else random.randrange(2**31)
+        llama.set_seed(seed)
+        stops = tuple(s for s in (*params.stop, *self.template.stop) if s)
+        hold = max((len(s) for s in stops), default=1) - 1
+        vocab = llama._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+        text = ""  # everything decoded so far
+        shown = 0  # how much of ``text`` has been yielded
+        tokens: list[Token] = []
+        finish = "length"
+        t_first = t_last = None
+        gen = llama.generate(
+            prompt_tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+        )
+        try:
+            for token_id in gen:
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+                now = time.perf_counter()
+                t_first = t_first or now
+                t_last = now
+                if llama_cpp.llama_vocab_is_eog(vocab, token_id):
+                    finish = "stop"
+                    break
+                logprob, top = (None, None)
+                if top_logprobs:
+                    logprob, top = self._logprobs_of_last(token_id, top_logprobs)
+                text += decoder.decode(llama.detokenize([token_id], special=True))
+                cut = _find_stop(text, stops)
+                if cut is not None:
+                    text = text[:cut]
+                    finish = "stop"
+                visible = len(text) if finish == "stop" else max(shown, len(text) - hold)
+                token = Token(token_id, text[shown:visible], logprob, top)
+                shown = visible
+                tokens.append(token)
+                yield token
+                if finish == "stop" or len(tokens) >= max_tokens:
+                    break
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+        finally:
+            gen.close()
+        if shown < len(text):  # the held-back tail turned out not to be a stop string
+            tokens.append(Token(-1, text[shown:]))
+            yield tokens[-1]
+        n = sum(1 for t in tokens if t.id >= 0)
+        decode_s = (t_last - t_first) if t_first and t_last else 0.0
+        yield Completion(
+            text=text,
+            n_tokens=n,
+            n_prompt_tokens=len(prompt_tokens),
+            ttft_s=(t_first - t0) if t_first else 0.0,
+            tokens_per_s=((n - 1) / decode_s) if n > 1 and decode_s > 0 else 0.0,
+            total_s=time.perf_counter() - t0,
+            finish_reason=finish,
+            seed=seed,
+            tokens=tokens,
+        )
+
+    def _logprobs_of_last(self, token_id: int, k: int):
+        """Log-probability of the token just sampled, and the top ``k`` alternatives."""
+        n_vocab = self._llama.n_vocab()
+        logits = np.ctypeslib.as_array(self._llama._ctx.get_logits_ith(-1), shape=(n_vocab,))
+        logp = _log_softmax(logits)
+        top = np.argpartition(-logp, k)[:k]
+        top = top[np.argsort(-logp[top])]
+        return float(logp[token_id]), [(self.token_text(int(i)), float(logp[i])) for i in top]
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _guard(self):
+        if not self._lock.acquire(blocking=False):
+            raise EngineBusy("this model is busy in another call")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+
+def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(cuts) if cuts else None
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def _check_adapter(path: Path, base_path: Path) -> None:
+    """Refuse an adapter that is not a GGUF LoRA for this base, with a specific reason."""
+    from . import adapters
+
+    adapters.check_compatible(path, base_path)
