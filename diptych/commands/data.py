@@ -1,0 +1,95 @@
+"""``diptych data``: look at, export and import the votes.
+
+- ``diptych data stats [--json]``: vote counts, each adapter's win rate against the
+  base, Bradley-Terry ratings.
+- ``diptych data export [--out FILE] [--include-ties]``: preference pairs as JSON lines
+  (TRL's conversational format), to stdout unless ``--out``.
+- ``diptych data import FILE``: add a preference file's votes, all or none.
+
+A bad file or a database from a newer Diptych is a one-line error and exit code 2,
+with nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+
+USAGE_ERROR = 2
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="vote statistics, export and import")
+    commands = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    stats = commands.add_parser("stats", help="vote counts, win rates and ratings")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    stats.set_defaults(handler=lambda args: _run(args, _stats))
+
+    export = commands.add_parser("export", help="write preference pairs as JSON lines")
+    export.add_argument("--out", help="file to write (default: stdout)")
+    export.add_argument("--include-ties", action="store_true",
+                        help="also write ties and both-bad votes (not pairs)")
+    export.set_defaults(handler=lambda args: _run(args, _export))
+
+    imp = commands.add_parser("import", help="add the votes of a JSON lines file")
+    imp.add_argument("file", help="a file written by 'diptych data export'")
+    imp.set_defaults(handler=lambda args: _run(args, _import))
+
+
+def _run(args, action) -> int:
+    # Imported here: every subcommand module is loaded to build the parser, and
+    # sqlite-utils pulls in pandas when it is installed.
+    from diptych.training.preferences import ImportFormatError
+    from diptych.training.store import Store, StoreVersionError
+
+    try:
+        with Store.open(args.data_dir) as store:
+            return action(store, args)
+    except (StoreVersionError, ImportFormatError, sqlite3.DatabaseError, OSError) as exc:
+        where = f"{args.file}: " if isinstance(exc, ImportFormatError) else ""
+        print(f"diptych data {args.data_command}: error: {where}{exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _stats(store, args) -> int:
+    from diptych.training.winrates import summary
+
+    report = summary(store)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    counts = report["counts"]
+    print(f"{counts['votes']} votes: {counts['left']} left, {counts['right']} right, "
+          f"{counts['better']} better answers, {counts['tie']} ties, {counts['both_bad']} both bad")
+    print(f"{counts['pairs']} preference pairs for training")
+    if report["adapters"]:
+        print("\nadapter vs base        wins losses ties  win rate (95% CI)      first vote")
+        for row in report["adapters"]:
+            rate = ("-" if row["win_rate"] is None else
+                    f"{row['win_rate']:.0%} ({row['low']:.0%}-{row['high']:.0%})")
+            print(f"{row['adapter']:<22} {row['wins']:>4} {row['losses']:>6} {row['ties']:>4}  "
+                  f"{rate:<22} {row['first_vote_at'][:16]}")
+    if report["ratings"]:
+        print("\nrating (Elo scale, base = 0)   95% CI          games")
+        for row in report["ratings"]:
+            print(f"{row['model']:<22} {row['rating']:>+7.0f}  "
+                  f"[{row['low']:+.0f}, {row['high']:+.0f}]{'':<6} {row['games']:>5}")
+    return 0
+
+
+def _export(store, args) -> int:
+    from diptych.training.preferences import export_jsonl
+
+    count = export_jsonl(store, args.out or sys.stdout, include_ties=args.include_ties)
+    print(f"exported {count} records" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
+
+
+def _import(store, args) -> int:
+    from diptych.training.preferences import import_jsonl
+
+    count = import_jsonl(store, args.file)
+    print(f"imported {count} records from {args.file}", file=sys.stderr)
+    return 0

@@ -1,0 +1,75 @@
+"""``diptych data``: stats, export and import from the command line."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from test_store import record_sample_vote
+
+from diptych.cli import main
+from diptych.training.store import Store
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A data directory holding three votes."""
+    path = tmp_path / "home"
+    with Store.open(path) as store:
+        record_sample_vote(store, "right")
+        record_sample_vote(store, "better", better_text="Four.")
+        record_sample_vote(store, "tie")
+    return path
+
+
+def diptych(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diptych", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_stats_json_in_a_subprocess(home):
+    done = diptych("--data-dir", str(home), "data", "stats", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["counts"]["pairs"] == 3 and report["counts"]["tie"] == 1
+    assert report["adapters"][0]["adapter"] == "v1"
+
+
+def test_bad_import_file_exits_2_and_changes_nothing(home, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": []}\n', encoding="utf-8")
+    done = diptych("--data-dir", str(home), "data", "import", str(bad))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "line 1:" in done.stderr
+    with Store.open(home) as store:
+        assert store.pair_counts()["votes"] == 3
+
+
+def test_export_then_import_elsewhere(home, tmp_path, capsys, monkeypatch):
+    assert main(["--data-dir", str(home), "data", "export"]) == 0
+    stdout = capsys.readouterr().out
+    assert len(stdout.splitlines()) == 3  # right, better x2
+    out = tmp_path / "votes.jsonl"
+    assert main(["--data-dir", str(home), "data", "export", "--out", str(out),
+                 "--include-ties"]) == 0
+    assert "exported 4 records" in capsys.readouterr().err
+    monkeypatch.setenv("DIPTYCH_HOME", str(tmp_path / "other"))
+    assert main(["data", "import", str(out)]) == 0
+    assert "imported 4 records" in capsys.readouterr().err
+    assert main(["data", "stats"]) == 0
+    text = capsys.readouterr().out
+    assert "3 votes" in text and "v1" in text
+
+
+def test_newer_database_exits_2(home, capsys):
+    conn = sqlite3.connect(home / "diptych.sqlite")
+    with conn:
+        conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+                     "VALUES ('diptych', 'm999_later', '2031-01-01')")
+    conn.close()
+    assert main(["--data-dir", str(home), "data", "stats"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "newer version of Diptych" in err

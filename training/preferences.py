@@ -1,0 +1,374 @@
+"""Votes as preference data: TRL's conversational preference format, as JSON lines.
+
+Each line is one JSON object. A vote that prefers one answer makes a pair::
+
+    {"prompt": [{"role": "system", ...}, {"role": "user", ...}, ...],
+     "chosen": [{"role": "assistant", "content": "..."}],
+     "rejected": [{"role": "assistant", "content": "..."}],
+     "choice": "left", "blind": true, "created_at": "...", "vote_uid": "...",
+     "conversation_uid": "...", "turn": 0, "chosen_meta": {...}, "rejected_meta": {...}}
+
+- ``left`` / ``right``: one pair; ``prompt`` is the exact message list the winning pane
+  rendered (system message included).
+- ``better`` (the user wrote a better answer): two lines, left then right, each with
+  the user's answer as ``chosen`` against one shown answer, whose rendered messages are
+  the ``prompt``; ``chosen_meta`` is ``null``.
+- ``tie`` / ``both_bad`` are not pairs. They are exported only with
+  ``include_ties=True``, as ``{"prompt": ..., "responses": [left, right], "choice":
+  "tie" | "both_bad", ..., "responses_meta": [left meta, right meta]}`` with ``prompt``
+  the left pane's messages. TRL's preference trainers do not read such lines.
+
+A ``*_meta`` object describes one shown response: side, role, model, model_path,
+model_sha256, adapter, adapter_path, adapter_scale, template_name, template_source,
+params, n_tokens, ttft_s, tokens_per_s, finish_reason, created_at, and ``prompt``:
+``null`` when that pane rendered the line's ``prompt``, else its own message list (in
+later turns each pane continues from its own earlier answers).
+
+Ids: no database ids are exported. Each vote and conversation carries a random
+``uid`` that import keeps, so export, import into an empty store, and export again
+gives the same bytes, and importing a file twice adds its votes once (lines whose
+``vote_uid`` the store already holds are skipped). Deleted votes are not exported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+
+from .store import CHOICES, ROLES, SIDES, Store
+
+PAIR_CHOICES = ("left", "right", "better")
+MESSAGE_ROLES = ("system", "user", "assistant")
+# A meta field's allowed JSON types; None is allowed for all but side, role, created_at.
+META_TYPES = {
+    "side": str, "role": str, "model": str, "model_path": str, "model_sha256": str,
+    "adapter": str, "adapter_path": str, "adapter_scale": (int, float),
+    "template_name": str, "template_source": str, "params": dict, "n_tokens": int,
+    "ttft_s": (int, float), "tokens_per_s": (int, float), "finish_reason": str,
+    "created_at": str, "prompt": list,
+}
+REQUIRED_META = ("side", "role", "created_at", "params")
+
+
+class ImportFormatError(ValueError):
+    """A preference file that cannot be imported; says which line and why."""
+
+    def __init__(self, line: int, problem: str):
+        super().__init__(f"line {line}: {problem}")
+        self.line = line
+        self.problem = problem
+
+
+# -- export -------------------------------------------------------------------------
+
+def _meta(response: dict, prompt: list[dict]) -> dict:
+    meta = {key: response[key] for key in META_TYPES if key != "prompt"}
+    meta["prompt"] = None if response["prompt_messages"] == prompt else response["prompt_messages"]
+    return meta
+
+
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": text}
+
+
+def vote_records(vote: dict) -> list[dict]:
+    """The lines one vote (a row of ``Store.votes()``) exports to."""
+    left, right = vote["left"], vote["right"]
+    about = {"choice": vote["choice"], "blind": vote["blind"], "created_at": vote["created_at"],
+             "vote_uid": vote["uid"], "conversation_uid": vote["conversation_uid"],
+             "turn": vote["turn"]}
+    if vote["choice"] in ("left", "right"):
+        winner, loser = (left, right) if vote["choice"] == "left" else (right, left)
+        prompt = winner["prompt_messages"]
+        return [{"prompt": prompt, "chosen": [_assistant(winner["text"])],
+                 "rejected": [_assistant(loser["text"])], **about,
+                 "chosen_meta": _meta(winner, prompt), "rejected_meta": _meta(loser, prompt)}]
+    if vote["choice"] == "better":
+        return [{"prompt": shown["prompt_messages"], "chosen": [_assistant(vote["better_text"])],
+                 "rejected": [_assistant(shown["text"])], **about, "chosen_meta": None,
+                 "rejected_meta": _meta(shown, shown["prompt_messages"])}
+                for shown in (left, right)]
+    prompt = left["prompt_messages"]
+    return [{"prompt": prompt, "responses": [_assistant(left["text"]), _assistant(right["text"])],
+             **about, "responses_meta": [_meta(left, prompt), _meta(right, prompt)]}]
+
+
+def records(store: Store, adapter: str | None = None, include_ties: bool = False) -> list[dict]:
+    """The store's live votes as preference lines, oldest first."""
+    wanted = CHOICES if include_ties else PAIR_CHOICES
+    return [record for vote in store.votes(adapter=adapter)
+            if vote["choice"] in wanted for record in vote_records(vote)]
+
+
+def export_jsonl(store: Store, out: str | Path | IO[str], include_ties: bool = False) -> int:
+    """Write the preference lines to a path or an open text file; returns how many."""
+    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records(store, include_ties=include_ties)]
+    if hasattr(out, "write"):
+        out.writelines(lines)
+    else:
+        with open(out, "w", encoding="utf-8", newline="\n") as f:
+            f.writelines(lines)
+    return len(lines)
+
+
+# -- validation ---------------------------------------------------------------------
+
+class _Problem(Exception):
+    """What is wrong with one line; read_jsonl adds the line number."""
+
+
+def _typename(types: tuple) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", dict: "an object",
+             list: "a list", bool: "true or false"}
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def _field(obj: dict, key: str, types, where: str = "", nullable: bool = False):
+    """``obj[key]``, checked to be one of ``types``; ``where`` prefixes the key in errors."""
+    if key not in obj:
+        raise _Problem(f"missing key '{where}{key}'")
+    value = obj[key]
+    if value is None and nullable:
+        return value
+    allowed = types if isinstance(types, tuple) else (types,)
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        raise _Problem(f"'{where}{key}' must be {_typename(allowed)}")
+    return value
+
+
+def _timestamp(value: str, where: str) -> None:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise _Problem(f"'{where}' is not an ISO 8601 time: {value!r}") from None
+
+
+def _messages(value: list, where: str) -> list[dict]:
+    if not value:
+        raise _Problem(f"'{where}' must be a non-empty list of messages")
+    for i, message in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(message, dict):
+            raise _Problem(f"'{at}' must be an object with 'role' and 'content'")
+        role = _field(message, "role", str, f"{at}.")
+        content = _field(message, "content", str, f"{at}.")
+        if role not in MESSAGE_ROLES:
+            raise _Problem(f"'{at}' has role {role!r}; expected one of {MESSAGE_ROLES}")
+        if role != "assistant" and not content.strip():
+            raise _Problem(f"'{at}' is a {role} message with empty content")
+    return value
+
+
+def _prompt(value: list, where: str) -> list[dict]:
+    messages = _messages(value, where)
+    if any(m["role"] == "system" for m in messages[1:]):
+        raise _Problem(f"'{where}' may hold a system message only first")
+    if messages[-1]["role"] != "user":
+        raise _Problem(f"'{where}' must end with a user message")
+    return messages
+
+
+def _answer(value: list, where: str) -> str:
+    messages = _messages(value, where)
+    if len(messages) != 1 or messages[0]["role"] != "assistant":
+        raise _Problem(f"'{where}' must be exactly one assistant message")
+    return messages[0]["content"]
+
+
+def _user_turns(prompt: list[dict]) -> list[str]:
+    return [m["content"] for m in prompt if m["role"] == "user"]
+
+
+def _check_meta(meta: dict, where: str, prompt: list[dict], side: str | None = None) -> None:
+    for key, types in META_TYPES.items():
+        _field(meta, key, types, f"{where}.", nullable=key not in REQUIRED_META)
+    if meta["side"] not in SIDES or (side and meta["side"] != side):
+        raise _Problem(f"'{where}.side' is {meta['side']!r}; expected {side or SIDES!r}")
+    if meta["role"] not in ROLES:
+        raise _Problem(f"'{where}.role' is {meta['role']!r}; expected one of {ROLES}")
+    _timestamp(meta["created_at"], f"{where}.created_at")
+    if meta["prompt"] is not None:
+        own = _prompt(meta["prompt"], f"{where}.prompt")
+        if _user_turns(own) != _user_turns(prompt):
+            raise _Problem(f"'{where}.prompt' has other user messages than 'prompt'")
+
+
+def check_record(record) -> None:
+    """Check one parsed line; raises _Problem."""
+    if not isinstance(record, dict):
+        raise _Problem("a line must be a JSON object")
+    prompt = _prompt(_field(record, "prompt", list), "prompt")
+    choice = _field(record, "choice", str)
+    if choice not in CHOICES:
+        raise _Problem(f"'choice' is {choice!r}; expected one of {CHOICES}")
+    _field(record, "blind", bool)
+    _timestamp(_field(record, "created_at", str), "created_at")
+    for key in ("vote_uid", "conversation_uid"):
+        if not _field(record, key, str).strip():
+            raise _Problem(f"'{key}' is empty")
+    turn = _field(record, "turn", int)
+    if len(_user_turns(prompt)) != turn + 1:
+        raise _Problem(f"'prompt' has {len(_user_turns(prompt))} user messages, "
+                       f"but 'turn' {turn} needs {turn + 1}")
+    if choice in PAIR_CHOICES:
+        chosen = _answer(_field(record, "chosen", list), "chosen")
+        _answer(_field(record, "rejected", list), "rejected")
+        rejected_meta = _field(record, "rejected_meta", dict)
+        chosen_meta = _field(record, "chosen_meta", dict, nullable=choice == "better")
+        if choice == "better":
+            if not chosen.strip():
+                raise _Problem("'chosen' is the user's better answer and cannot be empty")
+            if chosen_meta is not None:
+                raise _Problem("'chosen_meta' must be null for a 'better' vote")
+            _check_meta(rejected_meta, "rejected_meta", prompt)
+        else:
+            _check_meta(chosen_meta, "chosen_meta", prompt, choice)
+            _check_meta(rejected_meta, "rejected_meta", prompt, "right" if choice == "left" else "left")
+    else:
+        answers = _field(record, "responses", list)
+        metas = _field(record, "responses_meta", list)
+        if len(answers) != 2 or len(metas) != 2:
+            raise _Problem("'responses' and 'responses_meta' must hold two items: left, right")
+        if any(m["role"] != "assistant" for m in _messages(answers, "responses")):
+            raise _Problem("'responses' must be assistant messages")
+        for i, side in enumerate(SIDES):
+            if not isinstance(metas[i], dict):
+                raise _Problem(f"'responses_meta[{i}]' must be an object")
+            _check_meta(metas[i], f"responses_meta[{i}]", prompt, side)
+
+
+# -- reading and import -------------------------------------------------------------
+
+def _response(text: str, meta: dict, prompt: list[dict]) -> dict:
+    """Keyword arguments for Store.add_response, rebuilt from a line."""
+    return {"side": meta["side"], "role": meta["role"], "text": text,
+            "model": meta["model"], "model_path": meta["model_path"],
+            "model_hash": meta["model_sha256"], "adapter": meta["adapter"],
+            "adapter_path": meta["adapter_path"], "adapter_scale": meta["adapter_scale"],
+            "template_name": meta["template_name"], "template_source": meta["template_source"],
+            "params": meta["params"], "prompt_messages": meta["prompt"] or prompt,
+            "n_tokens": meta["n_tokens"], "ttft_s": meta["ttft_s"],
+            "tokens_per_s": meta["tokens_per_s"], "finish_reason": meta["finish_reason"],
+            "created_at": meta["created_at"]}
+
+
+def _vote(lines: list[tuple[int, dict]]) -> dict:
+    """One vote rebuilt from its lines (two for 'better', else one); raises _Problem."""
+    first = lines[0][1]
+    expected = 2 if first["choice"] == "better" else 1
+    if len(lines) != expected:
+        raise _Problem(f"vote {first['vote_uid']} has {len(lines)} lines; "
+                       f"a {first['choice']!r} vote has {expected}")
+    about = ("choice", "blind", "created_at", "conversation_uid", "turn")
+    if any(r[k] != first[k] for _, r in lines for k in about):
+        raise _Problem(f"the two lines of vote {first['vote_uid']} disagree")
+    vote = {k: first[k] for k in about} | {"uid": first["vote_uid"], "prompt": first["prompt"],
+                                            "better_text": None}
+    if first["choice"] in ("left", "right"):
+        for key in ("chosen", "rejected"):
+            meta = first[f"{key}_meta"]
+            vote[meta["side"]] = _response(first[key][0]["content"], meta, first["prompt"])
+    elif first["choice"] == "better":
+        for side, (_, record) in zip(SIDES, lines):
+            meta = record["rejected_meta"]
+            if meta["side"] != side:
+                raise _Problem("a 'better' vote's lines must show the left answer, then the right")
+            vote[side] = _response(record["rejected"][0]["content"], meta, record["prompt"])
+        if lines[0][1]["chosen"] != lines[1][1]["chosen"]:
+            raise _Problem(f"the two lines of vote {first['vote_uid']} disagree on 'chosen'")
+        vote["better_text"] = first["chosen"][0]["content"]
+    else:
+        for side, answer, meta in zip(SIDES, first["responses"], first["responses_meta"]):
+            vote[side] = _response(answer["content"], meta, first["prompt"])
+    return vote
+
+
+def _check_conversations(votes: list[tuple[int, dict]]) -> None:
+    """Votes of one conversation must agree on its system prompt and user turns."""
+    seen: dict[str, dict] = defaultdict(dict)
+    for line, vote in votes:
+        known = seen[vote["conversation_uid"]]
+        prompt = vote["prompt"]
+        facts = {"system": prompt[0]["content"] if prompt[0]["role"] == "system" else ""}
+        facts.update(enumerate(_user_turns(prompt)))
+        for key, value in facts.items():
+            if known.setdefault(key, value) != value:
+                what = "system prompt" if key == "system" else f"user message of turn {key}"
+                raise ImportFormatError(line, f"conversation {vote['conversation_uid']}: "
+                                              f"{what} differs from an earlier line")
+
+
+def _parse(path: str | Path) -> tuple[list[dict], list[tuple[int, dict]]]:
+    """Every line parsed and checked, then the votes they make (with each vote's last line)."""
+    records, groups, last_line = [], defaultdict(list), {}
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+                if not text.strip():
+                    continue
+                record = json.loads(text)
+                check_record(record)
+            except UnicodeDecodeError:
+                raise ImportFormatError(number, "not UTF-8 text") from None
+            except json.JSONDecodeError as exc:
+                raise ImportFormatError(number, f"not valid JSON ({exc.msg}, column {exc.colno})") from None
+            except _Problem as exc:
+                raise ImportFormatError(number, str(exc)) from None
+            records.append(record)
+            groups[record["vote_uid"]].append((number, record))
+            last_line[record["vote_uid"]] = number
+    votes = []
+    for uid, lines in groups.items():
+        try:
+            votes.append((last_line[uid], _vote(lines)))
+        except _Problem as exc:
+            raise ImportFormatError(last_line[uid], str(exc)) from None
+    _check_conversations(votes)
+    return records, votes
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All lines of a preference file, after checking the whole file (ImportFormatError)."""
+    return _parse(path)[0]
+
+
+def import_jsonl(store: Store, path: str | Path) -> int:
+    """Add a preference file's votes to the store, all or none; returns lines imported.
+
+    The whole file is checked before anything is written; votes the store already holds
+    (same ``vote_uid``) are skipped.
+    """
+    _, votes = _parse(path)
+    imported = 0
+    with store.transaction():
+        have_votes = {row["uid"] for row in store.db.query("SELECT uid FROM votes")}
+        conversations = {row["uid"]: row["id"]
+                         for row in store.db.query("SELECT uid, id FROM conversations")}
+        for line, vote in votes:
+            if vote["uid"] in have_votes:
+                continue
+            try:
+                imported += _write_vote(store, vote, conversations)
+            except ValueError as exc:  # disagrees with what the store already holds
+                raise ImportFormatError(line, str(exc)) from None
+    return imported
+
+
+def _write_vote(store: Store, vote: dict, conversations: dict[str, int]) -> int:
+    prompt = vote["prompt"]
+    cid = conversations.get(vote["conversation_uid"])
+    if cid is None:
+        system = prompt[0]["content"] if prompt[0]["role"] == "system" else ""
+        cid = store.new_conversation(system, vote["blind"], uid=vote["conversation_uid"],
+                                     created_at=min(vote[s]["created_at"] for s in SIDES))
+        conversations[vote["conversation_uid"]] = cid
+    for turn, content in enumerate(_user_turns(prompt)):
+        store.add_user_message(cid, turn, content)
+    left, right = (store.add_response(cid, vote["turn"], **vote[side]) for side in SIDES)
+    store.record_vote(left, right, vote["choice"], vote["blind"], vote["better_text"],
+                      uid=vote["uid"], created_at=vote["created_at"])
+    return 2 if vote["choice"] == "better" else 1
