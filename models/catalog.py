@@ -42,7 +42,8 @@ class ModelInfo:
 
     @property
     def label(self) -> str:
-        size = f" {self.size_label}" if self.size_label and self.size_label not in self.name else ""
+        size = self.size_label if self.size_label.lower() not in self.name.lower() else ""
+        size = f" {size}" if size else ""
         return f"{self.name}{size} ({self.path.name})"
 
     def default_template(self) -> templates.ChatTemplate:

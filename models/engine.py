@@ -174,7 +174,7 @@ class Engine:
     @property
     def label(self) -> str:
         if self.adapter_path is None:
-            return f"{self.info.name} (base, no adapter)"
+            return f"{self.info.name} · no adapter"
         scale = f" ×{self.adapter_scale:g}" if self.adapter_scale != 1.0 else ""
         return f"{self.info.name} + LoRA {self.adapter_name}{scale}"
 
