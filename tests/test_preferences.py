@@ -163,3 +163,22 @@ def test_a_conflict_with_the_store_rolls_back_every_line(source, tmp_path):
         with pytest.raises(ImportFormatError, match="line 1: .*different user message"):
             import_jsonl(target, edited)
         assert target.pair_counts() == before
+
+
+def test_bare_trl_pairs_import_once(tmp_path):
+    from diptych.training.preferences import import_jsonl
+    from diptych.training.store import Store
+
+    path = tmp_path / "plain.jsonl"
+    path.write_text(
+        '{"prompt": [{"role": "user", "content": "Hi"}], '
+        '"chosen": [{"role": "assistant", "content": "Hello!"}], '
+        '"rejected": [{"role": "assistant", "content": "Hi? Hi?"}]}\n'
+    )
+    store = Store(tmp_path / "db.sqlite")
+    assert import_jsonl(store, path) == 1
+    assert import_jsonl(store, path) == 0
+    pairs = store.preference_pairs()
+    assert len(pairs) == 1
+    assert pairs[0]["chosen"] == [{"role": "assistant", "content": "Hello!"}]
+    assert pairs[0]["prompt"] == [{"role": "user", "content": "Hi"}]

@@ -18,6 +18,9 @@ Each line is one JSON object. A vote that prefers one answer makes a pair::
   "tie" | "both_bad", ..., "responses_meta": [left meta, right meta]}`` with ``prompt``
   the left pane's messages. TRL's preference trainers do not read such lines.
 
+Import also takes bare TRL pairs made elsewhere (only ``prompt``, ``chosen``,
+``rejected``): each becomes a 'left' vote between two answers of an unknown model.
+
 A ``*_meta`` object describes one shown response: side, role, model, model_path,
 model_sha256, adapter, adapter_path, adapter_scale, template_name, template_source,
 params, n_tokens, ttft_s, tokens_per_s, finish_reason, created_at, and ``prompt``:
@@ -32,13 +35,14 @@ gives the same bytes, and importing a file twice adds its votes once (lines whos
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from .store import CHOICES, ROLES, SIDES, Store
+from .store import CHOICES, ROLES, SIDES, Store, now
 
 PAIR_CHOICES = ("left", "right", "better")
 MESSAGE_ROLES = ("system", "user", "assistant")
@@ -301,16 +305,39 @@ def _check_conversations(votes: list[tuple[int, dict]]) -> None:
                                               f"{what} differs from an earlier line")
 
 
+def _complete_plain_pair(record, imported_at: str):
+    """A bare TRL pair (only prompt, chosen, rejected) from elsewhere, made a full line.
+
+    It becomes a 'left' vote of two answers by an unknown model. Its uids are the hash
+    of its content, so importing the same file twice adds it once.
+    """
+    if not isinstance(record, dict) or "choice" in record or not {"prompt", "chosen", "rejected"} <= record.keys():
+        return record
+    uid = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
+    prompt = record["prompt"] if isinstance(record["prompt"], list) else []
+
+    def meta(side: str) -> dict:
+        return {key: None for key in META_TYPES} | {
+            "side": side, "role": "base", "model": "imported", "params": {},
+            "created_at": imported_at}
+
+    return {**record, "choice": "left", "blind": False, "created_at": imported_at,
+            "vote_uid": uid, "conversation_uid": uid,
+            "turn": max(len(_user_turns(prompt)) - 1, 0) if all(isinstance(m, dict) for m in prompt) else 0,
+            "chosen_meta": meta("left"), "rejected_meta": meta("right")}
+
+
 def _parse(path: str | Path) -> tuple[list[dict], list[tuple[int, dict]]]:
     """Every line parsed and checked, then the votes they make (with each vote's last line)."""
     records, groups, last_line = [], defaultdict(list), {}
+    imported_at = now()
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
                 text = raw.decode("utf-8")
                 if not text.strip():
                     continue
-                record = json.loads(text)
+                record = _complete_plain_pair(json.loads(text), imported_at)
                 check_record(record)
             except UnicodeDecodeError:
                 raise ImportFormatError(number, "not UTF-8 text") from None
