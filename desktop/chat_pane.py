@@ -1,0 +1,138 @@
+"""One side of the diptych: a header naming the model, the transcript, and per-pane controls."""
+
+from __future__ import annotations
+
+import html
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTextBrowser,
+    QVBoxLayout,
+)
+from superqt.utils import qthrottled
+
+from diptych.models.conversation import Conversation
+
+
+class ChatPane(QFrame):
+    regenerate_requested = Signal(str)
+    stop_requested = Signal(str)
+
+    def __init__(self, side: str, parent=None):
+        super().__init__(parent)
+        self.side = side
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.header = QLabel()
+        self.header.setObjectName(f"{side}-header")
+        self.header.setTextFormat(Qt.TextFormat.RichText)
+        self.header.setWordWrap(True)
+        self.transcript = QTextBrowser()
+        self.transcript.setOpenExternalLinks(True)
+        self.stats = QLabel("")
+        self.stats.setObjectName(f"{side}-stats")
+        self.stats.setStyleSheet("color: gray")
+        self.regenerate_button = QPushButton("Regenerate")
+        self.regenerate_button.setToolTip("Sample this pane's last answer again")
+        self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit(self.side))
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(lambda: self.stop_requested.emit(self.side))
+        self.stop_button.setEnabled(False)
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.stats, 1)
+        bar.addWidget(self.regenerate_button)
+        bar.addWidget(self.stop_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.header)
+        layout.addWidget(self.transcript, 1)
+        layout.addLayout(bar)
+
+        self._conversation: Conversation | None = None
+        self._partial = ""
+        self._streaming = False
+
+    # -- header ------------------------------------------------------------------------
+
+    def set_identity(self, role: str | None, label: str, hidden: bool = False) -> None:
+        """Say which model and adapter produce this pane's text (or hide it, when blind)."""
+        name = "Model A" if self.side == "left" else "Model B"
+        if hidden:
+            text = f"<b>{name}</b> &nbsp;<span style='color:gray'>hidden until you vote</span>"
+        else:
+            title = {"base": "Base", "tuned": "Tuned"}.get(role or "", name)
+            text = f"<b>{title}</b> &nbsp;·&nbsp; {html.escape(label)}"
+        self.header.setText(text)
+        self.header.setToolTip("" if hidden else label)
+
+    # -- transcript --------------------------------------------------------------------
+
+    def show_conversation(self, conversation: Conversation) -> None:
+        self._conversation = conversation
+        self._partial = ""
+        self._render()
+
+    def begin_answer(self) -> None:
+        self._partial = ""
+        self._streaming = True
+        self.stop_button.setEnabled(True)
+        self.regenerate_button.setEnabled(False)
+        self.stats.setText("generating…")
+        self._render()
+
+    def append(self, text: str) -> None:
+        self._partial += text
+        self._render_throttled()
+
+    def end_answer(self, completion=None, error: str | None = None) -> None:
+        self._streaming = False
+        self.stop_button.setEnabled(False)
+        self.regenerate_button.setEnabled(True)
+        if error:
+            self.stats.setText(f"error: {error}")
+        elif completion is not None:
+            stopped = " · stopped" if completion.finish_reason == "cancelled" else ""
+            self.stats.setText(
+                f"{completion.n_tokens} tokens · {completion.tokens_per_s:.1f} tok/s · "
+                f"first token {completion.ttft_s * 1000:.0f} ms{stopped}"
+            )
+        self._render()
+
+    def text(self) -> str:
+        return self.transcript.toPlainText()
+
+    @qthrottled(timeout=50)
+    def _render_throttled(self) -> None:
+        self._render()
+
+    def _render(self) -> None:
+        conv = self._conversation
+        parts = []
+        if conv is not None:
+            if conv.system.strip():
+                parts.append(f"*System: {conv.system.strip()}*")
+            last = len(conv.turns) - 1
+            for i, turn in enumerate(conv.turns):
+                parts.append("**You:** " + _keep_line_breaks(turn.user.strip()))
+                answer = turn.answers.get(self.side)
+                if i == last and (self._streaming or answer is None):
+                    answer = self._partial + (" ▍" if self._streaming else "")
+                parts.append(_keep_line_breaks(answer or ""))
+                parts.append("---")
+        bar = self.transcript.verticalScrollBar()
+        at_end = bar.value() >= bar.maximum() - 4
+        self.transcript.setMarkdown("\n\n".join(parts))
+        if at_end:
+            bar.setValue(bar.maximum())
+
+
+def _keep_line_breaks(text: str) -> str:
+    """Show a model's single newlines as line breaks (Markdown would join the lines),
+    leaving fenced code blocks as they are."""
+    pieces = text.split("```")
+    for i in range(0, len(pieces), 2):
+        pieces[i] = pieces[i].replace("\n", "  \n")
+    return "```".join(pieces)

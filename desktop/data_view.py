@@ -1,0 +1,405 @@
+"""The votes tab: every vote the user cast, filtered and searched, with delete and undo,
+a look at the whole conversation, and preference-file export and import.
+
+The view calls the Store on the UI thread: its queries are small and indexed, and the
+Store must be used from one thread at a time, which the UI thread guarantees. The
+widgets hold no SQL; ``refresh()`` re-reads everything from the Store.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from pathlib import Path
+
+from PySide6.QtCore import QItemSelectionModel, QSignalBlocker, Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt.utils import qdebounced
+
+from diptych.training.preferences import ImportFormatError, export_jsonl, import_jsonl
+from diptych.training.store import BASE, CHOICES, SIDES, Store, identity
+
+ANY = ""  # a filter combo's "no filter" item
+CHOICE_NAMES = {"left": "left", "right": "right", "tie": "tie", "both_bad": "both bad",
+                "better": "own answer"}
+COLUMNS = ("Time", "Prompt", "Left", "Right", "Choice", "Blind", "Better answer")
+PROMPT_COLUMN = COLUMNS.index("Prompt")
+FILE_FILTER = "JSON lines (*.jsonl);;All files (*)"
+
+
+def local_time(stamp: str) -> str:
+    """A stored UTC timestamp in the user's time zone, to the minute."""
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp
+
+
+def choice_text(choice: str, names: dict[str, str]) -> str:
+    """``left (v1)`` for a preferred side, so the winner's name shows; else the kind."""
+    if choice in SIDES:
+        return f"{choice} ({names[choice]})"
+    return CHOICE_NAMES.get(choice, choice)
+
+
+def _text(value: str) -> str:
+    return html.escape(value).replace("\n", "<br>")
+
+
+def _tooltip(value: str) -> str:
+    # Rich text, so Qt wraps a long prompt instead of drawing one screen-wide line.
+    return f"<p>{_text(value[:2000])}</p>" if value else ""
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines() or [""]
+    return lines[0] + (" …" if len(lines) > 1 else "")
+
+
+def _response_label(response: dict) -> str:
+    adapter = response.get("adapter_path") or "no adapter"
+    return f"{response.get('model') or 'unknown model'} · {adapter}"
+
+
+def conversation_html(conversation: dict, focus_vote: int | None = None) -> str:
+    """One conversation as HTML: each user turn, the answers voted on, and the verdicts."""
+    responses = {r["id"]: r for r in conversation["responses"]}
+    mode = "blind" if conversation["blind"] else "model names shown"
+    parts = [f"<p style='color:gray'>Started {local_time(conversation['created_at'])} · {mode}</p>"]
+    if (conversation["system_prompt"] or "").strip():
+        parts.append(f"<p><i>System: {_text(conversation['system_prompt'])}</i></p>")
+    for message in conversation["messages"]:
+        turn = message["turn"]
+        parts.append(f"<h3>Turn {turn + 1}</h3><p><b>You:</b> {_text(message['content'])}</p>")
+        votes = [v for v in conversation["votes"] if v["turn"] == turn]
+        for vote in votes:
+            pair = [responses[vote["left_response_id"]], responses[vote["right_response_id"]]]
+            parts.append(_pair_html(pair, vote, vote["id"] == focus_vote))
+        if not votes:  # answered but not voted on: show each pane's latest answer
+            latest = {r["side"]: r for r in conversation["responses"] if r["turn"] == turn}
+            if set(latest) == set(SIDES):
+                parts.append(_pair_html([latest[s] for s in SIDES], None, False))
+    return "\n".join(parts)
+
+
+def _pair_html(pair: list[dict], vote: dict | None, focus: bool) -> str:
+    names = {side: identity(r) for side, r in zip(SIDES, pair)}
+    winner = vote["choice"] if vote else None
+    cells = []
+    for side, response in zip(SIDES, pair):
+        mark = " <span style='color:#2e7d32'>✓ preferred</span>" if winner == side else ""
+        cells.append(f"<td width='50%' valign='top'><b>{side.title()} · {html.escape(names[side])}"
+                     f"</b>{mark}<br>{_text(response['text'])}</td>")
+    table = ("<table width='100%' border='1' cellspacing='0' cellpadding='6' "
+             f"style='border-color:#999'><tr>{''.join(cells)}</tr></table>")
+    if vote is None:
+        return table + "<p style='color:gray'>Not voted on.</p>"
+    verdict = f"<b>Vote:</b> {html.escape(choice_text(vote['choice'], names))}"
+    mode = "blind" if vote["blind"] else "names shown"
+    verdict += f" · {mode} · {local_time(vote['created_at'])}"
+    if vote["deleted_at"]:
+        verdict += " · <span style='color:#c62828'>deleted</span>"
+    if focus:
+        verdict = "▶ " + verdict + " <i>(the selected vote)</i>"
+    better = (f"<p><b>Your better answer:</b><br>{_text(vote['better_text'])}</p>"
+              if vote["better_text"] else "")
+    return f"{table}<p>{verdict}</p>{better}"
+
+
+class DataView(QWidget):
+    """The votes in a table, with filters, delete/undo, a conversation view, export/import."""
+
+    votes_changed = Signal()  # a delete, an undo or an import changed which votes count
+
+    def __init__(self, store: Store, parent=None):
+        super().__init__(parent)
+        self.store = store
+        self._undo_ids: list[int] = []
+        self._dialog: QDialog | None = None
+        self.conversation_browser: QTextBrowser | None = None
+
+        self.adapter_filter = QComboBox(objectName="adapter-filter")
+        self.adapter_filter.setMinimumContentsLength(12)
+        self.kind_filter = QComboBox(objectName="kind-filter")
+        self.kind_filter.addItem("All kinds", ANY)
+        for choice in CHOICES:
+            self.kind_filter.addItem(CHOICE_NAMES[choice], choice)
+        self.search = QLineEdit(objectName="search")
+        self.search.setPlaceholderText("Search prompts, answers and your own answers…")
+        self.search.setClearButtonEnabled(True)
+
+        self.table = QTableWidget(0, len(COLUMNS), objectName="votes-table")
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 8)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # newest first
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(PROMPT_COLUMN, QHeaderView.ResizeMode.Stretch)
+
+        self.counts = QLabel(objectName="pair-counts")
+        self.counts.setToolTip("Left, right and own-answer votes are preference pairs (an own "
+                               "answer beats both shown answers, so it makes two). Ties and "
+                               "both-bad votes are exported only when asked for.")
+        self.open_button = QPushButton("Open conversation", objectName="open-conversation")
+        self.delete_button = QPushButton("Delete vote", objectName="delete-vote")
+        self.include_ties = QCheckBox("Include ties and both-bad", objectName="include-ties")
+        self.export_button = QPushButton("Export…", objectName="export")
+        self.export_button.setToolTip("Write the votes as TRL preference pairs (JSON lines)")
+        self.import_button = QPushButton("Import…", objectName="import")
+        self.import_button.setToolTip("Add the votes of a Diptych preference file")
+
+        # One slim bar for what just happened; it offers Undo after a delete.
+        self.message_bar = QFrame(objectName="message-bar")
+        self.message_bar.setFrameShape(QFrame.Shape.StyledPanel)
+        self.message = QLabel(objectName="message")
+        self.message.setWordWrap(True)
+        self.undo_button = QPushButton("Undo", objectName="undo")
+        dismiss = QPushButton("✕")
+        dismiss.setFlat(True)
+        dismiss.setToolTip("Dismiss")
+        bar = QHBoxLayout(self.message_bar)
+        bar.setContentsMargins(8, 2, 2, 2)
+        bar.addWidget(self.message, 1)
+        bar.addWidget(self.undo_button)
+        bar.addWidget(dismiss)
+        self.message_bar.hide()
+
+        filters = QHBoxLayout()
+        filters.addWidget(QLabel("Adapter"))
+        filters.addWidget(self.adapter_filter)
+        filters.addWidget(QLabel("Kind"))
+        filters.addWidget(self.kind_filter)
+        filters.addWidget(self.search, 1)
+        actions = QHBoxLayout()
+        actions.addWidget(self.counts, 1)
+        actions.addWidget(self.open_button)
+        actions.addWidget(self.delete_button)
+        actions.addSpacing(16)
+        actions.addWidget(self.include_ties)
+        actions.addWidget(self.export_button)
+        actions.addWidget(self.import_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(filters)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.message_bar)
+        layout.addLayout(actions)
+
+        self.adapter_filter.currentIndexChanged.connect(self.refresh)
+        self.kind_filter.currentIndexChanged.connect(self.refresh)
+        self.search.textChanged.connect(self._search_changed)
+        self.search.returnPressed.connect(self.refresh)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.table.itemDoubleClicked.connect(self.open_conversation)
+        QShortcut(QKeySequence.StandardKey.Delete, self.table, activated=self.delete_selected,
+                  context=Qt.ShortcutContext.WidgetShortcut)
+        self.open_button.clicked.connect(self.open_conversation)
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.undo_button.clicked.connect(self.undo_delete)
+        dismiss.clicked.connect(self.message_bar.hide)
+        self.export_button.clicked.connect(self.export)
+        self.import_button.clicked.connect(self.import_file)
+
+        self.refresh()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def refresh(self, *_, select: list[int] | None = None) -> None:
+        """Re-read the store: the adapter list, the counts, and the rows the filters pass."""
+        everything = self.store.votes()
+        self._fill_adapters(everything)
+        filters = {"adapter": self.adapter_filter.currentData() or None,
+                   "choice": self.kind_filter.currentData() or None,
+                   "text": self.search.text().strip() or None}
+        rows = self.store.votes(**filters) if any(filters.values()) else everything
+        self._fill_table(rows, self.selected_ids() if select is None else select)
+        self._show_counts(len(rows), self.store.pair_counts())
+
+    def selected_ids(self) -> list[int]:
+        """The ids of the selected votes, top to bottom."""
+        rows = sorted(index.row() for index in self.table.selectionModel().selectedRows())
+        return [self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) for row in rows]
+
+    @qdebounced(timeout=250)
+    def _search_changed(self) -> None:
+        self.refresh()
+
+    def _fill_adapters(self, votes: list[dict]) -> None:
+        """Every model identity that took part in a live vote, base first, then in order met."""
+        names = {BASE: None}
+        for vote in votes:
+            names.update({identity(vote[side]): None for side in SIDES})
+        current = self.adapter_filter.currentData()
+        if current:
+            names[current] = None  # never switch a filter off behind the user's back
+        with QSignalBlocker(self.adapter_filter):
+            self.adapter_filter.clear()
+            self.adapter_filter.addItem("All adapters", ANY)
+            for name in names:
+                self.adapter_filter.addItem(name, name)
+            index = self.adapter_filter.findData(current or ANY)
+            self.adapter_filter.setCurrentIndex(max(0, index))
+
+    def _fill_table(self, votes: list[dict], select: list[int]) -> None:
+        table, wanted = self.table, set(select)
+        selection = table.selectionModel()
+        with QSignalBlocker(selection):
+            table.setSortingEnabled(False)  # rows would move while they are filled
+            table.clearSelection()
+            table.setRowCount(len(votes))
+            for row, vote in enumerate(reversed(votes)):
+                for column, (text, tip) in enumerate(self._cells(vote)):
+                    item = QTableWidgetItem(text)
+                    item.setToolTip(tip)
+                    table.setItem(row, column, item)
+                table.item(row, 0).setData(Qt.ItemDataRole.UserRole, vote["id"])
+            table.setSortingEnabled(True)
+            flags = (QItemSelectionModel.SelectionFlag.Select
+                     | QItemSelectionModel.SelectionFlag.Rows)
+            for row in range(table.rowCount()):
+                if table.item(row, 0).data(Qt.ItemDataRole.UserRole) in wanted:
+                    selection.select(table.model().index(row, 0), flags)
+        self._update_buttons()
+
+    @staticmethod
+    def _cells(vote: dict) -> list[tuple[str, str]]:
+        """(text, tooltip) for each column of one vote."""
+        names = {side: identity(vote[side]) for side in SIDES}
+        prompt = vote["prompt"] or ""
+        better = vote["better_text"] or ""
+        return [
+            (local_time(vote["created_at"]), vote["created_at"]),
+            (_first_line(prompt), _tooltip(prompt)),
+            (names["left"], _response_label(vote["left"])),
+            (names["right"], _response_label(vote["right"])),
+            (choice_text(vote["choice"], names), ""),
+            ("yes" if vote["blind"] else "no", ""),
+            ("yes" if better else "no", _tooltip(better)),
+        ]
+
+    def _show_counts(self, shown: int, counts: dict) -> None:
+        if not counts["votes"]:
+            self.counts.setText("No votes yet: vote on two answers in the Chat tab.")
+            return
+        kinds = ", ".join(f"{CHOICE_NAMES[c]} {counts[c]}" for c in ("left", "right", "better"))
+        self.counts.setText(
+            f"Showing {shown} of {counts['votes']} votes · {counts['pairs']} preference pairs "
+            f"({kinds}; an own answer makes 2) · not pairs: tie {counts['tie']}, "
+            f"both bad {counts['both_bad']}")
+
+    def _update_buttons(self) -> None:
+        selected = len(self.table.selectionModel().selectedRows())
+        self.open_button.setEnabled(selected == 1)
+        self.delete_button.setEnabled(selected > 0)
+        self.delete_button.setText("Delete votes" if selected > 1 else "Delete vote")
+
+    # -- actions ---------------------------------------------------------------------
+
+    def open_conversation(self, *_) -> None:
+        """Show the selected vote's whole conversation in a window beside this one."""
+        ids = self.selected_ids()
+        if len(ids) != 1:
+            return
+        vote = self.store.vote(ids[0])
+        conversation = self.store.conversation(vote["conversation_id"])
+        if self._dialog is None:
+            self._dialog = QDialog(self, objectName="conversation-dialog")
+            self._dialog.resize(900, 700)
+            self.conversation_browser = QTextBrowser(objectName="conversation")
+            buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+            buttons.rejected.connect(self._dialog.close)
+            layout = QVBoxLayout(self._dialog)
+            layout.addWidget(self.conversation_browser)
+            layout.addWidget(buttons)
+        self._dialog.setWindowTitle(f"Conversation · {(vote['prompt'] or '').strip()[:60]}")
+        self.conversation_browser.setHtml(conversation_html(conversation, vote["id"]))
+        self._dialog.show()
+        self._dialog.raise_()
+
+    def delete_selected(self) -> None:
+        """Soft-delete the selected votes; the message bar offers to undo it."""
+        ids = self.selected_ids()
+        if not ids:
+            return
+        for vote_id in ids:
+            self.store.delete_vote(vote_id)
+        self._undo_ids = ids
+        self._say(f"Deleted {len(ids)} vote{'s' if len(ids) > 1 else ''}.", undo=True)
+        self.refresh()
+        self.votes_changed.emit()
+
+    def undo_delete(self) -> None:
+        for vote_id in self._undo_ids:
+            self.store.restore_vote(vote_id)
+        restored, self._undo_ids = self._undo_ids, []
+        self.message_bar.hide()
+        self.refresh(select=restored)
+        self.votes_changed.emit()
+
+    def export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export preference pairs", str(Path.home() / "diptych-preferences.jsonl"),
+            FILE_FILTER)
+        if not path:
+            return
+        try:
+            lines = export_jsonl(self.store, path, include_ties=self.include_ties.isChecked())
+        except OSError as exc:
+            QMessageBox.warning(self, "Export failed", f"Could not write {path}:\n{exc}")
+            return
+        self._say(f"Exported {lines} line{'s' if lines != 1 else ''} to {path}.")
+
+    def import_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import preference pairs", "", FILE_FILTER)
+        if not path:
+            return
+        name = Path(path).name
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            lines = import_jsonl(self.store, path)  # checks the whole file before writing
+        except (ImportFormatError, OSError) as exc:
+            lines = None
+            problem = str(exc)
+        finally:
+            QApplication.restoreOverrideCursor()
+        if lines is None:
+            QMessageBox.warning(self, "Import failed",
+                                f"{name}: {problem}\n\nNothing was imported.")
+            return
+        already = "" if lines else " (the store already held all its votes)"
+        self._say(f"Imported {lines} line{'s' if lines != 1 else ''} from {name}{already}.")
+        self.refresh()
+        self.votes_changed.emit()
+
+    def _say(self, text: str, undo: bool = False) -> None:
+        if not undo:
+            self._undo_ids = []
+        self.message.setText(text)
+        self.undo_button.setVisible(undo)
+        self.message_bar.show()

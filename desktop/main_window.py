@@ -1,0 +1,381 @@
+"""The main window: model and adapter pickers, the two panes, the prompt box, the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from diptych.models import adapters as adapter_registry
+from diptych.models import catalog
+from diptych.models.conversation import SIDES
+from diptych.training.store import Store, StoreVersionError
+
+from .chat_controller import ChatController
+from .chat_pane import ChatPane
+from .data_view import DataView
+from .settings_panel import SettingsPanel
+from .stats_view import StatsView
+from .training_panel import TrainingPanel
+from .vote_bar import CHOICES, VoteBar
+
+OPEN_FILE = "__open__"
+VOTE_KEYS = {key: choice for choice, _, key in CHOICES}
+NO_ADAPTER = ""
+
+
+class PromptEdit(QPlainTextEdit):
+    """The prompt box: Ctrl+Enter sends, Enter alone starts a new line.
+
+    While it is empty and a vote is open, the keys 1-4 vote instead of typing.
+    """
+
+    submitted = Signal()
+    vote_key = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.voting = lambda: False
+
+    def keyPressEvent(self, event):
+        enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
+        if enter and event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            self.submitted.emit()
+            return
+        if event.text() in VOTE_KEYS and not self.toPlainText() and self.voting():
+            self.vote_key.emit(VOTE_KEYS[event.text()])
+            return
+        super().keyPressEvent(event)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, data_dir: Path, parent=None):
+        super().__init__(parent)
+        self.data_dir = data_dir
+        self.setWindowTitle("Diptych — base vs RL-tuned")
+        self.resize(1280, 800)
+        self.controller = ChatController(self)
+        self.model_path: Path | None = None
+        self.store: Store | None = None
+        self.store_error: str | None = None
+        try:
+            self.store = Store.open(data_dir)
+        except StoreVersionError as exc:  # the file is left exactly as it is
+            self.store_error = str(exc)
+        self.controller.store = self.store
+
+        # Toolbar: model, adapter, conversation controls.
+        toolbar = QToolBar("Models")
+        toolbar.setMovable(False)
+        self.addToolBar(toolbar)
+        self.model_picker = QComboBox()
+        self.model_picker.setMinimumWidth(260)
+        self.adapter_picker = QComboBox()
+        self.adapter_picker.setMinimumWidth(260)
+        toolbar.addWidget(QLabel(" Model "))
+        toolbar.addWidget(self.model_picker)
+        toolbar.addWidget(QLabel("  Tuned pane adapter "))
+        toolbar.addWidget(self.adapter_picker)
+        toolbar.addSeparator()
+        self.new_action = QAction("New conversation", self)
+        self.new_action.setShortcut(QKeySequence("Ctrl+N"))
+        toolbar.addAction(self.new_action)
+        self.blind_action = QAction("Blind", self)
+        self.blind_action.setCheckable(True)
+        self.blind_action.setToolTip("Randomise which side shows base and which tuned, and hide "
+                                     "the names until you vote")
+        toolbar.addAction(self.blind_action)
+        self.status = QLabel()
+        self.statusBar().addWidget(self.status, 1)
+
+        # The chat tab: two panes over one prompt box.
+        self.panes = {side: ChatPane(side) for side in SIDES}
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        for side in SIDES:
+            splitter.addWidget(self.panes[side])
+        self.prompt = PromptEdit()
+        self.prompt.setPlaceholderText("Ask both models… (Ctrl+Enter sends, Esc stops)")
+        self.prompt.setMaximumHeight(90)
+        self.send_button = QPushButton("Send")
+        self.send_button.setToolTip("Ctrl+Enter")
+        self.stop_button = QPushButton("Stop both")
+        self.stop_button.setToolTip("Esc")
+        self.stop_button.setEnabled(False)
+        self.regenerate_button = QPushButton("Regenerate both")
+        buttons = QVBoxLayout()
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.regenerate_button)
+        prompt_row = QHBoxLayout()
+        prompt_row.addWidget(self.prompt, 1)
+        prompt_row.addLayout(buttons)
+        chat = QWidget()
+        self.chat_layout = QVBoxLayout(chat)
+        self.chat_layout.addWidget(splitter, 1)
+        self.vote_bar = VoteBar()
+        self.chat_layout.addWidget(self.vote_bar)
+        self.chat_layout.addLayout(prompt_row)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(chat, "Chat")
+        self.data_view = self.stats_view = None
+        if self.store is not None:
+            self.data_view = DataView(self.store)
+            self.stats_view = StatsView(self.store)
+            self.tabs.addTab(self.data_view, "Data")
+            self.tabs.addTab(self.stats_view, "Stats")
+        self.training = TrainingPanel(data_dir, self.store, model_path=lambda: self.model_path)
+        self.tabs.addTab(self.training, "Train")
+        self.setCentralWidget(self.tabs)
+
+        self.settings = SettingsPanel()
+        dock = QDockWidget("Settings (both panes)")
+        dock.setObjectName("settings")
+        dock.setWidget(self.settings)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.settings_dock = dock
+
+        self._wire()
+        self._fill_model_picker()
+        self.refresh_adapters()
+        if self.store_error:
+            self._show_error("Votes are not being recorded", self.store_error)
+
+    # -- wiring ------------------------------------------------------------------------
+
+    def _wire(self) -> None:
+        c = self.controller
+        self.prompt.submitted.connect(self.send)
+        self.prompt.voting = lambda: self.vote_bar.voting
+        self.prompt.vote_key.connect(self.vote)
+        for choice, _, key in CHOICES:
+            QShortcut(QKeySequence(key), self, activated=lambda c=choice: self.vote(c))
+        self.vote_bar.voted.connect(self.vote)
+        self.vote_bar.better_written.connect(lambda text: self.vote("better", text))
+        self.vote_bar.undo_requested.connect(c.undo_vote)
+        c.turn_complete.connect(self._offer_vote)
+        c.vote_recorded.connect(self._on_vote_recorded)
+        c.vote_undone.connect(lambda _id: self._offer_vote())
+        self.blind_action.toggled.connect(c.set_blind)
+        self.training.use_adapter.connect(self._use_trained_adapter)
+        self.training.adapters_changed.connect(self.refresh_adapters)
+        c.vote_recorded.connect(lambda *_: self._votes_changed())
+        c.vote_undone.connect(lambda *_: self._votes_changed())
+        if self.data_view is not None:
+            self.data_view.votes_changed.connect(self._votes_changed)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=lambda: c.stop())
+        self.send_button.clicked.connect(self.send)
+        self.stop_button.clicked.connect(lambda: c.stop())
+        self.regenerate_button.clicked.connect(lambda: c.regenerate())
+        self.new_action.triggered.connect(c.new_conversation)
+        for pane in self.panes.values():
+            pane.regenerate_requested.connect(c.regenerate)
+            pane.stop_requested.connect(c.stop)
+            pane.show_conversation(c.conversation)
+
+        c.answer_started.connect(self._on_answer_started)
+        c.answer_delta.connect(lambda side, text: self.panes[side].append(text))
+        c.answer_finished.connect(lambda side, comp: self.panes[side].end_answer(comp))
+        c.answer_failed.connect(lambda side, msg: self.panes[side].end_answer(error=msg))
+        c.busy_changed.connect(self._on_busy)
+        c.loading_changed.connect(self._on_loading)
+        c.engines_changed.connect(self._update_headers)
+        c.conversation_reset.connect(self._on_reset)
+        c.error.connect(self._show_error)
+
+        s = self.settings
+        c.settings.params = s.params()
+        s.params_changed.connect(lambda p: setattr(c.settings, "params", p))
+        s.system_prompt_changed.connect(lambda t: setattr(c.settings, "system_prompt", t))
+        s.template_override_changed.connect(self._override_template)
+
+        self.model_picker.activated.connect(self._on_model_picked)
+        self.adapter_picker.activated.connect(self._on_adapter_picked)
+
+    # -- actions -----------------------------------------------------------------------
+
+    def send(self) -> None:
+        if self.controller.send(self.prompt.toPlainText()):
+            self.prompt.clear()
+            for pane in self.panes.values():
+                pane.show_conversation(self.controller.conversation)
+
+    def vote(self, choice: str, better_text: str | None = None) -> None:
+        if self.vote_bar.voting:
+            self.controller.vote(choice, better_text)
+
+    def open_model(self, path: str | Path, adapter: str | Path | None = None) -> None:
+        path = Path(path)
+        try:
+            catalog.read_info(path)  # a bad file is refused before anything changes
+        except catalog.ModelFileError as exc:
+            self._show_error("Could not open the model", str(exc))
+            self._select_model_item(self.model_path)
+            return
+        self.status.setText(f"Loading {path.name}…")
+
+        def loaded():
+            self.model_path = path
+            self._remember_model(path)
+            self.refresh_adapters()
+
+        self.controller.load_model(path, adapter=adapter, on_loaded=loaded)
+
+    def use_adapter(self, path: str | Path | None) -> None:
+        self.controller.set_adapter(Path(path) if path else None)
+
+    def _votes_changed(self) -> None:
+        self.training.refresh_counts()
+        if self.data_view is not None:
+            self.data_view.refresh()
+            self.stats_view.refresh()
+
+    def _use_trained_adapter(self, path: str) -> None:
+        self.use_adapter(path)
+        self.tabs.setCurrentIndex(0)
+
+    def refresh_adapters(self) -> None:
+        """List registered adapters (kind, date, key metric) and select the one in use."""
+        picker = self.adapter_picker
+        picker.blockSignals(True)
+        picker.clear()
+        picker.addItem("No adapter (both panes sample the base)", NO_ADAPTER)
+        for info in adapter_registry.list_adapters(self.data_dir):
+            metric = adapter_registry.key_metric(info)
+            date = (info.created_at or "")[:16].replace("T", " ")
+            label = f"{info.name} · {info.kind} · {date}" + (f" · {metric}" if metric else "")
+            picker.addItem(label, str(info.gguf_path))
+        picker.addItem("Open adapter file…", OPEN_FILE)
+        if self.stats_view is not None:
+            self.stats_view.set_adapters(adapter_registry.list_adapters(self.data_dir))
+        current = self.controller.adapter_path()
+        index = picker.findData(str(current)) if current else 0
+        if current and index < 0:
+            picker.insertItem(1, current.name, str(current))
+            index = 1
+        picker.setCurrentIndex(index)
+        picker.blockSignals(False)
+
+    # -- slots -------------------------------------------------------------------------
+
+    def _on_model_picked(self, index: int) -> None:
+        data = self.model_picker.itemData(index)
+        if data == OPEN_FILE:
+            path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "",
+                                                  "GGUF models (*.gguf);;All files (*)")
+            if not path:
+                self._select_model_item(self.model_path)
+                return
+            data = path
+        if data and Path(data) != self.model_path:
+            self.open_model(data)
+
+    def _on_adapter_picked(self, index: int) -> None:
+        data = self.adapter_picker.itemData(index)
+        if data == OPEN_FILE:
+            path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF LoRA adapter", "",
+                                                  "GGUF LoRA (*.gguf);;All files (*)")
+            if not path:
+                self.refresh_adapters()
+                return
+            data = path
+        self.use_adapter(data or None)
+
+    def _override_template(self, source) -> None:
+        try:
+            self.controller.set_template_source(source)
+        except ValueError as exc:
+            self._show_error("Template not used", str(exc))
+        self._update_headers()
+
+    def _on_answer_started(self, side: str) -> None:
+        self.panes[side].begin_answer()
+        self.vote_bar.show_idle()
+
+    def _offer_vote(self, *_):
+        c = self.controller
+        if c.can_vote:
+            self.vote_bar.show_voting({s: c.last[s].text for s in SIDES})
+        else:
+            self.vote_bar.show_idle()
+            if c.store is None:
+                self.vote_bar.prompt_label.setText("Votes are off: the database could not be opened.")
+
+    def _on_vote_recorded(self, vote_id: int, choice: str) -> None:
+        self.vote_bar.show_recorded(choice, vote_id)
+        self._update_headers()  # blind mode: reveal who was who
+
+    def _on_busy(self, busy: bool) -> None:
+        self.stop_button.setEnabled(busy)
+        self.send_button.setEnabled(not busy)
+        self.regenerate_button.setEnabled(not busy)
+        self.model_picker.setEnabled(not busy)
+        self.adapter_picker.setEnabled(not busy)
+
+    def _on_loading(self, loading: bool) -> None:
+        self.send_button.setEnabled(not loading)
+        if loading:
+            self.status.setText("Loading…")
+
+    def _on_reset(self) -> None:
+        self.vote_bar.show_idle()
+        for pane in self.panes.values():
+            pane.show_conversation(self.controller.conversation)
+            pane.stats.setText("")
+        self._update_headers()
+
+    def _update_headers(self) -> None:
+        c = self.controller
+        for side, pane in self.panes.items():
+            engine = c.engine_for(side)
+            pane.set_identity(c.roles[side], engine.label if engine else "no model loaded",
+                              hidden=c.hidden)
+        template = c.template()
+        if template is not None:
+            self.settings.show_template(template.name, template.source)
+        tuned = c.engines.get("tuned")
+        if tuned is not None:
+            self.status.setText(
+                f"{tuned.info.label} · context {tuned.n_ctx} · {tuned.n_threads} thread(s) per pane"
+            )
+        self.refresh_adapters()
+
+    def _show_error(self, title: str, message: str) -> None:
+        self.status.setText(f"{title}: {message}")
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, parent=self)
+        box.setObjectName("error-dialog")
+        box.open()
+
+    # -- model picker ------------------------------------------------------------------
+
+    def _fill_model_picker(self) -> None:
+        self.model_picker.clear()
+        self.model_picker.addItem(catalog.BUNDLED_NAME, str(catalog.bundled_model_path()))
+        self.model_picker.addItem("Open GGUF…", OPEN_FILE)
+
+    def _remember_model(self, path: Path) -> None:
+        if self.model_picker.findData(str(path)) < 0:
+            self.model_picker.insertItem(self.model_picker.count() - 1, path.name, str(path))
+        self._select_model_item(path)
+
+    def _select_model_item(self, path: Path | None) -> None:
+        index = self.model_picker.findData(str(path)) if path else 0
+        self.model_picker.setCurrentIndex(max(index, 0))

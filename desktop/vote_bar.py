@@ -1,0 +1,117 @@
+"""The vote bar under the panes: which answer is better, recorded with one click."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+CHOICES = (
+    ("left", "Left is better", "1"),
+    ("right", "Right is better", "2"),
+    ("tie", "Tie", "3"),
+    ("both_bad", "Both are bad", "4"),
+)
+LABELS = {key: label for key, label, _ in CHOICES} | {"better": "Your answer is better"}
+
+
+class VoteBar(QWidget):
+    voted = Signal(str)  # choice
+    better_written = Signal(str)  # the user's own answer
+    undo_requested = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.prompt_label = QLabel("Which answer is better?")
+        self.buttons: dict[str, QPushButton] = {}
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.prompt_label)
+        for key, label, shortcut in CHOICES:
+            button = QPushButton(f"{label}  [{shortcut}]")
+            button.setObjectName(f"vote-{key}")
+            button.clicked.connect(lambda _=False, k=key: self.voted.emit(k))
+            self.buttons[key] = button
+            row.addWidget(button)
+        self.write_button = QPushButton("Write a better answer…")
+        self.write_button.setObjectName("vote-better")
+        row.addWidget(self.write_button)
+        self.recorded = QLabel()
+        self.recorded.setObjectName("vote-recorded")
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setObjectName("vote-undo")
+        self.undo_button.clicked.connect(self.undo_requested.emit)
+        row.addWidget(self.recorded, 1)
+        row.addWidget(self.undo_button)
+        self.answers: dict[str, str] = {}
+        self.write_button.clicked.connect(self._write_better)
+        self.show_idle()
+
+    def show_idle(self) -> None:
+        """Nothing to vote on yet (an answer is missing or still streaming)."""
+        self._set(voting=False, recorded=None)
+        self.prompt_label.setText("Vote once both answers are in.")
+
+    def show_voting(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self._set(voting=True, recorded=None)
+        self.prompt_label.setText("Which answer is better?")
+
+    def show_recorded(self, choice: str, vote_id: int) -> None:
+        self._set(voting=False, recorded=f"Recorded: <b>{LABELS[choice]}</b> (vote #{vote_id})")
+
+    def _set(self, voting: bool, recorded: str | None) -> None:
+        for button in (*self.buttons.values(), self.write_button):
+            button.setVisible(recorded is None)
+            button.setEnabled(voting)
+        self.prompt_label.setVisible(recorded is None)
+        self.recorded.setVisible(recorded is not None)
+        self.recorded.setText(recorded or "")
+        self.undo_button.setVisible(recorded is not None)
+
+    @property
+    def voting(self) -> bool:
+        return self.buttons["left"].isEnabled() and self.buttons["left"].isVisible()
+
+    def _write_better(self) -> None:
+        dialog = BetterAnswerDialog(self.answers, self)
+        if dialog.exec() == QDialog.DialogCode.Accepted and dialog.text().strip():
+            self.better_written.emit(dialog.text().strip())
+
+
+class BetterAnswerDialog(QDialog):
+    """Edit either answer, or write one from scratch; it is stored as the chosen answer."""
+
+    def __init__(self, answers: dict[str, str], parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Write a better answer")
+        self.resize(640, 420)
+        self.start_from = QComboBox()
+        self.start_from.addItem("Start from the left answer", answers.get("left", ""))
+        self.start_from.addItem("Start from the right answer", answers.get("right", ""))
+        self.start_from.addItem("Start from scratch", "")
+        self.editor = QPlainTextEdit(answers.get("left", ""))
+        self.start_from.currentIndexChanged.connect(
+            lambda i: self.editor.setPlainText(self.start_from.itemData(i))
+        )
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Your answer is stored as chosen; both shown answers as rejected."))
+        layout.addWidget(self.start_from)
+        layout.addWidget(self.editor, 1)
+        layout.addWidget(buttons)
+
+    def text(self) -> str:
+        return self.editor.toPlainText()

@@ -1,0 +1,159 @@
+"""The window against the real bundled model, offscreen."""
+
+import argparse
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox, QTableView, QTableWidget
+
+from diptych.desktop.app import build_window
+
+
+@pytest.fixture
+def window(qtbot, data_dir):
+    win = build_window(argparse.Namespace(data_dir=str(data_dir), model=None, adapter=None))
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.settings.max_tokens.setValue(12)
+    qtbot.waitUntil(lambda: len(win.controller.engines) == 2, timeout=30_000)
+    return win
+
+
+def send(qtbot, win, text):
+    win.prompt.setPlainText(text)
+    with qtbot.waitSignal(win.controller.busy_changed, timeout=5_000):
+        qtbot.keyClick(win.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+
+
+def wait_idle(qtbot, win, timeout=60_000):
+    qtbot.waitUntil(lambda: not win.controller.busy, timeout=timeout)
+
+
+def test_one_prompt_fills_both_panes(qtbot, window):
+    assert "Base" in window.panes["left"].header.text()
+    assert "Tuned" in window.panes["right"].header.text()
+    assert "no adapter" in window.panes["right"].header.text()
+    send(qtbot, window, "What is the capital of France?")
+    assert window.controller.is_running("left") and window.controller.is_running("right")
+    wait_idle(qtbot, window)
+    for side in ("left", "right"):
+        pane = window.panes[side]
+        answer = window.controller.conversation.turns[0].answers[side]
+        assert answer is not None and answer.strip()
+        assert "What is the capital of France?" in pane.text()
+        assert "tok/s" in pane.stats.text()
+    assert window.prompt.toPlainText() == ""
+
+
+def test_multi_turn_each_side_keeps_its_own_answers(qtbot, window):
+    send(qtbot, window, "Name a colour.")
+    wait_idle(qtbot, window)
+    send(qtbot, window, "Another one?")
+    wait_idle(qtbot, window)
+    conv = window.controller.conversation
+    assert len(conv.turns) == 2
+    left, right = conv.messages("left"), conv.messages("right")
+    assert [m["role"] for m in left] == ["user", "assistant", "user"]
+    assert left[1]["content"] == conv.turns[0].answers["left"]
+    assert right[1]["content"] == conv.turns[0].answers["right"]
+
+
+def test_escape_stops_both_and_new_conversation_clears(qtbot, window):
+    window.settings.max_tokens.setValue(2000)
+    send(qtbot, window, "Tell me a very long story about the sea.")
+    qtbot.waitUntil(lambda: len(window.controller.partial["left"]) > 0, timeout=20_000)
+    qtbot.keyClick(window, Qt.Key.Key_Escape)
+    wait_idle(qtbot, window, timeout=5_000)
+    for side in ("left", "right"):
+        assert window.controller.last[side].finish_reason == "cancelled"
+        assert window.controller.last[side].n_tokens < 500
+    window.new_action.trigger()
+    qtbot.waitUntil(lambda: not window.controller.conversation.turns, timeout=5_000)
+    assert "Tell me" not in window.panes["left"].text()
+
+
+def test_regenerate_one_pane_only(qtbot, window):
+    send(qtbot, window, "Say something.")
+    wait_idle(qtbot, window)
+    left_before = window.controller.conversation.turns[0].answers["left"]
+    window.panes["right"].regenerate_button.click()
+    assert window.controller.is_running("right") and not window.controller.is_running("left")
+    wait_idle(qtbot, window)
+    assert window.controller.conversation.turns[0].answers["left"] == left_before
+
+
+def test_bad_gguf_gets_a_dialog_and_keeps_the_model(qtbot, window, tmp_path):
+    before = window.controller.engines["base"]
+    bad = tmp_path / "notes.gguf"
+    bad.write_bytes(b"hello, this is not a model" * 100)
+    window.open_model(bad)
+    box = window.findChild(QMessageBox, "error-dialog")
+    assert box is not None and "is not a GGUF file" in box.text()
+    assert window.controller.engines["base"] is before
+    assert window.model_path != bad
+
+
+def test_unloadable_architecture_keeps_the_model(qtbot, window, tiny_gguf):
+    before = window.controller.engines["base"]
+    with qtbot.waitSignal(window.controller.error, timeout=20_000) as blocker:
+        window.open_model(tiny_gguf)
+    assert "llama.cpp could not load" in blocker.args[1]
+    assert window.controller.engines["base"] is before
+
+
+def test_vote_with_a_key_is_stored_and_undone(qtbot, window):
+    send(qtbot, window, "What is 2 + 2?")
+    wait_idle(qtbot, window)
+    assert window.vote_bar.voting
+    window.prompt.setFocus()
+    with qtbot.waitSignal(window.controller.vote_recorded, timeout=2_000) as blocker:
+        qtbot.keyClick(window.prompt, Qt.Key.Key_2)
+    vote_id, choice = blocker.args
+    assert choice == "right" and window.prompt.toPlainText() == ""
+    stored = window.store.vote(vote_id)
+    assert stored["choice"] == "right" and stored["deleted_at"] is None
+    assert "Right is better" in window.vote_bar.recorded.text()
+    window.vote_bar.undo_button.click()
+    assert window.store.vote(vote_id)["deleted_at"] is not None
+    assert window.vote_bar.voting
+    window.vote_bar.buttons["tie"].click()
+    assert window.store.votes()[-1]["choice"] == "tie"
+
+
+def test_vote_keeps_exact_texts_and_sampling(qtbot, window):
+    send(qtbot, window, "Name a fruit.")
+    wait_idle(qtbot, window)
+    window.vote_bar.buttons["left"].click()
+    vote = window.store.votes()[-1]
+    for side in ("left", "right"):
+        response = vote[side]
+        assert response["text"] == window.controller.conversation.turns[0].answers[side]
+        assert response["params"]["max_tokens"] == 12
+        assert response["prompt_messages"][-1] == {"role": "user", "content": "Name a fruit."}
+        assert response["template_name"] == "gemma"
+        assert response["model_sha256"]
+
+
+def test_blind_mode_hides_labels_until_the_vote(qtbot, window):
+    window.blind_action.setChecked(True)
+    send(qtbot, window, "Hello there.")
+    wait_idle(qtbot, window)
+    for pane in window.panes.values():
+        assert "hidden until you vote" in pane.header.text()
+        assert "Gemma" not in pane.header.text()
+    qtbot.keyClick(window.prompt, Qt.Key.Key_3)
+    headers = [p.header.text() for p in window.panes.values()]
+    assert all("Gemma" in h for h in headers)
+    assert {"Base" in headers[0], "Base" in headers[1]} == {True, False}
+    assert window.store.votes()[-1]["blind"] == 1
+
+
+def test_a_vote_shows_in_the_data_view(qtbot, window):
+    send(qtbot, window, "Name an animal.")
+    wait_idle(qtbot, window)
+    window.vote_bar.buttons["left"].click()
+    table = window.data_view.findChild(QTableView, "votes-table") or window.data_view.findChild(QTableWidget, "votes-table")
+    assert table.model().rowCount() == 1
+    window.vote_bar.undo_button.click()
+    assert table.model().rowCount() == 0
