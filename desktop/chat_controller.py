@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from diptych.models import catalog, templates
+from diptych.models import catalog, scoring, templates
 from diptych.models.conversation import SIDES, Conversation
 from diptych.models.engine import Completion, Engine, SamplingParams, Token
 
@@ -48,6 +48,8 @@ class ChatController(QObject):
     conversation_reset = Signal()
     error = Signal(str, str)  # title, message (for a dialog)
     loading_changed = Signal(bool)
+    scores_ready = Signal(str, object)  # side, scoring.Comparison
+    scores_failed = Signal(str, str)  # side, message
     vote_recorded = Signal(int, str)  # vote id, choice
     vote_undone = Signal(int)
 
@@ -281,6 +283,32 @@ class ChatController(QObject):
             self._pending.append(action)
         else:
             action()
+
+    # -- where the tuned model moved -----------------------------------------------------
+
+    def score(self, side: str) -> None:
+        """Score ``side``'s last answer under both models; emits ``scores_ready``."""
+        done = self.last[side]
+        if done is None or self.busy or side not in self._context:
+            self.scores_failed.emit(side, "no finished answer to score")
+            return
+        engine, messages, params = self._context[side]
+        base, tuned = self.engines["base"], self.engines["tuned"]
+        # The mean log-ratio is a KL estimate only for the tuned model's own samples.
+        sampled_by_tuned = params if engine is tuned else None
+        ids = scoring.answer_ids(done)
+        self._set_loading(True)
+
+        def ok(comparison):
+            self._set_loading(False)
+            self.scores_ready.emit(side, comparison)
+
+        def failed(exc):
+            self._set_loading(False)
+            self.scores_failed.emit(side, str(exc))
+
+        run_op(lambda: scoring.compare(base, tuned, messages, ids,
+                                       tuned_sampling=sampled_by_tuned), ok, failed, self)
 
     # -- reward data -------------------------------------------------------------------
 

@@ -5,22 +5,27 @@ from __future__ import annotations
 import html
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QTextBrowser,
+    QToolTip,
     QVBoxLayout,
 )
 from superqt.utils import qthrottled
 
 from diptych.models.conversation import Conversation
 
+from . import token_view
+
 
 class ChatPane(QFrame):
     regenerate_requested = Signal(str)
     stop_requested = Signal(str)
+    scores_requested = Signal(str)  # side: colour my last answer by tuned-vs-base log-ratio
 
     def __init__(self, side: str, parent=None):
         super().__init__(parent)
@@ -41,19 +46,34 @@ class ChatPane(QFrame):
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(lambda: self.stop_requested.emit(self.side))
         self.stop_button.setEnabled(False)
+        self.scores_button = QPushButton("Δ vs base")
+        self.scores_button.setObjectName(f"{side}-scores")
+        self.scores_button.setCheckable(True)
+        self.scores_button.setEnabled(False)
+        self.scores_button.setToolTip("Colour each token of the last answer by "
+                                      "log p_tuned − log p_base (hover a token for details)")
+        self.scores_button.toggled.connect(self._toggle_scores)
+        self.score_summary = QLabel()
+        self.score_summary.setObjectName(f"{side}-score-summary")
+        self.score_summary.setWordWrap(True)
+        self.score_summary.setVisible(False)
+        self.transcript.highlighted.connect(self._hover_token)
 
         bar = QHBoxLayout()
         bar.addWidget(self.stats, 1)
+        bar.addWidget(self.scores_button)
         bar.addWidget(self.regenerate_button)
         bar.addWidget(self.stop_button)
         layout = QVBoxLayout(self)
         layout.addWidget(self.header)
         layout.addWidget(self.transcript, 1)
+        layout.addWidget(self.score_summary)
         layout.addLayout(bar)
 
         self._conversation: Conversation | None = None
         self._partial = ""
         self._streaming = False
+        self.comparison = None  # the scored last answer, while the toggle is on
 
     # -- header ------------------------------------------------------------------------
 
@@ -76,6 +96,8 @@ class ChatPane(QFrame):
         self._render()
 
     def begin_answer(self) -> None:
+        self.clear_scores()
+        self.scores_button.setEnabled(False)
         self._partial = ""
         self._streaming = True
         self.stop_button.setEnabled(True)
@@ -91,6 +113,7 @@ class ChatPane(QFrame):
         self._streaming = False
         self.stop_button.setEnabled(False)
         self.regenerate_button.setEnabled(True)
+        self.scores_button.setEnabled(completion is not None and completion.n_tokens > 0)
         if error:
             self.stats.setText(f"error: {error}")
         elif completion is not None:
@@ -108,7 +131,54 @@ class ChatPane(QFrame):
     def _render_throttled(self) -> None:
         self._render()
 
+    # -- log-ratio view ---------------------------------------------------------------
+
+    def show_scores(self, comparison) -> None:
+        self.comparison = comparison
+        self.score_summary.setText(token_view.legend_html() + token_view.summary_text(comparison))
+        self.score_summary.setVisible(True)
+        self._render()
+
+    def clear_scores(self, message: str | None = None) -> None:
+        self.comparison = None
+        self.scores_button.blockSignals(True)
+        self.scores_button.setChecked(False)
+        self.scores_button.blockSignals(False)
+        self.score_summary.setText(message or "")
+        self.score_summary.setVisible(bool(message))
+        self._render()
+
+    def _toggle_scores(self, on: bool) -> None:
+        if on:
+            self.score_summary.setText("Scoring the answer under both models…")
+            self.score_summary.setVisible(True)
+            self.scores_requested.emit(self.side)
+        else:
+            self.clear_scores()
+
+    def _hover_token(self, url) -> None:
+        link = url.toString() if hasattr(url, "toString") else str(url)
+        if self.comparison is None or not link.startswith("tok:"):
+            QToolTip.hideText()
+            return
+        QToolTip.showText(QCursor.pos(), token_view.tooltip_html(self.comparison, int(link[4:])),
+                          self.transcript)
+
+    def _render_scored(self) -> None:
+        conv = self._conversation
+        parts = []
+        for i, turn in enumerate(conv.turns):
+            parts.append(f"<p><b>You:</b> {html.escape(turn.user.strip())}</p>")
+            if i < len(conv.turns) - 1:
+                answer = html.escape(turn.answers.get(self.side) or "").replace("\n", "<br>")
+                parts.append(f"<p>{answer}</p><hr>")
+        parts.append(f"<p style='line-height:150%'>{token_view.tokens_html(self.comparison)}</p>")
+        self.transcript.setHtml("".join(parts))
+
     def _render(self) -> None:
+        if self.comparison is not None and self._conversation is not None:
+            self._render_scored()
+            return
         conv = self._conversation
         parts = []
         if conv is not None:

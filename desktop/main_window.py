@@ -189,6 +189,7 @@ class MainWindow(QMainWindow):
         for pane in self.panes.values():
             pane.regenerate_requested.connect(c.regenerate)
             pane.stop_requested.connect(c.stop)
+            pane.scores_requested.connect(c.score)
             pane.show_conversation(c.conversation)
 
         c.answer_started.connect(self._on_answer_started)
@@ -200,6 +201,8 @@ class MainWindow(QMainWindow):
         c.engines_changed.connect(self._update_headers)
         c.conversation_reset.connect(self._on_reset)
         c.error.connect(self._show_error)
+        c.scores_ready.connect(lambda side, comp: self.panes[side].show_scores(comp))
+        c.scores_failed.connect(lambda side, msg: self.panes[side].clear_scores(f"Not scored: {msg}"))
 
         s = self.settings
         c.settings.params = s.params()

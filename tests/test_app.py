@@ -157,3 +157,21 @@ def test_a_vote_shows_in_the_data_view(qtbot, window):
     assert table.model().rowCount() == 1
     window.vote_bar.undo_button.click()
     assert table.model().rowCount() == 0
+
+
+def test_log_ratio_view_colours_tokens(qtbot, window):
+    send(qtbot, window, "What is the capital of France?")
+    wait_idle(qtbot, window)
+    pane = window.panes["right"]
+    with qtbot.waitSignal(window.controller.scores_ready, timeout=30_000) as blocker:
+        pane.scores_button.click()
+    side, comparison = blocker.args
+    assert side == "right"
+    # no adapter: both engines hold the same weights, so nothing moved
+    assert all(t.log_ratio == 0.0 for t in comparison.tokens)
+    assert len(comparison.tokens) == window.controller.last["right"].n_tokens
+    assert "tok:0" in pane.transcript.toHtml()
+    assert "nats" in pane.score_summary.text()
+    assert "not a KL estimate" in pane.score_summary.text()  # sampled at temperature 0.8
+    pane.scores_button.click()
+    assert pane.comparison is None and "tok:0" not in pane.transcript.toHtml()
