@@ -56,9 +56,15 @@ def check_name(name: str) -> str:
     return name
 
 
+def _read_meta(path: Path) -> dict:
+    try:
+        return json.loads((path / META_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or edited by hand into something else
+        return {}
+
+
 def _from_dir(path: Path) -> AdapterInfo:
-    meta_file = path / META_NAME
-    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+    meta = _read_meta(path)
     gguf = path / GGUF_NAME
     created = meta.get("created_at") or _mtime(path)
     return AdapterInfo(
@@ -112,11 +118,12 @@ def rename(name: str, new_name: str, root: str | os.PathLike | None = None) -> A
     if target.exists():
         raise AdapterError(f"an adapter named {new_name!r} already exists")
     os.rename(source, target)
-    meta_file = target / META_NAME
-    if meta_file.is_file():
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta = _read_meta(target)
+    if meta:
         meta["name"] = new_name
-        meta_file.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        tmp = target / f".{META_NAME}.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, target / META_NAME)
     return _from_dir(target)
 
 

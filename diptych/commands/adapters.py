@@ -1,0 +1,94 @@
+"""``diptych adapters``: the LoRA adapters training made.
+
+- ``list [--json]``: newest first, with kind, age and the key before/after metric.
+- ``export-gguf DIR [--out FILE]``: turn any PEFT LoRA folder into a GGUF LoRA for the
+  base model (top-level ``--model``, default the bundled one); default ``DIR/adapter.gguf``.
+- ``rename OLD NEW`` and ``delete NAME``.
+
+Bad input is a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+
+USAGE_ERROR = 2
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("adapters", help="list, export, rename or delete LoRA adapters")
+    commands = parser.add_subparsers(dest="adapters_command", metavar="ACTION", required=True)
+
+    listing = commands.add_parser("list", help="the registered adapters, newest first")
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    listing.set_defaults(handler=lambda args: _run(args, _list))
+
+    export = commands.add_parser("export-gguf", help="write a PEFT LoRA folder as a GGUF LoRA")
+    export.add_argument("dir", help="a folder with adapter_config.json and adapter_model.safetensors")
+    export.add_argument("--out", help="the GGUF file to write (default: DIR/adapter.gguf)")
+    export.set_defaults(handler=lambda args: _run(args, _export))
+
+    rename = commands.add_parser("rename", help="give an adapter a new name")
+    rename.add_argument("old")
+    rename.add_argument("new")
+    rename.set_defaults(handler=lambda args: _run(args, _rename))
+
+    delete = commands.add_parser("delete", help="remove an adapter and its files")
+    delete.add_argument("name")
+    delete.set_defaults(handler=lambda args: _run(args, _delete))
+
+
+def _run(args, action) -> int:
+    from diptych.models.adapters import AdapterError
+
+    try:
+        return action(args)
+    except (AdapterError, ValueError, OSError) as exc:  # ExportError is a ValueError
+        print(f"diptych adapters {args.adapters_command}: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+
+
+def _list(args) -> int:
+    from diptych.models import adapters
+
+    found = adapters.list_adapters(args.data_dir)
+    if args.json:
+        rows = [{**asdict(a), "path": str(a.path), "gguf_path": a.gguf_path and str(a.gguf_path),
+                 "key_metric": adapters.key_metric(a)} for a in found]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not found:
+        print("no adapters yet: train one with 'diptych train dpo --name NAME'")
+    for a in found:
+        print(f"{a.name:24} {a.kind:7} {a.created_at[:16].replace('T', ' ')}  {adapters.key_metric(a)}")
+    return 0
+
+
+def _export(args) -> int:
+    from pathlib import Path
+
+    from diptych.models.catalog import bundled_model_path
+    from diptych.training.export_gguf import export
+
+    out = Path(args.out) if args.out else Path(args.dir) / "adapter.gguf"
+    written = export(args.dir, out, args.model or bundled_model_path())
+    print(written)
+    return 0
+
+
+def _rename(args) -> int:
+    from diptych.models import adapters
+
+    info = adapters.rename(args.old, args.new, args.data_dir)
+    print(f"renamed {args.old} -> {info.name}")
+    return 0
+
+
+def _delete(args) -> int:
+    from diptych.models import adapters
+
+    adapters.delete(args.name, args.data_dir)
+    print(f"deleted {args.name}")
+    return 0

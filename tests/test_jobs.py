@@ -1,0 +1,194 @@
+"""Real training jobs, run as the app runs them: ``diptych train ... --progress jsonl`` in a
+subprocess, on the bundled model, with real TRL steps. Settings are tiny (1-2 steps, short
+sequences) so the whole file takes a few minutes on two CPU cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from diptych import paths
+from diptych.models import adapters, catalog, templates
+from diptych.training import job
+from diptych.training.preferences import export_jsonl
+from diptych.training.store import Store
+
+QA = [
+    ("What is the capital of France?", "The capital of France is Paris.", "What is the capital of Spain?"),
+    ("How many legs does a spider have?", "A spider has eight legs.", "How many legs does an ant have?"),
+    ("What color is the sky?", "The sky is blue.", "Why is the sky blue?"),
+    ("Name a yellow fruit.", "A banana is yellow.", "Which fruits are red?"),
+    ("What is two plus three?", "Two plus three is five.", "What is two plus four?"),
+    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet.", "Who wrote Macbeth?"),
+    ("What do bees make?", "Bees make honey.", "Do bees sting?"),
+    ("Which planet is closest to the Sun?", "Mercury is closest to the Sun.", "Which planet is largest?"),
+]
+TINY = ["--steps", "2", "--batch-size", "2", "--max-length", "64", "--eval-size", "2"]
+TINY_GRPO = ["--steps", "1", "--batch-size", "2", "--num-generations", "2",
+             "--max-completion-length", "12", "--eval-size", "1", "--max-prompts", "4"]
+
+
+@pytest.fixture
+def voted(data_dir, weights_cache):
+    """A data dir whose store holds 8 votes (the answer beats the question back), and their
+    export as JSON lines."""
+    with Store.open(data_dir) as store:
+        for question, answer, asked_back in QA:
+            conversation = store.new_conversation()
+            store.add_user_message(conversation, 0, question)
+            shown = dict(model="gemma", model_path=None, model_hash=None, adapter_path=None,
+                         adapter_scale=None, template_name="gemma", template_source=None,
+                         params={}, prompt_messages=[{"role": "user", "content": question}],
+                         n_tokens=None, ttft_s=None, tokens_per_s=None, finish_reason="stop")
+            left = store.add_response(conversation, 0, "left", "base", asked_back, adapter=None, **shown)
+            right = store.add_response(conversation, 0, "right", "tuned", answer, adapter="t", **shown)
+            store.record_vote(left, right, "right", blind=True)
+        export_jsonl(store, data_dir / "pairs.jsonl")
+    return data_dir
+
+
+def train(data_dir, *args) -> subprocess.Popen:
+    # stderr goes to a file: a full pipe nobody reads while we wait on stdout would block the job
+    log = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "diptych", "--data-dir", str(data_dir), "train", *args,
+         "--progress", "jsonl"],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    process.log = log
+    return process
+
+
+def finish(process) -> tuple[int, list[dict], str]:
+    out, _ = process.communicate(timeout=600)
+    lines = [json.loads(line) for line in out.splitlines()]  # stdout holds JSON lines only
+    process.log.seek(0)
+    return process.returncode, lines, process.log.read()
+
+
+def run_job(data_dir, *args) -> tuple[list[dict], adapters.AdapterInfo]:
+    code, lines, err = finish(train(data_dir, *args))
+    assert code == 0, err[-3000:]
+    assert [line["phase"] for line in lines if line["phase"] != "train"] == \
+        ["load", "eval_before", "eval_after", "save", "done"]
+    assert all(set(job.Progress.KEYS) <= set(line) for line in lines)
+    return lines, adapters.resolve(lines[-1]["adapter"], data_dir)
+
+
+def steps(lines) -> list[dict]:
+    return [line for line in lines if line["phase"] == "train" and line["loss"] is not None]
+
+
+def last_logits(base, prompt: str, lora=None) -> np.ndarray:
+    from llama_cpp import Llama
+
+    llama = Llama(str(base), n_ctx=256, logits_all=True, verbose=False, n_threads=2,
+                  **({"lora_path": str(lora)} if lora else {}))
+    try:
+        ids = llama.tokenize(prompt.encode(), add_bos=False, special=True)
+        llama.eval(ids)
+        return np.array(llama.scores[len(ids) - 1])
+    finally:
+        llama.close()
+
+
+def test_dpo_from_jsonl_makes_an_adapter_llama_cpp_runs(voted, bundled_model):
+    lines, info = run_job(voted, "dpo", "--name", "answers", "--data", str(voted / "pairs.jsonl"),
+                          "--lr", "1e-3", *TINY)
+    assert [s["step"] for s in steps(lines)] == [1, 2] and steps(lines)[-1]["total"] == 2
+    assert lines[-1]["path"] == str(info.path)
+    meta = info.meta
+    assert meta["kind"] == "dpo" and meta["config"]["beta"] == 0.1
+    assert meta["base"]["sha256"] == catalog.file_hash(bundled_model)
+    assert meta["data"]["pairs"] == 8 and meta["data"]["eval"] == 2 and meta["data"]["held_out"]
+    assert len(meta["data"]["sha256"]) == 64
+    before, after = meta["metrics"]["before"], meta["metrics"]["after"]
+    assert before["kl"] == 0 and after["kl"] > 0 and after["pair_accuracy"] is not None
+    assert adapters.key_metric(info).startswith("pair acc")
+
+    adapters.check_compatible(info.gguf_path, bundled_model)
+    template = catalog.read_info(bundled_model).default_template()
+    text = templates.render(template, [{"role": "user", "content": "What is the capital of Italy?"}])
+    base = last_logits(bundled_model, text)
+    tuned = last_logits(bundled_model, text, info.gguf_path)
+    assert np.abs(tuned - base).max() > 0.1  # the tuned pane answers differently
+
+
+def test_dpo_reads_the_votes_in_the_store(voted):
+    lines, info = run_job(voted, "dpo", "--name", "from-votes", "--steps", "1",
+                          "--batch-size", "2", "--max-length", "64", "--eval-size", "1")
+    assert info.meta["data"]["source"] == "store" and info.meta["data"]["pairs"] == 8
+
+
+def test_reward_model_then_grpo_with_it_on_chat_history(voted):
+    lines, judge = run_job(voted, "reward", "--name", "judge", *TINY)
+    assert judge.kind == "reward" and judge.gguf_path is None
+    assert judge.meta["metrics"]["after"]["pair_accuracy"] is not None
+    assert (judge.path / "adapter_model.safetensors").is_file()
+
+    lines, info = run_job(voted, "grpo", "--name", "judged", "--reward-model", "judge",
+                          "--prompts-from", "history", *TINY_GRPO)
+    assert info.meta["data"]["reward"] == "judge" and info.meta["data"]["source"] == "history"
+    assert steps(lines)[0]["reward"] is not None
+
+
+def test_grpo_on_the_reverse_task(data_dir, weights_cache):
+    lines, info = run_job(data_dir, "grpo", "--name", "reverser", "--task", "reverse", *TINY_GRPO)
+    step = steps(lines)[0]
+    assert 0 <= step["reward"] <= 1 and step["kl"] is not None
+    after = info.meta["metrics"]["after"]
+    assert 0 <= after["reward"] <= 1 and after["samples"][0]["prompt"].startswith("Reverse")
+    assert info.gguf_path.is_file()
+
+
+def wait_for_training(process) -> None:
+    for line in process.stdout:
+        if json.loads(line)["phase"] == "train":
+            return
+    process.log.seek(0)
+    raise AssertionError(process.log.read()[-3000:])
+
+
+def test_sigterm_cancels_cleanly(voted):
+    process = train(voted, "dpo", "--name", "stopped", "--data", str(voted / "pairs.jsonl"),
+                    "--steps", "50", "--batch-size", "2", "--max-length", "64")
+    wait_for_training(process)
+    process.send_signal(signal.SIGTERM)
+    code, lines, err = finish(process)
+    assert code == 128 + signal.SIGTERM
+    assert lines[-1]["phase"] == "cancelled"
+    assert os.listdir(paths.adapters_dir(voted)) == []  # nothing registered, nothing left over
+
+
+def test_sigkill_leaves_nothing_registered(voted):
+    process = train(voted, "dpo", "--name", "killed", "--data", str(voted / "pairs.jsonl"),
+                    "--steps", "50", "--batch-size", "2", "--max-length", "64")
+    wait_for_training(process)
+    process.kill()
+    process.communicate()
+    root = paths.adapters_dir(voted)
+    assert adapters.list_adapters(voted) == []
+    assert [p.name for p in root.iterdir()] == [f".partial-killed-{process.pid}"]
+    assert job.clean_stale(root) and list(root.iterdir()) == []  # what the next job does
+
+
+def test_bad_input_is_one_line_and_exit_2(voted):
+    (paths.adapters_dir(voted) / "taken").mkdir()
+    for args, message in [
+        (["dpo", "--name", "taken"], "already exists"),
+        (["dpo", "--name", "x", "--data", "missing.jsonl"], "no such preference file"),
+        (["grpo", "--name", "x", "--task", "reverse", "--prompts-from", "history"], "known answers"),
+        (["grpo", "--name", "x", "--reward-model", "nobody"], "no adapter named 'nobody'"),
+        (["dpo", "--name", "../x"], "not a valid adapter name"),
+    ]:
+        code, lines, err = finish(train(voted, *args))
+        assert code == 2 and lines[-1]["phase"] == "error", err[-2000:]
+        assert message in lines[-1]["error"]
+    assert os.listdir(paths.adapters_dir(voted)) == ["taken"]

@@ -1,0 +1,124 @@
+"""A PEFT LoRA folder -> a GGUF LoRA file that llama.cpp applies on top of the base GGUF.
+
+The same mapping as llama.cpp's own ``convert_lora_to_gguf.py``, without its model
+classes: each PEFT module name goes through the ``gguf`` package's tensor-name map for the
+base's architecture (``model.layers.3.self_attn.q_proj`` -> ``blk.3.attn_q``), and
+``lora_A`` / ``lora_B`` are written unchanged as ``<name>.weight.lora_a`` / ``.lora_b``.
+llama.cpp scales the product by ``adapter.lora.alpha / rank``, as PEFT does with
+``lora_alpha / r``.
+
+Only architectures whose Hugging Face weights reach GGUF unpermuted are accepted: the
+Llama converter permutes the rows of q/k, and a LoRA would need the same permutation of
+``lora_B`` (not done here, so refused rather than silently wrong).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from diptych.models import adapters, catalog
+
+SUPPORTED = ("gemma", "gemma2", "gemma3", "qwen2", "qwen3")
+# Hugging Face config ``model_type`` -> GGUF ``general.architecture``
+MODEL_TYPES = {"gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3", "gemma3_text": "gemma3",
+               "qwen2": "qwen2", "qwen3": "qwen3"}
+PEFT_PREFIX = "base_model.model."
+PARTS = {".lora_A.weight": "lora_a", ".lora_B.weight": "lora_b"}
+
+
+class ExportError(ValueError):
+    """A PEFT adapter that cannot become a GGUF LoRA for this base, and why."""
+
+
+def _peft_config(peft_dir: Path) -> dict:
+    path = peft_dir / "adapter_config.json"
+    if not path.is_file():
+        raise ExportError(f"{peft_dir} is not a PEFT adapter folder: it has no adapter_config.json")
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("peft_type") != "LORA":
+        raise ExportError(f"{peft_dir.name} is a {config.get('peft_type')} adapter, not a LoRA")
+    if config.get("task_type") == "SEQ_CLS":
+        raise ExportError(f"{peft_dir.name} is a reward model (a scoring head), not a language-model "
+                          "LoRA: llama.cpp cannot run it")
+    if config.get("use_dora") or config.get("alpha_pattern"):
+        raise ExportError(f"{peft_dir.name} uses DoRA or per-module alphas, which GGUF LoRA cannot hold")
+    return config
+
+
+def _trained_on(config: dict) -> str | None:
+    """The GGUF architecture of the model the adapter was trained on, when its config is at hand."""
+    base = Path(config.get("base_model_name_or_path") or "") / "config.json"
+    if not base.is_file():
+        return None
+    model_type = json.loads(base.read_text(encoding="utf-8")).get("model_type", "")
+    if model_type not in MODEL_TYPES:
+        raise ExportError(f"the adapter was trained on a '{model_type}' model; GGUF export supports "
+                          f"{', '.join(SUPPORTED)}")
+    return MODEL_TYPES[model_type]
+
+
+def _gguf_name(key: str, names: gguf.TensorNameMap, arch: str) -> str:
+    """``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`` -> ``blk.0.attn_q.weight.lora_a``."""
+    suffix = next((s for s in PARTS if key.endswith(s)), None)
+    if suffix is None:
+        raise ExportError(f"{key} is not a LoRA tensor (a trained head or embedding?): "
+                          "only LoRA on linear layers can be exported")
+    module = key.removeprefix(PEFT_PREFIX)[: -len(suffix)]
+    mapped = names.get_name(module)
+    if mapped is None:
+        raise ExportError(f"{module} has no GGUF tensor name for architecture '{arch}'")
+    return f"{mapped}.weight.{PARTS[suffix]}"
+
+
+def export(peft_dir: str | os.PathLike, out_path: str | os.PathLike,
+           base_gguf: str | os.PathLike) -> Path:
+    """Write ``out_path`` (atomically) from the PEFT adapter in ``peft_dir``; returns it."""
+    from safetensors.torch import load_file  # torch: reads bf16 as well as fp32
+
+    peft_dir, out_path = Path(peft_dir), Path(out_path)
+    config = _peft_config(peft_dir)
+    base = catalog.read_info(base_gguf)
+    arch = base.architecture
+    if arch not in SUPPORTED:
+        raise ExportError(f"GGUF LoRA export does not support '{arch}' models "
+                          f"(supported: {', '.join(SUPPORTED)})")
+    trained_on = _trained_on(config)
+    if trained_on and trained_on != arch:
+        raise ExportError(f"the adapter was trained on a '{trained_on}' model, but "
+                          f"{base.path.name} is '{arch}'")
+    n_blocks = int(catalog.read_header_fields(base.path)[0][f"{arch}.block_count"])
+    names = gguf.get_tensor_name_map(next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch),
+                                     n_blocks)
+    alpha = float(config["lora_alpha"])
+    if config.get("use_rslora"):  # PEFT scales by alpha/sqrt(r); llama.cpp by alpha/r
+        alpha *= math.sqrt(config["r"])
+
+    tensors = load_file(peft_dir / "adapter_model.safetensors")
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    writer = gguf.GGUFWriter(tmp, arch)
+    try:
+        writer.add_type(gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+        for key in sorted(tensors):
+            array = tensors[key].float().numpy()
+            writer.add_tensor(_gguf_name(key, names, arch), np.ascontiguousarray(array))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        # The check the app makes before loading: every tensor fits the base's shapes.
+        adapters.check_compatible(tmp, base.path)
+        os.replace(tmp, out_path)
+    except adapters.AdapterError as exc:
+        raise ExportError(str(exc).replace(tmp.name, out_path.name)) from exc
+    finally:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+    return out_path

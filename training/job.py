@@ -1,0 +1,349 @@
+"""One training job of any kind: progress lines, clean cancellation, an adapter that appears whole.
+
+``diptych train dpo|reward|grpo`` runs here; ``dpo.py``, ``reward.py`` and ``grpo.py``
+only say how to train. The runner:
+
+1. refuses a name already taken, and removes the folders killed jobs left behind;
+2. lets the trainer write its PEFT adapter into ``adapters/.partial-<name>-<pid>/``;
+3. adds the GGUF LoRA (not for a reward model: llama.cpp does not run it) and meta.json;
+4. renames the folder to ``adapters/<name>/``. A rename is atomic, so a job killed at
+   any moment, even by SIGKILL, leaves no half-written adapter registered.
+
+With ``--progress jsonl`` stdout carries only JSON lines, one per event, all with the
+keys ``phase, step, total, loss, reward, kl, eta_s`` (null when unknown); everything the
+libraries print goes to stderr. Phases: ``load``, ``eval_before``, ``train`` (once per
+step), ``eval_after``, ``save``, then ``done`` (with ``adapter``, ``path``, ``metrics``),
+``cancelled``, or ``error`` (with ``error``). SIGINT and SIGTERM stop the job at once:
+the partial folder is removed, the last line is ``{"phase": "cancelled", ...}`` and the
+exit code is 128 + the signal number.
+
+The job trains on CUDA when torch sees a GPU (bf16 autocast where supported), else on
+the CPU. Under ``accelerate launch`` every process trains and only the main one reports
+and writes files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from diptych import paths
+from diptych.models import adapters, catalog
+
+PARTIAL = ".partial-"
+EXIT_USAGE = 2
+
+
+@dataclass
+class JobConfig:
+    """Settings every job takes; each trainer's Config adds its own."""
+
+    name: str = ""
+    model: str | None = None  # the base GGUF; None: the bundled model
+    data_dir: str | None = None
+    steps: int | None = None  # optimizer steps; None: train for `epochs`
+    epochs: float = 3.0
+    lr: float = 2e-4
+    batch_size: int = 4
+    lora_r: int = 16
+    lora_alpha: int | None = None  # None: 2 x lora_r
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"  # every linear layer but the (tied) output layer
+    max_length: int = 256  # tokens of prompt + answer (DPO, reward; GRPO has max_completion_length)
+    eval_size: int | None = None  # held-out examples for the before/after evaluation
+    seed: int = 0
+    progress: str | None = None  # "jsonl": machine-readable progress on stdout
+
+
+class JobError(Exception):
+    """Bad input to a job: reported as one line, exit code 2."""
+
+
+class Cancelled(BaseException):
+    """SIGINT or SIGTERM. A BaseException, so no library's `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"  # set per process by `accelerate launch`
+
+
+class Progress:
+    """Reports events: JSON lines on the real stdout, or short human lines on stderr."""
+
+    KEYS = ("step", "total", "loss", "reward", "kl", "eta_s")
+
+    def __init__(self, jsonl: bool):
+        self.out = None
+        if jsonl and is_main_process():
+            self.out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+            os.dup2(2, 1)  # whatever libraries print, in Python or C, lands on stderr
+            sys.stdout = sys.stderr
+
+    def __call__(self, phase: str, **values) -> None:
+        if not is_main_process():
+            return
+        line = {"phase": phase, **dict.fromkeys(self.KEYS), **values}
+        if self.out is not None:
+            self.out.write(json.dumps(line, default=str) + "\n")
+            return
+        if phase == "error":
+            print(f"diptych train: error: {values['error']}", file=sys.stderr, flush=True)
+            return
+        shown = " ".join(f"{k}={_short(v)}" for k, v in values.items()
+                         if v is not None and k != "metrics")
+        print(f"[{phase}] {shown}".rstrip(), file=sys.stderr, flush=True)
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _report_callback(progress: Progress):
+    from transformers import TrainerCallback
+
+    class Report(TrainerCallback):
+        """One ``train`` progress line per logged step, with an ETA from the pace so far."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+            progress("train", step=0, total=state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:  # the end-of-training summary
+                return
+            step, total = state.global_step, state.max_steps
+            pace = (time.monotonic() - self.started) / max(step, 1)
+            # GRPO logs the mean reward and the KL to the base; DPO its implicit reward margin.
+            reward = logs.get("reward", logs.get("rewards/margins"))
+            progress("train", step=step, total=total, loss=logs["loss"], reward=reward,
+                     kl=logs.get("kl"), eta_s=round(pace * (total - step), 1))
+
+    return Report()
+
+
+class Job:
+    """What a trainer needs from the runner: base model, output folder, shared settings."""
+
+    def __init__(self, kind: str, cfg: JobConfig, progress: Progress, out_dir: Path):
+        import torch
+
+        self.kind, self.cfg, self.progress, self.out_dir = kind, cfg, progress, out_dir
+        self.base = Path(cfg.model).expanduser() if cfg.model else catalog.bundled_model_path()
+        self.main = is_main_process()
+        self.cuda = torch.cuda.is_available()
+        # this process's accelerator: one GPU per process under `accelerate launch`
+        self.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if self.cuda else "cpu"
+        self.callbacks = [_report_callback(progress)]
+
+    def training_args(self, config_class, **extra):
+        """A TRL config (DPOConfig, RewardConfig, GRPOConfig) with the settings all jobs share."""
+        import torch
+
+        cfg = self.cfg
+        return config_class(
+            output_dir=str(self.out_dir / "trainer"), save_strategy="no", report_to="none",
+            per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
+            max_steps=cfg.steps or -1, num_train_epochs=cfg.epochs,
+            logging_steps=1, disable_tqdm=cfg.progress == "jsonl", seed=cfg.seed,
+            use_cpu=not self.cuda, bf16=self.cuda and torch.cuda.is_bf16_supported(),
+            gradient_checkpointing=False,  # short sequences of a small model: speed over memory
+            **extra,
+        )
+
+    def lora(self, task_type: str):
+        from peft import LoraConfig
+
+        cfg = self.cfg
+        return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha or 2 * cfg.lora_r,
+                          lora_dropout=cfg.lora_dropout, target_modules=cfg.lora_targets,
+                          task_type=task_type)
+
+    def fit(self, trainer, measure: Callable[[], dict]) -> dict:
+        """Measure, train, measure again, save the adapter: the metrics for meta.json."""
+        self.progress("eval_before")
+        before = measure()
+        started = time.monotonic()
+        result = trainer.train()
+        seconds = round(time.monotonic() - started, 1)
+        self.progress("eval_after")
+        after = measure()
+        if self.main:  # the PEFT adapter alone: no copy of the tokenizer
+            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(self.out_dir)
+        return {"before": before, "after": after,
+                "train": {"loss": result.training_loss, "steps": result.global_step,
+                          "seconds": seconds, "s_per_step": round(seconds / max(result.global_step, 1), 2)}}
+
+
+def sha256_of(records) -> str:
+    """A stable hash of the training data as used (JSON with sorted keys)."""
+    blob = json.dumps(records, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def split_eval(items: list, eval_size: int | None, seed: int) -> tuple[list, list, bool]:
+    """(train, held out, held_out?): a fifth held out (at least one) once there are 5 items;
+    with fewer, the evaluation uses the training items and says so."""
+    import random
+
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    n_eval = eval_size if eval_size is not None else max(1, round(len(items) / 5))
+    if len(items) < 5 or n_eval >= len(items):
+        return items, items[: n_eval or len(items)], False
+    return items[n_eval:], items[:n_eval], True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _partial_pid(path: Path) -> int | None:
+    tail = path.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def clean_stale(root: Path) -> list[Path]:
+    """Remove the temporary folders of jobs (or deletions) whose process is gone."""
+    removed = []
+    for path in root.iterdir():
+        if path.name.startswith((PARTIAL, ".deleted-")):
+            pid = _partial_pid(path)
+            if pid is None or not _alive(pid):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
+def _check_free(root: Path, name: str) -> None:
+    adapters.check_name(name)
+    if (root / name).exists():
+        raise JobError(f"an adapter named {name!r} already exists: choose another --name, "
+                       f"or remove it with 'diptych adapters delete {name}'")
+    for path in root.glob(f"{PARTIAL}{name}-*"):
+        pid = _partial_pid(path)
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            raise JobError(f"a job named {name!r} is already running (pid {pid})")
+
+
+@contextmanager
+def _cancellable():
+    """SIGINT/SIGTERM raise Cancelled inside the block until the yielded ``disarm()`` is called:
+    from then on the job completes, so a late signal cannot leave it half-registered."""
+    armed = [True]
+
+    def stop(signum, frame):
+        if armed[0]:
+            raise Cancelled(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: armed.clear()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("diptych", "torch", "transformers", "trl", "peft")}
+
+
+def _meta(job: Job, result: dict, started: float) -> dict:
+    base = catalog.read_info(job.base)
+    return {
+        "name": job.cfg.name,
+        "kind": job.kind,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - started, 1),
+        "config": asdict(job.cfg),
+        "data": result.get("data", {}),
+        "metrics": result.get("metrics", {}),
+        "base": {"name": base.name, "path": str(base.path), "sha256": catalog.file_hash(base.path)},
+        "gguf": adapters.GGUF_NAME if job.kind != "reward" else None,
+        "versions": _versions(),
+    }
+
+
+def _usage_errors() -> tuple:
+    from .export_gguf import ExportError
+    from .preferences import ImportFormatError
+
+    return JobError, catalog.ModelFileError, ExportError, ImportFormatError
+
+
+def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict]) -> int:
+    """Run ``train(job)`` as a job and register its adapter; returns the exit code.
+
+    ``train`` builds a TRL trainer, runs it through ``job.fit`` (which writes the PEFT
+    adapter into ``job.out_dir``) and returns ``{"data": {...}, "metrics": job.fit(...)}``.
+    """
+    progress = Progress(cfg.progress == "jsonl")
+    started = time.monotonic()
+    root = paths.adapters_dir(cfg.data_dir)
+    out_dir = None
+    try:
+        with _cancellable() as disarm:
+            _check_free(root, cfg.name)
+            clean_stale(root)
+            out_dir = root / f"{PARTIAL}{cfg.name}-{os.getpid()}"
+            job = Job(kind, cfg, progress, out_dir)
+            if not job.base.is_file():
+                raise JobError(f"{job.base}: no such model file")
+            if job.main:
+                out_dir.mkdir()
+            progress("load")
+            result = train(job)
+            if not job.main:
+                return 0
+            progress("save")
+            shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+            if kind != "reward":
+                from .export_gguf import export
+
+                export(out_dir, out_dir / adapters.GGUF_NAME, job.base)
+            meta = _meta(job, result, started)
+            (out_dir / adapters.META_NAME).write_text(
+                json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+            disarm()
+            target = root / cfg.name
+            if target.exists():
+                raise JobError(f"an adapter named {cfg.name!r} appeared while this job ran; "
+                               "this job's adapter was not kept")
+            os.rename(out_dir, target)
+            progress("done", adapter=cfg.name, path=str(target), metrics=meta["metrics"])
+            return 0
+    except Cancelled as exc:
+        progress("cancelled")
+        return 128 + exc.signum
+    except Exception as exc:
+        if isinstance(exc, _usage_errors()):
+            progress("error", error=str(exc))
+            return EXIT_USAGE
+        traceback.print_exc(file=sys.stderr)  # a crash: the details on stderr, one line for the app
+        progress("error", error=f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if out_dir is not None:  # still there unless renamed into place
+            shutil.rmtree(out_dir, ignore_errors=True)
