@@ -337,7 +337,7 @@ class TrainingPanel(QWidget):
             self.progress.setRange(0, int(total))
             self.progress.setValue(int(step or 0))
             eta = event.get("eta_s")
-            self.progress.setFormat(f"step %v / %m" + (f" · ETA {_duration(eta)}" if eta else ""))
+            self.progress.setFormat("step %v / %m" + (f" · ETA {_duration(eta)}" if eta else ""))
         labels = {"load": "Loading the base weights…", "eval_before": "Evaluating the base…",
                   "train": "Training", "eval_after": "Evaluating the adapter…",
                   "save": "Saving the adapter…", "done": "Done",

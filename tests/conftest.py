@@ -51,3 +51,59 @@ def tiny_gguf(tmp_path):
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# Eight questions, each with a direct answer the user preferred to a question asked back.
+QA = [
+    ("What is the capital of France?", "The capital of France is Paris.", "What is the capital of Spain?"),
+    ("How many legs does a spider have?", "A spider has eight legs.", "How many legs does an ant have?"),
+    ("What color is the sky?", "The sky is blue.", "Why is the sky blue?"),
+    ("Name a yellow fruit.", "A banana is yellow.", "Which fruits are red?"),
+    ("What is two plus three?", "Two plus three is five.", "What is two plus four?"),
+    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet.", "Who wrote Macbeth?"),
+    ("What do bees make?", "Bees make honey.", "Do bees sting?"),
+    ("Which planet is closest to the Sun?", "Mercury is closest to the Sun.", "Which planet is largest?"),
+]
+
+
+@pytest.fixture
+def voted(data_dir, weights_cache):
+    """A data dir whose store holds 8 votes (the answer beats the question back), and their
+    export as JSON lines."""
+    from diptych.training.preferences import export_jsonl
+    from diptych.training.store import Store
+
+    with Store.open(data_dir) as store:
+        for question, answer, asked_back in QA:
+            conversation = store.new_conversation()
+            store.add_user_message(conversation, 0, question)
+            shown = dict(model="gemma", model_path=None, model_hash=None, adapter_path=None,
+                         adapter_scale=None, template_name="gemma", template_source=None,
+                         params={}, prompt_messages=[{"role": "user", "content": question}],
+                         n_tokens=None, ttft_s=None, tokens_per_s=None, finish_reason="stop")
+            left = store.add_response(conversation, 0, "left", "base", asked_back, adapter=None, **shown)
+            right = store.add_response(conversation, 0, "right", "tuned", answer, adapter="t", **shown)
+            store.record_vote(left, right, "right", blind=True)
+        export_jsonl(store, data_dir / "pairs.jsonl")
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def random_lora(bundled_model, weights_cache, tmp_path_factory):
+    """A PEFT LoRA on every linear layer with non-trivial random lora_B, no training needed."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from diptych.training.base_weights import load_base
+
+    model, tokenizer = load_base(bundled_model)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                  lora_dropout=0.0, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    folder = tmp_path_factory.mktemp("peft")
+    peft_model.save_pretrained(folder)
+    return peft_model.eval(), tokenizer, folder

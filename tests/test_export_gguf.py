@@ -51,26 +51,6 @@ def llama_logprobs(base, ids, lora=None) -> np.ndarray:
         llama.close()
 
 
-@pytest.fixture(scope="module")
-def random_lora(bundled_model, weights_cache, tmp_path_factory):
-    """A PEFT LoRA on every linear layer with non-trivial random lora_B, no training needed."""
-    from peft import LoraConfig, get_peft_model
-
-    from diptych.training.base_weights import load_base
-
-    model, tokenizer = load_base(bundled_model)
-    torch.manual_seed(0)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                                  lora_dropout=0.0, task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.02)
-    folder = tmp_path_factory.mktemp("peft")
-    peft_model.save_pretrained(folder)
-    return peft_model.eval(), tokenizer, folder
-
-
 def test_llama_cpp_runs_the_lora_as_peft_does(random_lora, bundled_model):
     from diptych.training.export_gguf import export
 

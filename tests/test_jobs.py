@@ -12,46 +12,14 @@ import sys
 import tempfile
 
 import numpy as np
-import pytest
 
 from diptych import paths
 from diptych.models import adapters, catalog, templates
 from diptych.training import job
-from diptych.training.preferences import export_jsonl
-from diptych.training.store import Store
 
-QA = [
-    ("What is the capital of France?", "The capital of France is Paris.", "What is the capital of Spain?"),
-    ("How many legs does a spider have?", "A spider has eight legs.", "How many legs does an ant have?"),
-    ("What color is the sky?", "The sky is blue.", "Why is the sky blue?"),
-    ("Name a yellow fruit.", "A banana is yellow.", "Which fruits are red?"),
-    ("What is two plus three?", "Two plus three is five.", "What is two plus four?"),
-    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet.", "Who wrote Macbeth?"),
-    ("What do bees make?", "Bees make honey.", "Do bees sting?"),
-    ("Which planet is closest to the Sun?", "Mercury is closest to the Sun.", "Which planet is largest?"),
-]
 TINY = ["--steps", "2", "--batch-size", "2", "--max-length", "64", "--eval-size", "2"]
 TINY_GRPO = ["--steps", "1", "--batch-size", "2", "--num-generations", "2",
              "--max-completion-length", "12", "--eval-size", "1", "--max-prompts", "4"]
-
-
-@pytest.fixture
-def voted(data_dir, weights_cache):
-    """A data dir whose store holds 8 votes (the answer beats the question back), and their
-    export as JSON lines."""
-    with Store.open(data_dir) as store:
-        for question, answer, asked_back in QA:
-            conversation = store.new_conversation()
-            store.add_user_message(conversation, 0, question)
-            shown = dict(model="gemma", model_path=None, model_hash=None, adapter_path=None,
-                         adapter_scale=None, template_name="gemma", template_source=None,
-                         params={}, prompt_messages=[{"role": "user", "content": question}],
-                         n_tokens=None, ttft_s=None, tokens_per_s=None, finish_reason="stop")
-            left = store.add_response(conversation, 0, "left", "base", asked_back, adapter=None, **shown)
-            right = store.add_response(conversation, 0, "right", "tuned", answer, adapter="t", **shown)
-            store.record_vote(left, right, "right", blind=True)
-        export_jsonl(store, data_dir / "pairs.jsonl")
-    return data_dir
 
 
 def train(data_dir, *args) -> subprocess.Popen:

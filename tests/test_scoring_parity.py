@@ -26,14 +26,12 @@ import torch
 from diptych.models import scoring
 from diptych.models.engine import Engine
 
-from test_export_gguf import random_lora  # noqa: F401 - the PEFT LoRA fixture
-
 PROMPT = [{"role": "user", "content": "Write one sentence about the sea."}]
 ANSWER = "The sea is wide and deep, and its waves never stop moving."
 
 
 @pytest.fixture(scope="module")
-def exported(random_lora, bundled_model):  # noqa: F811 - the imported fixture
+def exported(random_lora, bundled_model):
     from diptych.training.export_gguf import export
 
     _, _, folder = random_lora

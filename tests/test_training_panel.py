@@ -1,0 +1,45 @@
+"""Start a tiny real job from the training panel and use its adapter in the tuned pane."""
+
+import argparse
+
+from diptych.desktop.app import build_window
+
+TINY = "--steps 2 --batch-size 2 --max-length 64 --eval-size 2"
+
+
+def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted):
+    window = build_window(argparse.Namespace(data_dir=str(voted), model=None, adapter=None))
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: len(window.controller.engines) == 2, timeout=30_000)
+    panel = window.training
+    assert "8 usable pairs" in panel.source_count.text()
+    panel.name.setText("panel-dpo")
+    panel.extra.setText(TINY)
+    command = panel.command()
+    assert command[-8:] == TINY.split() and "--progress" in command
+    panel.start_button.click()
+    assert panel.running and not panel.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not panel.running, timeout=600_000)
+    assert panel.last_line["phase"] == "done", panel.log.toPlainText()[-2000:]
+    assert panel.history["loss"], "progress lines with a loss arrived and were plotted"
+    assert "pair_accuracy" in panel.summary.text() or "→" in panel.summary.text()
+    # the new adapter is listed in the tuned pane's picker and the panel's list
+    assert any("panel-dpo" in window.adapter_picker.itemText(i)
+               for i in range(window.adapter_picker.count()))
+    assert panel.adapter_list.count() == 1
+    with qtbot.waitSignal(window.controller.engines_changed, timeout=30_000):
+        panel.use_button.click()
+    assert "panel-dpo" in window.panes["right"].header.text()
+    assert window.controller.engines["tuned"].adapter_name == "panel-dpo"
+
+
+def test_a_failing_job_shows_its_error_and_leaves_the_app_alone(qtbot, data_dir, weights_cache):
+    window = build_window(argparse.Namespace(data_dir=str(data_dir), model=None, adapter=None))
+    qtbot.addWidget(window)
+    panel = window.training
+    panel.name.setText("no-data")  # an empty store: no pairs to learn from
+    panel.start_button.click()
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.last_line["phase"] == "error"
+    assert panel.last_line["error"] in panel.summary.text()
+    assert panel.adapter_list.count() == 0
