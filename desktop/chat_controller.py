@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -31,10 +31,6 @@ class ChatSettings:
     system_prompt: str = ""
     params: SamplingParams = field(default_factory=SamplingParams)
     template_source: str | None = None  # None: the model's default template
-
-    def params_for_answer(self) -> SamplingParams:
-        # A fixed seed is used as is by both panes; otherwise each answer draws its own.
-        return replace(self.params)
 
 
 class ChatController(QObject):
@@ -231,7 +227,7 @@ class ChatController(QObject):
     def _start(self, side: str) -> None:
         engine = self.engine_for(side)
         messages = self.conversation.messages(side)
-        params = self.settings.params_for_answer()
+        params = self.settings.params  # replaced, never mutated, when a setting changes
         cancel = threading.Event()
         self.partial[side] = ""
         self.last[side] = None
@@ -322,7 +318,7 @@ class ChatController(QObject):
             self.conversation_id, len(self.conversation.turns) - 1, side, self.roles[side],
             done.text,
             model=engine.info.name, model_path=str(engine.info.path),
-            model_hash=_model_hash(engine), adapter=engine.adapter_name,
+            model_hash=catalog.file_hash(engine.info.path), adapter=engine.adapter_name,
             adapter_path=str(engine.adapter_path) if engine.adapter_path else None,
             adapter_scale=engine.adapter_scale if engine.adapter_path else None,
             template_name=engine.template.name, template_source=engine.template.source,
@@ -359,6 +355,3 @@ class ChatController(QObject):
             self.store.undo_vote(vote_id)
             self.vote_undone.emit(vote_id)
 
-
-def _model_hash(engine: Engine) -> str:
-    return catalog.file_hash(engine.info.path)

@@ -261,14 +261,13 @@ class MainWindow(QMainWindow):
         picker.blockSignals(True)
         picker.clear()
         picker.addItem("No adapter (both panes sample the base)", NO_ADAPTER)
-        for info in adapter_registry.list_adapters(self.data_dir):
-            metric = adapter_registry.key_metric(info)
-            date = (info.created_at or "")[:16].replace("T", " ")
-            label = f"{info.name} · {info.kind} · {date}" + (f" · {metric}" if metric else "")
-            picker.addItem(label, str(info.gguf_path))
+        infos = adapter_registry.list_adapters(self.data_dir)
+        for info in infos:
+            if info.gguf_path is not None:  # a reward model is not run by llama.cpp
+                picker.addItem(adapter_registry.describe(info), str(info.gguf_path))
         picker.addItem("Open adapter file…", OPEN_FILE)
         if self.stats_view is not None:
-            self.stats_view.set_adapters(adapter_registry.list_adapters(self.data_dir))
+            self.stats_view.set_adapters(infos)
         current = self.controller.adapter_path()
         index = picker.findData(str(current)) if current else 0
         if current and index < 0:

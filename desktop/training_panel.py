@@ -217,11 +217,6 @@ class TrainingPanel(QWidget):
         elif data.startswith("file:"):
             text = Path(data[5:]).name
         self.source_count.setText(text)
-        self.reward_model.clear()
-        self.reward_model.addItem("none (use the task's reward)", "")
-        for info in registry.list_adapters(self.data_dir):
-            if info.kind == "reward":
-                self.reward_model.addItem(info.name, info.name)
 
     def _source_picked(self, index: int) -> None:
         if self.source.itemData(index) == "file":
@@ -382,15 +377,16 @@ class TrainingPanel(QWidget):
     # -- adapters ----------------------------------------------------------------------
 
     def refresh_adapters(self) -> None:
+        infos = registry.list_adapters(self.data_dir)
         self.adapter_list.clear()
-        for info in registry.list_adapters(self.data_dir):
-            metric = registry.key_metric(info)
-            date = (info.created_at or "")[:16].replace("T", " ")
-            item = QListWidgetItem(f"{info.name}  ·  {info.kind}  ·  {date}"
-                                   + (f"  ·  {metric}" if metric else ""))
+        self.reward_model.clear()
+        self.reward_model.addItem("none (use the task's reward)", "")
+        for info in infos:
+            item = QListWidgetItem(registry.describe(info))
             item.setData(Qt.ItemDataRole.UserRole, info.name)
             self.adapter_list.addItem(item)
-        self.refresh_counts()
+            if info.kind == "reward":
+                self.reward_model.addItem(info.name, info.name)
         self.adapters_changed.emit()
 
     def _selected(self) -> str | None:

@@ -135,6 +135,13 @@ def delete(name: str, root: str | os.PathLike | None = None) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
+def describe(info: AdapterInfo) -> str:
+    """The line an adapter gets in pickers and lists: name, kind, date, key metric."""
+    metric = key_metric(info)
+    date = (info.created_at or "")[:16].replace("T", " ")
+    return f"{info.name} · {info.kind} · {date}" + (f" · {metric}" if metric else "")
+
+
 def key_metric(info: AdapterInfo) -> str:
     """One short line for lists: how far the adapter moved what its job measured."""
     before, after = info.metrics.get("before", {}), info.metrics.get("after", {})

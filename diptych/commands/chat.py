@@ -25,7 +25,7 @@ def run(args) -> int:
     model = args.model or catalog.bundled_model_path()
     try:
         adapter = adapters.resolve(args.adapter, args.data_dir).gguf_path if args.adapter else None
-        engines = {"base": Engine(model, n_threads=None), "tuned": Engine(model, adapter=adapter)}
+        engines = {"base": Engine(model), "tuned": Engine(model, adapter=adapter)}
     except (catalog.ModelFileError, adapters.AdapterError, EngineError, FileNotFoundError) as exc:
         print(f"diptych chat: {exc}", file=sys.stderr)
         return 2
