@@ -4,7 +4,9 @@ Each adapter is a folder ``<data dir>/adapters/<name>/`` holding the PEFT files
 (``adapter_config.json``, ``adapter_model.safetensors``), the GGUF LoRA the tuned pane
 runs (``adapter.gguf``; a reward model has none), and ``meta.json``: the job's kind and
 config, the data it used and its sha256, metrics before and after, the base model's
-sha256 and name, when it was made and how long it took.
+sha256 and name, when it was made and how long it took, and ``drift``: its mean
+per-token KL from the base on prompt sets (``diptych.models.drift``), measured by the job
+and again on demand. meta.json is only ever replaced whole.
 
 A training job writes into a hidden temporary folder and renames it into place when
 complete, so folders starting with ``.`` are never listed. Headers are read with
@@ -121,10 +123,33 @@ def rename(name: str, new_name: str, root: str | os.PathLike | None = None) -> A
     meta = _read_meta(target)
     if meta:
         meta["name"] = new_name
-        tmp = target / f".{META_NAME}.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, target / META_NAME)
+        _write_meta(target, meta)
     return _from_dir(target)
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    """Replace meta.json whole: a reader sees the old file or the new one, never half."""
+    tmp = folder / f".{META_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, folder / META_NAME)
+
+
+def record_drift(info: AdapterInfo, results: dict[str, dict]) -> AdapterInfo:
+    """Store drift measurements (``{"held_out": Drift.to_dict(), ...}``) in the adapter's
+    meta.json, keeping the other sets' earlier results."""
+    if not info.path.is_dir():
+        raise AdapterError(f"{info.path.name} is a bare GGUF file, not an adapter folder: "
+                           "there is no meta.json to keep the measurement in")
+    meta = _read_meta(info.path)
+    meta["drift"] = {**(meta.get("drift") or {}), **results}
+    _write_meta(info.path, meta)
+    return _from_dir(info.path)
+
+
+def drift_kl(info: AdapterInfo, which: str = "held_out") -> float | None:
+    """The adapter's stored mean per-token KL from the base on one prompt set, if measured."""
+    value = ((info.meta.get("drift") or {}).get(which) or {}).get("kl")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def delete(name: str, root: str | os.PathLike | None = None) -> None:
@@ -151,7 +176,10 @@ def key_metric(info: AdapterInfo) -> str:
             was = fmt.format(before[key]) + "→" if before.get(key) is not None else ""
             parts.append(f"{label} {was}{fmt.format(after[key])}")
             break
-    if after.get("kl") is not None:
+    kl = drift_kl(info)
+    if kl is not None:
+        parts.append(f"KL {kl:.3f}")
+    elif after.get("kl") is not None:
         parts.append(f"KL {after['kl']:.3f}")
     return ", ".join(parts) or "no metrics"
 
