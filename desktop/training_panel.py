@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from diptych.models import adapters as registry
+from diptych.models.drift import SETS as DRIFT_SETS
 
 KINDS = {
     "dpo": "DPO: make the answers you chose likelier (a LoRA for the tuned pane)",
@@ -332,10 +333,14 @@ class TrainingPanel(QWidget):
             self.progress.setRange(0, int(total))
             self.progress.setValue(int(step or 0))
             eta = event.get("eta_s")
-            self.progress.setFormat("step %v / %m" + (f" · ETA {_duration(eta)}" if eta else ""))
+            if phase == "drift":
+                self.progress.setFormat(f"{DRIFT_SETS.get(event.get('set'), '')}: %v / %m")
+            else:
+                self.progress.setFormat("step %v / %m" + (f" · ETA {_duration(eta)}" if eta else ""))
         labels = {"load": "Loading the base weights…", "eval_before": "Evaluating the base…",
                   "train": "Training", "eval_after": "Evaluating the adapter…",
-                  "save": "Saving the adapter…", "done": "Done",
+                  "save": "Saving the adapter…",
+                  "drift": "Measuring the adapter's KL from the base…", "done": "Done",
                   "cancelled": "Cancelled: no adapter was written",
                   "error": "Failed: " + str(event.get("error"))}
         self.phase.setText(labels.get(phase, phase))
@@ -347,7 +352,7 @@ class TrainingPanel(QWidget):
                     self.plots[key].setData(list(xs), list(ys))
         if phase == "done":
             self.finished_adapter = event.get("adapter")
-            self.summary.setText(_summary(event.get("metrics") or {}))
+            self.summary.setText(_summary(event.get("metrics") or {}, event.get("drift") or {}))
         if phase == "error":
             self.summary.setText(f"<span style='color:#b00'>{event.get('error')}</span>")
 
@@ -431,8 +436,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def _summary(metrics: dict) -> str:
-    """Before → after of each evaluation metric the job stored."""
+def _summary(metrics: dict, drift: dict) -> str:
+    """Before → after of each evaluation metric the job stored, and the KL it measured."""
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     rows = []
     for key in sorted(set(before) | set(after)):
@@ -442,7 +447,12 @@ def _summary(metrics: dict) -> str:
     took = metrics.get("seconds") or metrics.get("time_s")
     if took:
         rows.append(f"took {_duration(took)}")
-    return "Evaluation on held-out data — " + ("; ".join(rows) if rows else "no metrics")
+    text = "Evaluation on held-out data — " + ("; ".join(rows) if rows else "no metrics")
+    kls = [f"{DRIFT_SETS[name]} {d['kl']:.3g}" for name, d in drift.items()
+           if name in DRIFT_SETS and isinstance(d, dict) and d.get("kl") is not None]
+    if kls:
+        text += "<br>KL from the base per token — " + "; ".join(kls)
+    return text
 
 
 def _num(value) -> str:

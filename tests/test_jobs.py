@@ -17,9 +17,11 @@ from diptych import paths
 from diptych.models import adapters, catalog, templates
 from diptych.training import job
 
-TINY = ["--steps", "2", "--batch-size", "2", "--max-length", "64", "--eval-size", "2"]
+# The drift measurement (about 30 s) is tested once, through the training panel.
+TINY_REWARD = ["--steps", "2", "--batch-size", "2", "--max-length", "64", "--eval-size", "2"]
+TINY = [*TINY_REWARD, "--no-drift"]
 TINY_GRPO = ["--steps", "1", "--batch-size", "2", "--num-generations", "2",
-             "--max-completion-length", "12", "--eval-size", "1", "--max-prompts", "4"]
+             "--max-completion-length", "12", "--eval-size", "1", "--max-prompts", "4", "--no-drift"]
 
 
 def train(data_dir, *args) -> subprocess.Popen:
@@ -79,6 +81,7 @@ def test_dpo_from_jsonl_makes_an_adapter_llama_cpp_runs(voted, bundled_model):
     assert len(meta["data"]["sha256"]) == 64
     before, after = meta["metrics"]["before"], meta["metrics"]["after"]
     assert before["kl"] == 0 and after["kl"] > 0 and after["pair_accuracy"] is not None
+    assert meta["drift"] == {} and not meta["config"]["drift"]  # --no-drift
     assert adapters.key_metric(info).startswith("pair acc")
 
     adapters.check_compatible(info.gguf_path, bundled_model)
@@ -90,13 +93,13 @@ def test_dpo_from_jsonl_makes_an_adapter_llama_cpp_runs(voted, bundled_model):
 
 
 def test_dpo_reads_the_votes_in_the_store(voted):
-    lines, info = run_job(voted, "dpo", "--name", "from-votes", "--steps", "1",
+    lines, info = run_job(voted, "dpo", "--name", "from-votes", "--steps", "1", "--no-drift",
                           "--batch-size", "2", "--max-length", "64", "--eval-size", "1")
     assert info.meta["data"]["source"] == "store" and info.meta["data"]["pairs"] == 8
 
 
 def test_reward_model_then_grpo_with_it_on_chat_history(voted):
-    lines, judge = run_job(voted, "reward", "--name", "judge", *TINY)
+    lines, judge = run_job(voted, "reward", "--name", "judge", *TINY_REWARD)
     assert judge.kind == "reward" and judge.gguf_path is None
     assert judge.meta["metrics"]["after"]["pair_accuracy"] is not None
     assert (judge.path / "adapter_model.safetensors").is_file()

@@ -3,6 +3,7 @@
 import argparse
 
 from diptych.desktop.app import build_window
+from diptych.models import adapters as adapter_registry
 
 TINY = "--steps 2 --batch-size 2 --max-length 64 --eval-size 2"
 
@@ -23,10 +24,15 @@ def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted):
     assert panel.last_line["phase"] == "done", panel.log.toPlainText()[-2000:]
     assert panel.history["loss"], "progress lines with a loss arrived and were plotted"
     assert "pair_accuracy" in panel.summary.text() or "→" in panel.summary.text()
+    # the job measured the adapter's KL from the base through llama.cpp, and stored it
+    assert "KL from the base per token" in panel.summary.text()
     # the new adapter is listed in the tuned pane's picker and the panel's list
     assert any("panel-dpo" in window.adapter_picker.itemText(i)
                for i in range(window.adapter_picker.count()))
     assert panel.adapter_list.count() == 1
+    drift = adapter_registry.resolve("panel-dpo", voted).meta["drift"]
+    assert drift["held_out"]["kl"] > 0 and drift["held_out"]["prompts"] == 16
+    assert drift["recent"]["prompts"] == 8  # the eight questions voted on
     with qtbot.waitSignal(window.controller.engines_changed, timeout=30_000):
         panel.use_button.click()
     assert "panel-dpo" in window.panes["right"].header.text()

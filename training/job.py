@@ -12,7 +12,8 @@ only say how to train. The runner:
 With ``--progress jsonl`` stdout carries only JSON lines, one per event, all with the
 keys ``phase, step, total, loss, reward, kl, eta_s`` (null when unknown); everything the
 libraries print goes to stderr. Phases: ``load``, ``eval_before``, ``train`` (once per
-step), ``eval_after``, ``save``, then ``done`` (with ``adapter``, ``path``, ``metrics``),
+step), ``eval_after``, ``save``, ``drift`` (once per prompt, with ``set``: the adapter's
+KL from the base measured through llama.cpp, as the app runs it), then ``done`` (with ``adapter``, ``path``, ``metrics``),
 ``cancelled``, or ``error`` (with ``error``). SIGINT and SIGTERM stop the job at once:
 the partial folder is removed, the last line is ``{"phase": "cancelled", ...}`` and the
 exit code is 128 + the signal number.
@@ -63,6 +64,7 @@ class JobConfig:
     max_length: int = 256  # tokens of prompt + answer (DPO, reward; GRPO has max_completion_length)
     eval_size: int | None = None  # held-out examples for the before/after evaluation
     seed: int = 0
+    drift: bool = True  # measure the KL from the base on prompt sets (diptych.models.drift)
     progress: str | None = None  # "jsonl": machine-readable progress on stdout
 
 
@@ -280,10 +282,30 @@ def _meta(job: Job, result: dict, started: float) -> dict:
         "config": asdict(job.cfg),
         "data": result.get("data", {}),
         "metrics": result.get("metrics", {}),
+        "drift": result.get("drift", {}),
         "base": {"name": base.name, "path": str(base.path), "sha256": catalog.file_hash(base.path)},
         "gguf": adapters.GGUF_NAME if job.kind != "reward" else None,
         "versions": _versions(),
     }
+
+
+def _measure_drift(job: Job) -> dict:
+    """The new adapter's KL from the base on the held-out prompts and the user's recent ones."""
+    from diptych.models import drift
+
+    from .store import Store, StoreVersionError
+
+    recent = []
+    if paths.db_path(job.cfg.data_dir).is_file():
+        try:
+            with Store.open(job.cfg.data_dir) as store:
+                recent = store.recent_prompts(drift.RECENT)
+        except StoreVersionError as exc:
+            print(f"drift on recent prompts skipped: {exc}", file=sys.stderr)
+    results = drift.measure_adapter(
+        job.base, job.out_dir / adapters.GGUF_NAME, recent,
+        progress=lambda name, done, total: job.progress("drift", step=done, total=total, set=name))
+    return {name: d.to_dict() for name, d in results.items()}
 
 
 def _usage_errors() -> tuple:
@@ -323,6 +345,8 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict]) -> int:
                 from .export_gguf import export
 
                 export(out_dir, out_dir / adapters.GGUF_NAME, job.base)
+                if cfg.drift:
+                    result["drift"] = _measure_drift(job)
             meta = _meta(job, result, started)
             (out_dir / adapters.META_NAME).write_text(
                 json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -332,7 +356,8 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict]) -> int:
                 raise JobError(f"an adapter named {cfg.name!r} appeared while this job ran; "
                                "this job's adapter was not kept")
             os.rename(out_dir, target)
-            progress("done", adapter=cfg.name, path=str(target), metrics=meta["metrics"])
+            progress("done", adapter=cfg.name, path=str(target), metrics=meta["metrics"],
+                     drift=meta["drift"])
             return 0
     except Cancelled as exc:
         progress("cancelled")

@@ -3,6 +3,9 @@
 - ``list [--json]``: newest first, with kind, age and the key before/after metric.
 - ``export-gguf DIR [--out FILE]``: turn any PEFT LoRA folder into a GGUF LoRA for the
   base model (top-level ``--model``, default the bundled one); default ``DIR/adapter.gguf``.
+- ``drift NAME [--max-tokens N] [--json]``: measure the adapter's mean per-token KL from
+  the base on the held-out prompts and the user's recent prompts, and store it in its
+  meta.json (see ``diptych.models.drift``).
 - ``rename OLD NEW`` and ``delete NAME``.
 
 Bad input is a one-line error and exit code 2.
@@ -29,6 +32,13 @@ def register(subparsers) -> None:
     export.add_argument("dir", help="a folder with adapter_config.json and adapter_model.safetensors")
     export.add_argument("--out", help="the GGUF file to write (default: DIR/adapter.gguf)")
     export.set_defaults(handler=lambda args: _run(args, _export))
+
+    drift = commands.add_parser("drift", help="measure and store an adapter's KL from the base")
+    drift.add_argument("name", help="a registered adapter, or an adapter folder")
+    drift.add_argument("--max-tokens", type=int, default=None,
+                       help="tokens each sampled answer may have (default: 48)")
+    drift.add_argument("--json", action="store_true", help="print the results as JSON")
+    drift.set_defaults(handler=lambda args: _run(args, _drift))
 
     rename = commands.add_parser("rename", help="give an adapter a new name")
     rename.add_argument("old")
@@ -75,6 +85,45 @@ def _export(args) -> int:
     out = Path(args.out) if args.out else Path(args.dir) / "adapter.gguf"
     written = export(args.dir, out, args.model or bundled_model_path())
     print(written)
+    return 0
+
+
+def _drift(args) -> int:
+    from diptych.models import adapters, catalog, drift
+    from diptych.models.engine import EngineError
+    from diptych.training.store import Store, StoreVersionError
+
+    info = adapters.resolve(args.name, args.data_dir)
+    if info.gguf_path is None:
+        raise adapters.AdapterError(f"{info.name} has no GGUF LoRA (a reward model?): "
+                                    "it does not generate, so it has no drift to measure")
+    try:
+        with Store.open(args.data_dir) as store:
+            recent = store.recent_prompts(drift.RECENT)
+    except StoreVersionError as exc:
+        raise ValueError(str(exc)) from exc
+
+    def progress(name, done, total):
+        print(f"\r{drift.SETS[name]}: {done}/{total}", end="\n" if done == total else "",
+              file=sys.stderr, flush=True)
+
+    try:
+        results = drift.measure_adapter(args.model or catalog.bundled_model_path(), info.gguf_path,
+                                        recent, max_tokens=args.max_tokens or drift.MAX_TOKENS,
+                                        progress=progress)
+    except EngineError as exc:
+        raise ValueError(str(exc)) from exc
+    stored = {name: d.to_dict() for name, d in results.items()}
+    if info.path.is_dir():
+        adapters.record_drift(info, stored)
+    if args.json:
+        print(json.dumps({"adapter": info.name, "drift": stored}, indent=2))
+        return 0
+    for name, d in results.items():
+        print(f"{info.name}: KL from the base {d.kl:.4f} nats/token on {drift.SETS[name]} "
+              f"({d.prompts} prompts, {d.tokens} tokens, {d.seconds:.1f} s)")
+    if not info.path.is_dir():
+        print("(a bare GGUF file: the result was not stored)")
     return 0
 
 

@@ -64,6 +64,9 @@ def register(subparsers) -> None:
                              help="preference pairs (default: the votes in the store)")
             sub.add_argument("--max-length", type=_positive(int), help="tokens of prompt + answer")
         if kind in ("dpo", "grpo"):
+            sub.add_argument("--no-drift", dest="drift", action="store_false", default=None,
+                             help="skip measuring the new adapter's KL from the base "
+                                  "(about 20 s; 'diptych adapters drift' measures it later)")
             sub.add_argument("--beta", type=_positive(float), help="weight of the KL pull to the base")
         if kind == "grpo":
             sub.add_argument("--task", choices=["reverse", "arith", "length"],
