@@ -137,7 +137,8 @@ class MainWindow(QMainWindow):
         self.data_view = self.stats_view = None
         if self.store is not None:
             self.data_view = DataView(self.store)
-            self.stats_view = StatsView(self.store)
+            self.stats_view = StatsView(self.store, model_path=lambda: self.model_path)
+            self.stats_view.drift_recorded.connect(lambda _name: self.refresh_adapters())
             self.tabs.addTab(self.data_view, "Data")
             self.tabs.addTab(self.stats_view, "Stats")
         self.training = TrainingPanel(data_dir, self.store, model_path=lambda: self.model_path)

@@ -3,9 +3,11 @@
 Three views of ``diptych.training.winrates``: a table of each adapter's votes against the
 base with its win rate and 95% interval, a plot of that win rate across adapter versions
 in the order the user first voted on them, and Bradley-Terry ratings of every model that
-met another. Once adapters' KL from the base is known (``set_kl``, or read from their
-``meta.json`` metrics by ``set_adapters``), a second plot sets win rate against KL: how
-much preference each adapter bought with how much drift.
+met another. A drift table lists each adapter's mean per-token KL from the base on the
+held-out prompts and on the user's recent prompts (``diptych.models.drift``, stored in the
+adapter's meta.json; "Measure" runs it again in a worker with its own pair of engines),
+and a second plot sets win rate against the held-out KL: how much preference each
+adapter bought with how much drift.
 
 Win rates are computed on the UI thread (a pass over the votes); the ratings' bootstrap
 takes about 70 ms, so it runs through ``run_op`` on the votes read here, and the Store is
@@ -14,7 +16,8 @@ never touched off the UI thread.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import pyqtgraph as pg
@@ -26,12 +29,15 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from diptych.models import adapters as registry
+from diptych.models import drift
 from diptych.training.store import BASE, Store
 from diptych.training.winrates import AdapterWinrate, Rating, adapter_winrates, ratings
 
@@ -51,14 +57,12 @@ RATINGS_NOTE = (
 WINRATE_COLUMNS = ("Adapter", "Votes", "Wins", "Losses", "Ties", "Both bad", "Own answer",
                    "Win rate", "95% interval", "First vote")
 RATING_COLUMNS = ("Model", "Rating", "95% interval", "Games")
-
-
-def kl_from_base(metrics: dict) -> float | None:
-    """An adapter's KL from the base as its training job measured it, if it did."""
-    for value in ((metrics.get("after") or {}).get("kl"), metrics.get("kl_from_base")):
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
+DRIFT_COLUMNS = ("Adapter", "Kind", "KL, held-out", "KL, your prompts", "Measured")
+DRIFT_NOTE = (
+    f"Mean KL(tuned ‖ base) per token, in nats, along answers the tuned model samples "
+    f"itself (up to {drift.MAX_TOKENS} tokens each): on {len(drift.held_out_prompts())} "
+    f"held-out prompts no training sees, and on your {drift.RECENT} latest prompts. 0 means "
+    "unchanged; the plot below uses the held-out value.")
 
 
 def _percent(value: float | None) -> str:
@@ -103,12 +107,18 @@ class StatsView(QWidget):
     """Win rates against the base, their plot, the ratings, and (when known) win rate vs KL."""
 
     ratings_updated = Signal()  # the ratings table shows the latest votes
+    drift_recorded = Signal(str)  # an adapter's meta.json has a new drift measurement
+    drift_progress = Signal(str, int, int)  # set, prompts done, total (from a worker)
 
-    def __init__(self, store: Store, parent=None):
+    def __init__(self, store: Store, model_path: Callable[[], Path | None] = lambda: None,
+                 parent=None):
         super().__init__(parent)
         self.store = store
+        self.model_path = model_path
         self.winrates: list[AdapterWinrate] = []
         self.kl: dict[str, float] = {}
+        self.adapters: list[AdapterInfo] = []  # those llama.cpp can run, newest first
+        self.measuring: str | None = None
         self._generation = 0  # drops ratings that a newer refresh has overtaken
 
         explainer = QLabel(HOW_TIES_COUNT, objectName="ties-note")
@@ -122,7 +132,7 @@ class StatsView(QWidget):
                                        "adapter, in the order first voted on")
         self.winrate_points: pg.PlotDataItem | None = None
         self.kl_plot = self._plot("kl-plot", "Win rate against KL from the base",
-                                  "KL from the base")
+                                  "KL(tuned ‖ base) per token, held-out prompts")
         self.kl_points: pg.PlotDataItem | None = None
         self.kl_plot.hide()
 
@@ -141,8 +151,33 @@ class StatsView(QWidget):
         left.addWidget(self.empty_note)
         left.addWidget(self.winrate_table)
         left.addStretch(1)
+
+        drift_box = QGroupBox("Drift from the base")
+        self.drift_table = _table(DRIFT_COLUMNS, "drift-table")
+        self.drift_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.drift_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.drift_table.itemSelectionChanged.connect(self._update_measure_button)
+        drift_note = QLabel(DRIFT_NOTE, objectName="drift-note")
+        drift_note.setWordWrap(True)
+        self.measure_button = QPushButton("Measure selected")
+        self.measure_button.setToolTip("Sample answers from the selected adapter and measure its "
+                                       "KL from the base (about 20 s per prompt set)")
+        self.measure_button.clicked.connect(self._measure_selected)
+        self.drift_status = QLabel("", objectName="drift-status")
+        self.drift_status.setWordWrap(True)
+        self.drift_progress.connect(self._show_drift_progress)
+        actions = QHBoxLayout()
+        actions.addWidget(self.measure_button)
+        actions.addWidget(self.drift_status, 1)
+        box = QVBoxLayout(drift_box)
+        box.addWidget(drift_note)
+        box.addWidget(self.drift_table)
+        box.addLayout(actions)
+        box.addStretch(1)
+
         tables = QHBoxLayout()
         tables.addWidget(against_base, 3)
+        tables.addWidget(drift_box, 3)
         tables.addWidget(ratings_box, 2)
         plots = QHBoxLayout()
         plots.addWidget(self.winrate_plot, 1)
@@ -175,9 +210,31 @@ class StatsView(QWidget):
         self._plot_kl()
 
     def set_adapters(self, infos: Iterable[AdapterInfo]) -> None:
-        """Take the KL values from registered adapters' ``meta.json`` metrics."""
-        self.set_kl({info.name: kl for info in infos
-                     if (kl := kl_from_base(info.metrics or {})) is not None})
+        """List the adapters llama.cpp can run with their stored drift; plot the held-out KL."""
+        self.adapters = [info for info in infos if info.gguf_path is not None]
+        self._show_drift()
+        self.set_kl({info.name: kl for info in self.adapters
+                     if (kl := registry.drift_kl(info)) is not None})
+
+    def measure(self, name: str) -> None:
+        """Measure an adapter's drift in a worker and store it in its meta.json;
+        ``drift_recorded`` follows (or the status line says why not)."""
+        info = next(i for i in self.adapters if i.name == name)
+        model = self.model_path()
+        if model is None:
+            self.drift_status.setText("Load a model first.")
+            return
+        recent = self.store.recent_prompts(drift.RECENT)  # read here: the store stays on this thread
+
+        def op():
+            results = drift.measure_adapter(model, info.gguf_path, recent,
+                                            progress=self.drift_progress.emit)
+            return registry.record_drift(info, {k: d.to_dict() for k, d in results.items()})
+
+        self.measuring = name
+        self._update_measure_button()
+        self.drift_status.setText(f"Measuring {name}…")
+        run_op(op, success=self._drift_measured, failure=self._drift_failed, parent=self)
 
     # -- table and ratings -----------------------------------------------------------
 
@@ -207,6 +264,57 @@ class StatsView(QWidget):
 
     def _ratings_failed(self, exc: BaseException) -> None:
         self.ratings_note.setText(f"Ratings could not be computed: {exc}")
+
+    # -- drift -----------------------------------------------------------------------
+
+    def _show_drift(self) -> None:
+        selected = self._selected_adapter()
+        rows = []
+        for info in self.adapters:
+            kls = [registry.drift_kl(info, which) for which in drift.SETS]
+            when = max((d.get("measured_at", "") for d in (info.meta.get("drift") or {}).values()
+                        if isinstance(d, dict)), default="")
+            rows.append([info.name, info.kind, *("—" if kl is None else f"{kl:.4f}" for kl in kls),
+                         when[:16].replace("T", " ") or "not yet"])
+        _fill(self.drift_table, rows, numbers=range(2, 4))
+        self.drift_table.setVisible(bool(rows))
+        names = [info.name for info in self.adapters]
+        if selected in names:
+            self.drift_table.selectRow(names.index(selected))
+        if not rows:
+            self.drift_status.setText("No adapters yet: train one on the Train tab.")
+        self._update_measure_button()
+
+    def _selected_adapter(self) -> str | None:
+        rows = self.drift_table.selectionModel().selectedRows()
+        return self.drift_table.item(rows[0].row(), 0).text() if rows else None
+
+    def _update_measure_button(self) -> None:
+        self.measure_button.setEnabled(self.measuring is None and self._selected_adapter() is not None)
+
+    def _measure_selected(self) -> None:
+        name = self._selected_adapter()
+        if name is not None:
+            self.measure(name)
+
+    def _show_drift_progress(self, which: str, done: int, total: int) -> None:
+        if self.measuring:
+            self.drift_status.setText(f"Measuring {self.measuring}: {drift.SETS[which]}, "
+                                      f"prompt {done} of {total}…")
+
+    def _drift_measured(self, info: AdapterInfo) -> None:
+        self.measuring = None
+        kls = ", ".join(f"{drift.SETS[k]} {registry.drift_kl(info, k):.4f}"
+                        for k in drift.SETS if registry.drift_kl(info, k) is not None)
+        self.drift_status.setText(f"{info.name}: KL from the base per token: {kls}.")
+        self.adapters = [info if i.name == info.name else i for i in self.adapters]
+        self.set_adapters(self.adapters)
+        self.drift_recorded.emit(info.name)
+
+    def _drift_failed(self, exc: BaseException) -> None:
+        name, self.measuring = self.measuring, None
+        self.drift_status.setText(f"Could not measure {name}: {exc}")
+        self._update_measure_button()
 
     # -- plots -----------------------------------------------------------------------
 

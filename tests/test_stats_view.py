@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtWidgets import QLabel
 from test_store import record_sample_vote
 
-from diptych.desktop.stats_view import WINRATE_COLUMNS, StatsView, kl_from_base
+from diptych.desktop.stats_view import DRIFT_COLUMNS, WINRATE_COLUMNS, StatsView
 from diptych.training.store import Store
 from diptych.training.winrates import wilson
 
@@ -72,23 +72,61 @@ def test_refresh_follows_new_votes(qtbot, store):
     assert view.ratings_table.rowCount() == 2 and not view.ratings_table.isHidden()
 
 
-def test_kl_plot_appears_with_kl_values(qtbot, store):
+def fake_adapter(name, drift=None, kind="dpo"):
+    return SimpleNamespace(name=name, kind=kind, gguf_path=f"{name}.gguf", meta={"drift": drift or {}})
+
+
+def test_drift_table_and_the_kl_plot(qtbot, store):
     for adapter in ("v1", "v2", "v3"):
         record_sample_vote(store, "right", right=adapter)
     view = make_view(qtbot, store)
     view.set_adapters([
-        SimpleNamespace(name="v1", metrics={"after": {"kl": 0.02}}),
-        SimpleNamespace(name="v2", metrics={"kl_from_base": 0.05}),
-        SimpleNamespace(name="v3", metrics={}),
+        fake_adapter("v1", {"held_out": {"kl": 0.02, "measured_at": "2026-11-20T10:00:00+00:00"},
+                            "recent": {"kl": 0.03, "measured_at": "2026-11-21T09:30:00+00:00"}}),
+        fake_adapter("v2", {"held_out": {"kl": 0.05}}),
+        fake_adapter("v3"),
+        SimpleNamespace(name="judge", kind="reward", gguf_path=None, meta={}),  # does not generate
     ])
+    table = view.drift_table
+    rows = [[table.item(r, c).text() for c in range(len(DRIFT_COLUMNS))] for r in range(table.rowCount())]
+    assert rows == [["v1", "dpo", "0.0200", "0.0300", "2026-11-21 09:30"],
+                    ["v2", "dpo", "0.0500", "—", "not yet"],
+                    ["v3", "dpo", "—", "—", "not yet"]]
     assert not view.kl_plot.isHidden()
     x, y = view.kl_points.getData()
-    assert list(x) == [0.02, 0.05] and list(y) == [100, 100]
+    assert list(x) == [0.02, 0.05] and list(y) == [100, 100]  # held-out KL; v3 not measured
+    assert not view.measure_button.isEnabled()  # nothing selected
+    table.selectRow(2)
+    assert view.measure_button.isEnabled()
     view.set_kl({})
     assert view.kl_plot.isHidden()
 
 
-def test_kl_from_base_reads_either_key():
-    assert kl_from_base({"after": {"kl": 0.1}, "kl_from_base": 0.2}) == 0.1
-    assert kl_from_base({"kl_from_base": 0.2}) == 0.2
-    assert kl_from_base({"after": {"kl": None}}) is None
+def test_measure_an_adapter_from_the_view(qtbot, store, data_dir, bundled_model, monkeypatch):
+    from test_drift import PROMPTS, register
+    from test_scoring import write_random_lora
+
+    from diptych.models import adapters, drift
+
+    monkeypatch.setattr(drift, "held_out_prompts", lambda: PROMPTS)  # a short set: the wiring
+    record_sample_vote(store, "right", right="drifty")
+    info = register(data_dir, write_random_lora(data_dir / "random.gguf", bundled_model))
+    view = StatsView(store, model_path=lambda: bundled_model)
+    qtbot.addWidget(view)
+    view.set_adapters([info])
+    assert view.drift_table.item(0, 2).text() == "—"
+    view.drift_table.selectRow(0)
+    progress = []
+    view.drift_progress.connect(lambda *args: progress.append(args))
+    with qtbot.waitSignal(view.drift_recorded, timeout=120_000):
+        view.measure_button.click()
+        assert not view.measure_button.isEnabled() and "Measuring drifty" in view.drift_status.text()
+    stored = adapters.resolve("drifty", data_dir).meta["drift"]
+    assert set(stored) == {"held_out", "recent"}  # the store's one prompt is a recent prompt
+    assert stored["held_out"]["kl"] > 0 and stored["recent"]["prompts"] == 1
+    assert progress[-1] == ("recent", 1, 1) and ("held_out", 2, 2) in progress
+    assert view.drift_table.item(0, 2).text() == f"{stored['held_out']['kl']:.4f}"
+    assert "KL from the base per token" in view.drift_status.text()
+    assert view.measure_button.isEnabled()
+    x, _ = view.kl_points.getData()
+    assert list(x) == [stored["held_out"]["kl"]]
