@@ -1,6 +1,8 @@
 """The window against the real bundled model, offscreen."""
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 from PySide6.QtCore import Qt
@@ -175,3 +177,15 @@ def test_log_ratio_view_colours_tokens(qtbot, window):
     assert "not a KL estimate" in pane.score_summary.text()  # sampled at temperature 0.8
     pane.scores_button.click()
     assert pane.comparison is None and "tok:0" not in pane.transcript.toHtml()
+
+
+def test_signals_do_not_leak_references_to_true():
+    """PySide6 6.12.0 drops a reference to True on every Signal.emit: on Python < 3.12 the
+    process aborts ("bool_dealloc") after some thousands of streamed tokens. Guard the pin."""
+    code = ("import sys\nfrom PySide6.QtCore import QObject, Signal\n"
+            "class S(QObject):\n    sig = Signal(str, object)\n"
+            "s = S()\nbefore = sys.getrefcount(True)\n"
+            "for _ in range(10_000):\n    s.sig.emit('x', None)\n"
+            "print(before - sys.getrefcount(True))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and int(done.stdout) < 100, done.stderr[-500:]
