@@ -70,6 +70,7 @@ class ChatController(QObject):
         self.vote_id: int | None = None
         self.revealed = False  # in blind mode: has the user seen which side is which?
         self._context: dict[str, tuple] = {}  # side -> (engine, messages, params) of its answer
+        self._score_queue: list[str] = []  # sides waiting to be scored; the first is running
 
     # -- state -------------------------------------------------------------------------
 
@@ -283,28 +284,39 @@ class ChatController(QObject):
     # -- where the tuned model moved -----------------------------------------------------
 
     def score(self, side: str) -> None:
-        """Score ``side``'s last answer under both models; emits ``scores_ready``."""
+        """Score ``side``'s last answer under both models; emits ``scores_ready``.
+
+        Each scoring uses both engines, so requests for the two sides run one after the other.
+        """
         done = self.last[side]
         if done is None or self.busy or side not in self._context:
             self.scores_failed.emit(side, "no finished answer to score")
             return
+        if side not in self._score_queue:
+            self._score_queue.append(side)
+        if len(self._score_queue) == 1:
+            self._score_next()
+
+    def _score_next(self) -> None:
+        side = self._score_queue[0]
         engine, messages, params = self._context[side]
         base, tuned = self.engines["base"], self.engines["tuned"]
         # The mean log-ratio is a KL estimate only for the tuned model's own samples.
         sampled_by_tuned = params if engine is tuned else None
-        ids = scoring.answer_ids(done)
+        ids = scoring.answer_ids(self.last[side])
         self._set_loading(True)
 
-        def ok(comparison):
-            self._set_loading(False)
-            self.scores_ready.emit(side, comparison)
+        def finish(signal, result):
+            self._score_queue.pop(0)
+            if self._score_queue:
+                self._score_next()
+            else:
+                self._set_loading(False)
+            signal.emit(side, result)
 
-        def failed(exc):
-            self._set_loading(False)
-            self.scores_failed.emit(side, str(exc))
-
-        run_op(lambda: scoring.compare(base, tuned, messages, ids,
-                                       tuned_sampling=sampled_by_tuned), ok, failed, self)
+        run_op(lambda: scoring.compare(base, tuned, messages, ids, tuned_sampling=sampled_by_tuned),
+               lambda comparison: finish(self.scores_ready, comparison),
+               lambda exc: finish(self.scores_failed, str(exc)), self)
 
     # -- reward data -------------------------------------------------------------------
 

@@ -179,6 +179,21 @@ def test_log_ratio_view_colours_tokens(qtbot, window):
     assert pane.comparison is None and "tok:0" not in pane.transcript.toHtml()
 
 
+def test_both_panes_can_be_scored_at_once(qtbot, window):
+    """Each scoring uses both engines: the second request waits for the first."""
+    send(qtbot, window, "Name a colour.")
+    wait_idle(qtbot, window)
+    scored, failed = [], []
+    window.controller.scores_ready.connect(lambda side, _: scored.append(side))
+    window.controller.scores_failed.connect(lambda side, message: failed.append(message))
+    for pane in window.panes.values():
+        pane.scores_button.click()
+    qtbot.waitUntil(lambda: len(scored) + len(failed) == 2, timeout=60_000)
+    assert failed == [] and sorted(scored) == ["left", "right"]
+    assert not window.controller.loading
+    assert all(pane.comparison is not None for pane in window.panes.values())
+
+
 def test_signals_do_not_leak_references_to_true():
     """PySide6 6.12.0 drops a reference to True on every Signal.emit: on Python < 3.12 the
     process aborts ("bool_dealloc") after some thousands of streamed tokens. Guard the pin."""
