@@ -164,6 +164,7 @@ class DataView(QWidget):
         header.setSectionResizeMode(PROMPT_COLUMN, QHeaderView.ResizeMode.Stretch)
 
         self.counts = QLabel(objectName="pair-counts")
+        self.counts.setWordWrap(True)  # a long count line must not set the window's width
         self.counts.setToolTip("Left, right and own-answer votes are preference pairs (an own "
                                "answer beats both shown answers, so it makes two). Ties and "
                                "both-bad votes are exported only when asked for.")

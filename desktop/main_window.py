@@ -89,6 +89,11 @@ class MainWindow(QMainWindow):
         self.model_picker.setMinimumWidth(260)
         self.adapter_picker = QComboBox()
         self.adapter_picker.setMinimumWidth(260)
+        # Long adapter descriptions must not widen the window past the screen: show ~60
+        # characters, the popup shows them whole.
+        self.adapter_picker.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.adapter_picker.setMinimumContentsLength(60)
         toolbar.addWidget(QLabel(" Model "))
         toolbar.addWidget(self.model_picker)
         toolbar.addWidget(QLabel("  Tuned pane adapter "))
@@ -337,6 +342,8 @@ class MainWindow(QMainWindow):
         self.send_button.setEnabled(not loading)
         if loading:
             self.status.setText("Loading…")
+        else:
+            self._show_engine_status()
 
     def _on_reset(self) -> None:
         self.vote_bar.show_idle()
@@ -354,12 +361,15 @@ class MainWindow(QMainWindow):
         template = c.template()
         if template is not None:
             self.settings.show_template(template.name, template.source)
-        tuned = c.engines.get("tuned")
+        self._show_engine_status()
+        self.refresh_adapters()
+
+    def _show_engine_status(self) -> None:
+        tuned = self.controller.engines.get("tuned")
         if tuned is not None:
             self.status.setText(
                 f"{tuned.info.label} · context {tuned.n_ctx} · {tuned.n_threads} thread(s) per pane"
             )
-        self.refresh_adapters()
 
     def _show_error(self, title: str, message: str) -> None:
         self.status.setText(f"{title}: {message}")

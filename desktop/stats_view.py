@@ -126,6 +126,7 @@ class StatsView(QWidget):
         self.empty_note = QLabel("No votes between an adapter and the base yet: vote on the "
                                  "Chat tab with an adapter in the tuned pane.")
         self.empty_note.setStyleSheet("color: gray")
+        self.empty_note.setWordWrap(True)
         self.winrate_table = _table(WINRATE_COLUMNS, "winrate-table")
 
         self.winrate_plot = self._plot("winrate-plot", "Win rate against the base",
@@ -175,9 +176,11 @@ class StatsView(QWidget):
         box.addLayout(actions)
         box.addStretch(1)
 
+        left_column = QVBoxLayout()
+        left_column.addWidget(against_base)
+        left_column.addWidget(drift_box)
         tables = QHBoxLayout()
-        tables.addWidget(against_base, 3)
-        tables.addWidget(drift_box, 3)
+        tables.addLayout(left_column, 3)
         tables.addWidget(ratings_box, 2)
         plots = QHBoxLayout()
         plots.addWidget(self.winrate_plot, 1)
