@@ -1,6 +1,15 @@
-"""Make the README's screenshot: the real app, a real prompt, both panes answering.
+"""Make the README's screenshots from the real app: a real prompt, both panes answering.
 
-Run under a (virtual) display:  xvfb-run -a python docs/make_screenshot.py [OUT.png]
+Run under a (virtual) display, e.g.
+    xvfb-run -a -s "-screen 0 1400x820x24" python docs/make_screenshot.py docs/screenshot.png
+    xvfb-run -a -s "-screen 0 1400x820x24" python docs/make_screenshot.py docs/delta.png \
+        --data-dir DIR --adapter NAME --seed 3 --delta
+    xvfb-run -a -s "-screen 0 1400x820x24" python docs/make_screenshot.py docs/stats.png \
+        --data-dir DIR --tab Stats
+
+``--delta`` turns on "Δ vs base" in both panes once they have answered and hovers the
+token the adapter moved most, so the shot includes its tooltip (the whole screen is
+grabbed: a tooltip is a window of its own).
 """
 
 from __future__ import annotations
@@ -9,12 +18,34 @@ import argparse
 import sys
 import tempfile
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QPoint, QTimer
+from PySide6.QtGui import QTextCursor
+from PySide6.QtWidgets import QApplication, QToolTip
 
+from diptych.desktop import token_view
 from diptych.desktop.app import build_window
 
 PROMPT = "What is the capital of France?"
+
+
+def token_position(pane, index: int) -> QPoint:
+    """Where token ``index`` of a scored answer is drawn, in global coordinates."""
+    browser = pane.transcript
+    block = browser.document().begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            fragment = it.fragment()
+            if fragment.charFormat().anchorHref() == f"tok:{index}":
+                cursor = QTextCursor(browser.document())
+                cursor.setPosition(fragment.position())
+                browser.setTextCursor(cursor)
+                browser.ensureCursorVisible()
+                rect = browser.cursorRect(cursor)
+                return browser.viewport().mapToGlobal(rect.center() + QPoint(4, 0))
+            it += 1
+        block = block.next()
+    raise LookupError(f"token {index} is not shown")
 
 
 def main() -> int:
@@ -23,27 +54,62 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--adapter", default=None)
     parser.add_argument("--seed", type=int, default=None, help="fixed seed for both panes")
+    parser.add_argument("--prompt", default=PROMPT)
+    parser.add_argument("--delta", action="store_true", help="show Δ vs base in both panes")
+    parser.add_argument("--tab", default=None, help="show this tab instead of the chat")
     args = parser.parse_args()
     app = QApplication(sys.argv[:1])
     data_dir = args.data_dir or tempfile.mkdtemp()
     window = build_window(argparse.Namespace(data_dir=data_dir, model=None, adapter=args.adapter))
     window.resize(1400, 820)
+    window.move(0, 0)
     window.show()
     window.settings.max_tokens.setValue(80)
     if args.seed is not None:
         window.settings.fixed_seed.setChecked(True)
         window.settings.seed.setValue(args.seed)
+    scored = set()
 
     def ask():
         if len(window.controller.engines) < 2:
             QTimer.singleShot(200, ask)
             return
-        window.prompt.setPlainText(PROMPT)
+        if args.tab:
+            names = [window.tabs.tabText(i) for i in range(window.tabs.count())]
+            window.tabs.setCurrentIndex(names.index(args.tab))
+            QTimer.singleShot(1500, shoot)
+            return
+        window.prompt.setPlainText(args.prompt)
         window.send()
-        window.controller.busy_changed.connect(lambda busy: busy or QTimer.singleShot(500, shoot))
+        window.controller.busy_changed.connect(lambda busy: busy or QTimer.singleShot(500, answered))
+
+    def answered():
+        if not args.delta:
+            shoot()
+            return
+        window.controller.scores_ready.connect(on_scores)
+        for pane in window.panes.values():
+            pane.scores_button.setChecked(True)
+
+    def on_scores(side, _comparison):
+        scored.add(side)
+        if scored == set(window.panes):
+            QTimer.singleShot(300, hover)
+
+    def hover():
+        pane = window.panes["right"]
+        comparison = pane.comparison
+        index = comparison.summary.max_index
+        QToolTip.showText(token_position(pane, index), token_view.tooltip_html(comparison, index),
+                          pane.transcript)
+        QTimer.singleShot(500, shoot)
 
     def shoot():
-        window.grab().save(args.out)
+        if args.delta:
+            image = app.primaryScreen().grabWindow(0, 0, 0, window.width(), window.height())
+        else:
+            image = window.grab()
+        image.save(args.out)
         print(f"wrote {args.out}")
         app.quit()
 
