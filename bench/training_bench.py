@@ -1,0 +1,421 @@
+"""What training costs: the base weights' first load, our DPO job against plain TRL, GRPO's step.
+
+    python bench/training_bench.py [--parts abc] [--steps 10] [--repeats 2]
+                                   [--cached-repeats 3] [--grpo-steps 5] [--json FILE]
+
+Quick check: ``python bench/training_bench.py --steps 2 --repeats 1 --cached-repeats 1
+--grpo-steps 1``. Every measurement runs in a fresh child process.
+
+(a) Base weights: ``diptych.training.base_weights.load_base`` on the bundled GGUF with an
+    empty ``DIPTYCH_CACHE`` (dequantize the GGUF, save safetensors, then load them)
+    against the reference, the same call once that cache exists (median of
+    ``--cached-repeats``). Imports are timed apart and left out of both. Parts (b) and (c)
+    then use that cache; without (a) they use ``$DIPTYCH_CACHE`` or the default cache.
+
+(b) DPO: our job, ``python -m diptych train dpo --data pairs.jsonl --steps N --eval-size 2
+    --progress jsonl`` (it also evaluates before and after, and writes the GGUF LoRA),
+    against the reference, a plain TRL script with the same configuration: the same
+    weights from the cache folder via ``AutoModelForCausalLM.from_pretrained``, the same
+    tokenizer and chat template, the same LoRA (the job's ``Config`` defaults: rank,
+    alpha, dropout, all linear layers), the same ``DPOConfig`` (beta, the sigmoid + SFT
+    loss and weights, learning rate, batch size, max length, seed, steps, no gradient
+    checkpointing) and the same 10 training pairs (12 pairs, 2 held out by the job's own
+    ``split_eval``). Steps/s times ``trainer.train()`` only: for our job
+    ``meta["metrics"]["train"]["seconds"]``, for the script a timer around the call. Also
+    shown: seconds a step after the first (the first also warms up kernels and memory,
+    and our job's evaluation before training has already warmed some), from when the
+    job's per-step progress lines arrive and from a step-end callback in the script.
+    Peak RSS is the child's ``ru_maxrss`` from ``os.wait4``. Runs alternate, ``--repeats``
+    each; medians shown.
+
+(c) GRPO: our job (``train grpo --task reverse --steps N --eval-size 1``) in a child
+    process that records TRL's own profiling timers (``trl.extras.profiling``: TRL only
+    sends them to wandb/mlflow/trackio, so the child patches
+    ``ProfilingContext._log_metrics`` to keep them) and each optimizer step's wall time
+    (a callback's ``on_step_begin``/``on_step_end``). A step splits into generation
+    (``_prepare_inputs``: sampling with ``transformers.generate``, rewards, the log-probs
+    of the old and reference policies) and optimisation (the rest: loss forward,
+    backward, optimizer). The reference for the sampling: llama.cpp (our ``Engine``,
+    all cores) sampling as many answers to the same kind of prompts with the same
+    settings (temperature 1, no top-k/top-p/min-p, no repeat penalty, the same token
+    limit); ratios of useful tokens per second. Medians over steps.
+
+Defaults take about 8 minutes on two CPU cores: (a) about 1.5 minutes, (b) 4 runs of
+about 0.5-1 minute, (c) about 2.5 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Twelve questions, each with a direct answer preferred to a question asked back.
+PAIRS = [
+    ("What is the capital of France?", "The capital of France is Paris.", "What is the capital of Spain?"),
+    ("How many legs does a spider have?", "A spider has eight legs.", "How many legs does an ant have?"),
+    ("What color is the sky?", "The sky is blue.", "Why is the sky blue?"),
+    ("Name a yellow fruit.", "A banana is yellow.", "Which fruits are red?"),
+    ("What is two plus three?", "Two plus three is five.", "What is two plus four?"),
+    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet.", "Who wrote Macbeth?"),
+    ("What do bees make?", "Bees make honey.", "Do bees sting?"),
+    ("Which planet is closest to the Sun?", "Mercury is closest to the Sun.", "Which planet is largest?"),
+    ("How many days are in a week?", "A week has seven days.", "How many days are in a month?"),
+    ("What animal says moo?", "A cow says moo.", "What animal says woof?"),
+    ("What is the opposite of hot?", "The opposite of hot is cold.", "What is the opposite of big?"),
+    ("Where do penguins live?", "Most penguins live in the Southern Hemisphere, many in Antarctica.",
+     "Where do polar bears live?"),
+]
+
+LOAD_CHILD = r"""
+import json, time
+t0 = time.perf_counter()
+from diptych.models.catalog import bundled_model_path
+from diptych.training.base_weights import load_base
+imports = time.perf_counter() - t0
+t0 = time.perf_counter()
+load_base(bundled_model_path())
+print(json.dumps({"import_s": imports, "load_s": time.perf_counter() - t0}))
+"""
+
+PLAIN_DPO_CHILD = r"""
+import json, sys, time
+cfg = json.loads(sys.argv[1])
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from trl import DPOConfig, DPOTrainer
+step_ends = []
+class StepEnds(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        step_ends.append(time.perf_counter())
+t0 = time.perf_counter()
+tokenizer = AutoTokenizer.from_pretrained(cfg["weights"])
+tokenizer.chat_template = cfg["template"]
+tokenizer.add_bos_token = False
+model = AutoModelForCausalLM.from_pretrained(cfg["weights"], dtype=torch.float32)
+cuda = torch.cuda.is_available()
+args = DPOConfig(
+    output_dir=cfg["out"], save_strategy="no", report_to="none", logging_steps=1,
+    disable_tqdm=True, per_device_train_batch_size=cfg["batch_size"],
+    learning_rate=cfg["lr"], max_steps=cfg["steps"], seed=cfg["seed"], use_cpu=not cuda,
+    bf16=cuda and torch.cuda.is_bf16_supported(), gradient_checkpointing=False,
+    beta=cfg["beta"], max_length=cfg["max_length"], loss_type=["sigmoid", "sft"],
+    loss_weights=[1.0, cfg["sft_weight"]],
+)
+lora = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
+                  target_modules=cfg["lora_targets"], task_type="CAUSAL_LM")
+pairs = [json.loads(line) for line in open(cfg["data"], encoding="utf-8")]
+trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
+                     processing_class=tokenizer, peft_config=lora, callbacks=[StepEnds()])
+load_s = time.perf_counter() - t0
+t0 = time.perf_counter()
+result = trainer.train()
+print(json.dumps({"train_s": time.perf_counter() - t0, "steps": result.global_step,
+                  "load_s": load_s, "step_ends": step_ends}))
+"""
+
+GRPO_CHILD = r"""
+import json, sys, time
+from transformers import TrainerCallback
+from trl.extras import profiling
+from diptych import cli
+from diptych.training import job
+
+out_path, argv = sys.argv[1], sys.argv[2:]
+events, steps, logged = [], [], []
+
+def keep(self, duration):  # TRL's profiling timers, kept instead of sent to a tracker
+    end = time.perf_counter()
+    events.append({"name": self.name.split(".", 1)[-1], "start": end - duration, "end": end})
+
+profiling.ProfilingContext._log_metrics = keep
+
+class StepTimer(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.t0 = time.perf_counter()
+    def on_step_end(self, args, state, control, **kwargs):
+        steps.append({"start": self.t0, "end": time.perf_counter()})
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logged.append(dict(logs or {}))
+
+init = job.Job.__init__
+def patched(self, *a, **k):
+    init(self, *a, **k)
+    self.callbacks.append(StepTimer())
+job.Job.__init__ = patched
+
+code = cli.main(argv)
+with open(out_path, "w") as f:
+    json.dump({"code": code, "events": events, "steps": steps, "logs": logged}, f)
+sys.exit(code)
+"""
+
+
+def child(argv: list[str], env: dict, log) -> tuple[list, float, int, int]:
+    """Run a child; (its stdout lines with their arrival times, wall seconds, peak RSS in
+    bytes, exit code)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, env=env, text=True)
+    out = [(time.perf_counter(), line) for line in proc.stdout if line.strip()]
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    return out, time.perf_counter() - t0, usage.ru_maxrss * 1024, proc.returncode
+
+
+def checked(result, what: str, log_path: Path):
+    out, wall, rss, code = result
+    if code != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"{what} failed with exit code {code}:\n{tail}")
+    return out, wall, rss
+
+
+def last_json(lines: list) -> dict:
+    return json.loads(lines[-1][1])
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def steady(step_ends: list[float]) -> float | None:
+    """Seconds a step after the first one (which also warms up kernels and allocations)."""
+    return (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1) if len(step_ends) > 1 else None
+
+
+# -- (a) -----------------------------------------------------------------------------------
+
+def part_a(cache: Path, env: dict, log, log_path: Path, repeats: int) -> dict:
+    env = {**env, "DIPTYCH_CACHE": str(cache)}
+    runs = []
+    for i in range(1 + repeats):
+        out, wall, rss = checked(child([sys.executable, "-c", LOAD_CHILD], env, log),
+                                 "load_base", log_path)
+        runs.append({**last_json(out), "rss": rss})
+    first, cached = runs[0], runs[1:]
+    result = {"first_s": first["load_s"], "cached_s": median([r["load_s"] for r in cached]),
+              "import_s": median([r["import_s"] for r in runs]),
+              "first_rss": first["rss"], "cached_rss": median([r["rss"] for r in cached])}
+    print(f"(a) base weights: first load {result['first_s']:.1f} s (dequantize + save + load), "
+          f"cached load {result['cached_s']:.1f} s (reference, median of {repeats}); "
+          f"imports ({result['import_s']:.1f} s) not counted")
+    print(f"    ratio first/cached: {result['first_s'] / result['cached_s']:.1f}; peak RSS "
+          f"{result['first_rss'] / 2**20:.0f} vs {result['cached_rss'] / 2**20:.0f} MiB")
+    return result
+
+
+# -- (b) -----------------------------------------------------------------------------------
+
+def part_b(work: Path, env: dict, log, log_path: Path, args) -> dict:
+    from diptych.models import catalog
+    from diptych.models.catalog import bundled_model_path
+    from diptych.training.dpo import Config
+    from diptych.training.job import split_eval
+
+    cfg = Config()
+    batch_size = args.batch_size or cfg.batch_size
+    max_length = args.max_length or cfg.max_length
+    records = [{"prompt": [{"role": "user", "content": q}],
+                "chosen": [{"role": "assistant", "content": a}],
+                "rejected": [{"role": "assistant", "content": b}]} for q, a, b in PAIRS]
+    data = work / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    train_pairs, _, _ = split_eval(records, 2, cfg.seed)  # what our job trains on
+    train_data = work / "train.jsonl"
+    train_data.write_text("".join(json.dumps(r) + "\n" for r in train_pairs), encoding="utf-8")
+
+    # The weights folder our job loads: make sure it exists, then hand it to the script.
+    probe = ("import sys; from diptych.models.catalog import bundled_model_path as b; "
+             "from diptych.training.base_weights import ensure_cached; print(ensure_cached(b()))")
+    out, _, _ = checked(child([sys.executable, "-c", probe], env, log), "ensure_cached", log_path)
+    weights = out[-1][1].strip()
+    model = bundled_model_path()
+    plain_cfg = {
+        "weights": weights, "template": catalog.read_info(model).default_template().source,
+        "data": str(train_data), "out": str(work / "plain-out"), "steps": args.steps,
+        "batch_size": batch_size, "max_length": max_length, "lr": cfg.lr, "seed": cfg.seed,
+        "beta": cfg.beta, "sft_weight": cfg.sft_weight, "lora_r": cfg.lora_r,
+        "lora_alpha": cfg.lora_alpha or 2 * cfg.lora_r, "lora_dropout": cfg.lora_dropout,
+        "lora_targets": cfg.lora_targets,
+    }
+    ours, plain = [], []
+    for i in range(args.repeats):  # alternate, so noise on this machine hits both alike
+        home = work / f"home-{i}"
+        command = [sys.executable, "-m", "diptych", "--data-dir", str(home), "train", "dpo",
+                   "--name", f"bench-{i}", "--data", str(data), "--steps", str(args.steps),
+                   "--batch-size", str(batch_size), "--max-length", str(max_length),
+                   "--eval-size", "2", "--progress", "jsonl"]
+        out, wall, rss = checked(child(command, env, log), "our DPO job", log_path)
+        train = last_json(out)["metrics"]["train"]
+        step_ends = [t for t, line in out if json.loads(line)["phase"] == "train"
+                     and json.loads(line)["step"]]
+        ours.append({"steps": train["steps"], "train_s": train["seconds"],
+                     "steady_s_per_step": steady(step_ends), "wall_s": wall, "rss": rss})
+        out, wall, rss = checked(
+            child([sys.executable, "-c", PLAIN_DPO_CHILD, json.dumps(plain_cfg)], env, log),
+            "plain TRL DPO", log_path)
+        result = last_json(out)
+        plain.append({**result, "steady_s_per_step": steady(result.pop("step_ends")),
+                      "wall_s": wall, "rss": rss})
+
+    def summary(rows):
+        return {"steps_per_s": median([r["steps"] / r["train_s"] for r in rows]),
+                "s_per_step": median([r["train_s"] / r["steps"] for r in rows]),
+                "steady_s_per_step": median([r["steady_s_per_step"] for r in rows
+                                             if r["steady_s_per_step"] is not None]),
+                "wall_s": median([r["wall_s"] for r in rows]),
+                "peak_rss": median([r["rss"] for r in rows]), "runs": rows}
+
+    result = {"ours": summary(ours), "plain": summary(plain), "steps": args.steps,
+              "batch_size": batch_size, "max_length": max_length, "train_pairs": len(train_pairs)}
+    o, p = result["ours"], result["plain"]
+    print(f"(b) DPO, {args.steps} steps of batch {batch_size} on {len(train_pairs)} pairs, "
+          f"max length {max_length}, median of {args.repeats}")
+    for label, row in (("our job (diptych train dpo)", o), ("plain TRL script (reference)", p)):
+        after = row["steady_s_per_step"]
+        print(f"    {label:30s} {row['steps_per_s']:.3f} steps/s ({row['s_per_step']:.2f} s/step"
+              + (f"; {after:.2f} after the first" if after else "") + "), "
+              f"peak RSS {row['peak_rss'] / 2**20:6.0f} MiB, whole process {row['wall_s']:.0f} s")
+    print(f"    ratio ours/plain: steps/s {o['steps_per_s'] / p['steps_per_s']:.2f}"
+          + (f" ({p['steady_s_per_step'] / o['steady_s_per_step']:.2f} after the first step)"
+             if o["steady_s_per_step"] and p["steady_s_per_step"] else "")
+          + f", peak RSS {o['peak_rss'] / p['peak_rss']:.2f}, "
+          f"whole process {o['wall_s'] / p['wall_s']:.2f}")
+    return result
+
+
+# -- (c) -----------------------------------------------------------------------------------
+
+def _inside(event: dict, spans: list[dict]) -> bool:
+    return any(s["start"] <= event["start"] and event["end"] <= s["end"] for s in spans)
+
+
+def step_split(profile: dict) -> list[dict]:
+    """Per optimizer step: its wall time and what TRL's timers say it was spent on."""
+    events = profile["events"]
+    prepare = [e for e in events if e["name"] == "_prepare_inputs"]
+    rows = []
+    for step in profile["steps"]:
+        mine = [e for e in events if _inside(e, [step])]
+        gen_spans = [e for e in mine if e["name"] == "_prepare_inputs"]
+        seconds = lambda name, inside=None: sum(  # noqa: E731
+            e["end"] - e["start"] for e in mine if e["name"] == name
+            and (inside is None or _inside(e, gen_spans) == inside))
+        total = step["end"] - step["start"]
+        generation = seconds("_prepare_inputs")
+        rows.append({
+            "step_s": total, "generation_s": generation,
+            "sampling_s": seconds("transformers.generate"),
+            "rewards_s": seconds("_calculate_rewards"),
+            "ref_logps_s": seconds("_get_per_token_logps_and_entropies", inside=True),
+            "optimisation_s": total - generation, "loss_forward_s": seconds("compute_loss"),
+        })
+    assert len(prepare) >= len(rows), "TRL's profiling timers did not fire"
+    return rows
+
+
+def llama_reference(n_answers: int, max_tokens: int, num_generations: int) -> dict:
+    """Sample like GRPO's rollouts with llama.cpp on all cores: useful tokens per second."""
+    import random
+
+    from diptych.models.catalog import bundled_model_path
+    from diptych.models.engine import Engine, SamplingParams, default_threads
+    from diptych.training.tasks import reverse_examples
+
+    engine = Engine(bundled_model_path(), n_ctx=512, n_threads=default_threads(panes=1))
+    prompts = reverse_examples(max(1, n_answers // num_generations), random.Random(0))
+    tokens, t0 = 0, time.perf_counter()
+    for i in range(n_answers):
+        params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, min_p=0.0,
+                                repeat_penalty=1.0, max_tokens=max_tokens, seed=i)
+        tokens += engine.generate(prompts[i // num_generations % len(prompts)]["prompt"],
+                                  params).n_tokens
+    seconds = time.perf_counter() - t0
+    engine.close()
+    return {"answers": n_answers, "tokens": tokens, "seconds": seconds,
+            "tokens_per_s": tokens / seconds}
+
+
+def part_c(work: Path, env: dict, log, log_path: Path, args) -> dict:
+    from diptych.training.grpo import Config
+
+    cfg = Config()
+    profile_path = work / "grpo-profile.json"
+    argv = ["--data-dir", str(work / "grpo-home"), "train", "grpo", "--name", "bench-grpo",
+            "--task", "reverse", "--steps", str(args.grpo_steps), "--eval-size", "1",
+            "--progress", "jsonl", *shlex.split(args.grpo_args)]
+    out, wall, rss = checked(
+        child([sys.executable, "-c", GRPO_CHILD, str(profile_path), *argv], env, log),
+        "our GRPO job", log_path)
+    profile = json.loads(profile_path.read_text(encoding="utf-8"))
+    rows = step_split(profile)
+    med = {k: median([r[k] for r in rows]) for k in rows[0]}
+    lengths = [entry["completions/mean_length"] for entry in profile["logs"]
+               if "completions/mean_length" in entry]
+    answers = cfg.batch_size  # one generation batch per optimizer step
+    hf_tokens_per_s = median([length * answers / r["sampling_s"]
+                              for length, r in zip(lengths, rows)])
+    ref = llama_reference(answers * 2, cfg.max_completion_length, cfg.num_generations)
+    result = {"steps": len(rows), "median": med, "per_step": rows, "job_wall_s": wall,
+              "peak_rss": rss, "mean_completion_tokens": median(lengths),
+              "hf_tokens_per_s": hf_tokens_per_s, "llama": ref}
+    print(f"(c) GRPO reverse, {len(rows)} steps of {answers} answers "
+          f"({cfg.num_generations} per prompt, at most {cfg.max_completion_length} tokens), "
+          f"median per step")
+    print(f"    step {med['step_s']:.2f} s = generation {med['generation_s']:.2f} s "
+          f"+ optimisation {med['optimisation_s']:.2f} s")
+    print(f"    generation: sampling {med['sampling_s']:.2f} s, rewards {med['rewards_s']:.3f} s, "
+          f"old/reference log-probs {med['ref_logps_s']:.2f} s")
+    print(f"    optimisation: loss forward {med['loss_forward_s']:.2f} s, "
+          f"backward + optimizer {med['optimisation_s'] - med['loss_forward_s']:.2f} s")
+    print(f"    ratio generation/optimisation: {med['generation_s'] / med['optimisation_s']:.2f}; "
+          f"generation share of a step {med['generation_s'] / med['step_s']:.0%}")
+    print(f"    sampling: transformers.generate {hf_tokens_per_s:.1f} useful tok/s vs llama.cpp "
+          f"{ref['tokens_per_s']:.1f} tok/s (reference, {ref['answers']} answers); "
+          f"ratio {hf_tokens_per_s / ref['tokens_per_s']:.2f}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="abc", help="which measurements: any of a, b, c")
+    parser.add_argument("--cached-repeats", type=int, default=3, help="(a) cached loads")
+    parser.add_argument("--steps", type=int, default=10, help="(b) DPO optimizer steps")
+    parser.add_argument("--repeats", type=int, default=2, help="(b) runs of each side")
+    parser.add_argument("--batch-size", type=int, help="(b) default: the job's")
+    parser.add_argument("--max-length", type=int, help="(b) default: the job's")
+    parser.add_argument("--grpo-steps", type=int, default=5, help="(c) GRPO optimizer steps")
+    parser.add_argument("--grpo-args", default="", help="(c) more options for the GRPO job")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="diptych-training-bench-") as tmp:
+        work = Path(tmp)
+        log_path = work / "children.log"
+        with open(log_path, "w", encoding="utf-8") as log:
+            if "a" in args.parts:
+                cache = work / "cache"
+                results["a"] = part_a(cache, env, log, log_path, args.cached_repeats)
+                env["DIPTYCH_CACHE"] = str(cache)
+            if "b" in args.parts:
+                results["b"] = part_b(work, env, log, log_path, args)
+            if "c" in args.parts:
+                results["c"] = part_c(work, env, log, log_path, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
