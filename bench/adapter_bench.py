@@ -7,8 +7,10 @@
    adapter=...)``, what ``Llama(lora_path=...)`` would cost, and it also turns mmap off).
 2. Resident memory: a process with our two pane engines against the reference, a
    process with one plain llama-cpp-python model, each measured in a fresh subprocess.
-   Unique memory (USS) says whether the panes share the base weights: mmap'd file pages
-   are shared, so the second pane should add its context, not another copy of the model.
+   Whether the panes share the base weights: the weights stay in the mmap'd model file,
+   which each context maps once. RSS counts a file page once per mapping, so it counts the
+   shared weights twice; PSS divides a page among its mappings and counts them once. So
+   PSS says what the second pane really adds: its KV cache and buffers, not another copy.
 
 The adapter defaults to the newest registered adapter in the data dir.
 """
@@ -35,7 +37,7 @@ else:
     for e in keep:  # touch every weight once, as answering does
         e.generate([{"role": "user", "content": "Hi"}], SamplingParams(max_tokens=4, seed=1))
 m = psutil.Process().memory_full_info()
-print(json.dumps({"rss": m.rss, "uss": m.uss}))
+print(json.dumps({"rss": m.rss, "uss": m.uss, "pss": m.pss}))
 """
 
 
@@ -76,14 +78,21 @@ def main() -> None:
     print(f"reload the model with the adapter  : {r * 1000:7.1f} ms (reference)")
     print(f"ratio switch/reload                : {s / r:.3f}")
 
+    engine.close()  # no other process may map the model file, or PSS would split it with us
     plain = memory("plain")
     one, two = memory("ours", 1), memory("ours", 2)
     mib = 1 / 2**20
-    print(f"one plain llama-cpp-python model  : RSS {plain['rss'] * mib:6.0f} MiB, USS {plain['uss'] * mib:6.0f} MiB (reference)")
-    print(f"our engines, one pane             : RSS {one['rss'] * mib:6.0f} MiB, USS {one['uss'] * mib:6.0f} MiB")
-    print(f"our engines, two panes            : RSS {two['rss'] * mib:6.0f} MiB, USS {two['uss'] * mib:6.0f} MiB")
-    print(f"ratio two panes/plain (RSS)       : {two['rss'] / plain['rss']:.2f}")
-    print(f"second pane adds                  : {(two['rss'] - one['rss']) * mib:.0f} MiB RSS")
+    for label, m, ref in (("one plain llama-cpp-python model", plain, " (reference)"),
+                          ("our engines, one pane", one, ""), ("our engines, two panes", two, "")):
+        print(f"{label:34s}: RSS {m['rss'] * mib:6.0f} MiB, PSS {m['pss'] * mib:6.0f} MiB, "
+              f"USS {m['uss'] * mib:6.0f} MiB{ref}")
+    print(f"ratio two panes/plain             : RSS {two['rss'] / plain['rss']:.2f}, "
+          f"PSS {two['pss'] / plain['pss']:.2f}")
+    print(f"second pane adds                  : {(two['rss'] - one['rss']) * mib:.0f} MiB RSS, "
+          f"{(two['pss'] - one['pss']) * mib:.0f} MiB PSS")
+    # RSS counts the model file's pages once per mapping; each context maps the file, so
+    # RSS counts the shared weights twice. PSS divides each page among its mappings: it
+    # counts the weights once, and the second pane adds its own KV cache and buffers.
 
 
 if __name__ == "__main__":
