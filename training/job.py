@@ -291,7 +291,11 @@ def _meta(job: Job, result: dict, started: float) -> dict:
 
 def _measure_drift(job: Job) -> dict:
     """The new adapter's KL from the base on the held-out prompts and the user's recent ones."""
+    import gc
+
     from diptych.models import drift
+
+    gc.collect()  # the trainer and its model sit in reference cycles: free them before llama.cpp loads
 
     from .store import Store, StoreVersionError
 
