@@ -18,6 +18,13 @@ from functools import lru_cache
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+# Gemma's turns, except that a model turn ends with <eos> rather than <end_of_turn>. This is
+# the default only for Gemma files without a template of their own: pre-trained models.
+# Their <end_of_turn> was never trained: its embedding, which is also its output row, sits
+# among the 6,242 <unusedN> rows (cosine 0.99 to their mean), so an adapter that learns to
+# end a turn raises all of them together and writes "<unused832>" instead of stopping.
+# <eos> the base already emits at the end of a document (p = 0.002 after "Paris."), and
+# one DPO job teaches it to end its answers (31 of 32 held-out answers against 0 of 32).
 GEMMA = """{{ bos_token }}
 {%- if messages[0]['role'] == 'system' -%}
 {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
@@ -28,7 +35,7 @@ GEMMA = """{{ bos_token }}
 {%- endif -%}
 {%- for message in loop_messages -%}
 {%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
-{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + (message['content'] | trim) + '<end_of_turn>\n' }}
+{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + (message['content'] | trim) + (eos_token if role == 'model' else '<end_of_turn>') + '\n' }}
 {%- endfor -%}
 {%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"""
 

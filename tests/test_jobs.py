@@ -92,6 +92,28 @@ def test_dpo_from_jsonl_makes_an_adapter_llama_cpp_runs(voted, bundled_model):
     assert np.abs(tuned - base).max() > 0.1  # the tuned pane answers differently
 
 
+
+def test_a_default_dpo_job_teaches_the_tuned_model_to_answer_and_stop(voted, bundled_model):
+    """The mission in one test: on eight "answer, don't ask back" votes, the job's defaults
+    turn the base, which never ends a turn, into a model that answers and ends its turn,
+    without writing untrained tokens such as <unused832> (see the Gemma template)."""
+    from diptych.models import drift
+    from diptych.models.engine import Engine, SamplingParams
+
+    _, info = run_job(voted, "dpo", "--name", "stops", "--no-drift")
+    prompts = drift.held_out_prompts()
+    ended = {}
+    for name, adapter in (("base", None), ("tuned", info.gguf_path)):
+        engine = Engine(bundled_model, n_ctx=512, adapter=adapter)
+        try:
+            answers = [engine.generate(m, SamplingParams(max_tokens=64, seed=i))
+                       for i, m in enumerate(prompts)]
+        finally:
+            engine.close()
+        assert not any("<unused" in a.text for a in answers), [a.text for a in answers]
+        ended[name] = sum(a.finish_reason == "stop" for a in answers)
+    assert ended["base"] <= 2 and ended["tuned"] >= 12, ended
+
 def test_dpo_reads_the_votes_in_the_store(voted):
     lines, info = run_job(voted, "dpo", "--name", "from-votes", "--steps", "1", "--no-drift",
                           "--batch-size", "2", "--max-length", "64", "--eval-size", "1")

@@ -13,7 +13,7 @@ def test_gemma_prompt_is_exact():
     prompt = templates.render(templates.BUILTIN["gemma"], messages)
     assert prompt == (
         "<bos><start_of_turn>user\nBe brief.\n\nWhat is the capital of France?<end_of_turn>\n"
-        "<start_of_turn>model\nParis.<end_of_turn>\n"
+        "<start_of_turn>model\nParis.<eos>\n"
         "<start_of_turn>user\nAnd of Italy?<end_of_turn>\n"
         "<start_of_turn>model\n"
     )
