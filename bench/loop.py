@@ -96,17 +96,21 @@ def _plain(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
+def traits(prompt: str, text: str, finish_reason: str) -> dict:
+    """What the scripted user looks at in an answer."""
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+    return {"ends": finish_reason == "stop", "repeats": _plain(prompt) in _plain(text),
+            "ends_with_question": text.rstrip().endswith("?"),
+            "question_share": sum(s.endswith("?") for s in sentences) / max(len(sentences), 1)}
+
+
 def taste(prompt: str, text: str, finish_reason: str) -> float:
     """The scripted user's score of one answer (see the module docstring)."""
     if not re.search(r"\w", text):
         return 0.0
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
-    questions = sum(s.endswith("?") for s in sentences)
-    score = 2.0 * (finish_reason == "stop")
-    score += _plain(prompt) not in _plain(text)
-    score += not text.rstrip().endswith("?")
-    score += 1 - questions / len(sentences)
-    return round(score, 3)
+    t = traits(prompt, text, finish_reason)
+    score = 2.0 * t["ends"] + (not t["repeats"]) + (not t["ends_with_question"])
+    return round(score + 1 - t["question_share"], 3)
 
 
 def verdict(prompt: str, left: Completion, right: Completion) -> str:
@@ -194,9 +198,16 @@ def judge(prompts_seeds: list[tuple[str, int]], base: list[Completion],
         losses += choice == "left"
     n = wins + ties + losses
     low, high = wilson(wins + ties / 2, n)
-    stops = lambda done: sum(c.finish_reason == "stop" for c in done) / len(done)  # noqa: E731
+    def mean(done, key):
+        return sum(float(traits(p, c.text, c.finish_reason)[key])
+                   for (p, _), c in zip(prompts_seeds, done)) / len(done)
+
     return {"wins": wins, "ties": ties, "losses": losses, "win_rate": (wins + ties / 2) / n,
-            "low": low, "high": high, "tuned_stop": stops(tuned), "base_stop": stops(base)}
+            "low": low, "high": high, "tuned_stop": mean(tuned, "ends"), "base_stop": mean(base, "ends"),
+            "answers": {name: {"ends": mean(done, "ends"), "repeats": mean(done, "repeats"),
+                               "question_share": mean(done, "question_share"),
+                               "tokens": sum(c.n_tokens for c in done) / len(done)}
+                        for name, done in (("base", base), ("tuned", tuned))}}
 
 
 def print_summary(args, rounds: list[dict], grpo: dict | None, threads: int) -> None:
@@ -220,6 +231,13 @@ def print_summary(args, rounds: list[dict], grpo: dict | None, threads: int) -> 
     print("ref: the base against a second sample of the base (no change); a tie counts half a "
           "win; 'ends itself': share of held-out answers, tuned / base, that ended before the "
           "token limit")
+    print("held-out answers, tuned (base): ends itself / repeats the prompt / share of "
+          "sentences that are questions / mean tokens")
+    for row in rounds:
+        t, b = row["answers"]["tuned"], row["answers"]["base"]
+        print(f"{'ref' if row['round'] == 0 else row['round']:>5}  " + "  ".join(
+            f"{t[k]:.2f} ({b[k]:.2f})" for k in ("ends", "repeats", "question_share"))
+            + f"  {t['tokens']:.0f} ({b['tokens']:.0f})")
     for row in rounds[1:]:
         train = row.get("train") or {}
         print(f"round {row['round']}: votes {row['votes']}, adapter {row['adapter']}, KL from "
