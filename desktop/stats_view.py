@@ -81,7 +81,8 @@ def _fill(table: QTableWidget, rows: list[list[str]], numbers: range) -> None:
             table.setItem(r, c, item)
     height = table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
     height += sum(table.rowHeight(r) for r in range(min(len(rows), 10)))
-    table.setFixedHeight(height + 2)
+    # room for the sideways scroll bar a wide table gets in a narrow window
+    table.setFixedHeight(height + 2 + table.horizontalScrollBar().sizeHint().height())
 
 
 def _interval(rating: Rating) -> str:
@@ -98,8 +99,10 @@ def _table(columns: tuple[str, ...], name: str) -> QTableWidget:
     table.verticalHeader().hide()
     table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 8)
     header = table.horizontalHeader()
+    # Names keep their width (a squeezed "l…" names nothing); the last column takes the slack
+    # and a narrow window scrolls sideways.
     header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the names take the slack
+    header.setStretchLastSection(True)
     return table
 
 
