@@ -255,6 +255,7 @@ class StatsView(QWidget):
         _fill(self.winrate_table, rows, numbers=range(1, 9))
         self.empty_note.setVisible(not rows)
         self.winrate_table.setVisible(bool(rows))
+        self.winrate_plot.setVisible(bool(rows))  # an empty plot says less than the note
 
     def _show_ratings(self, result: tuple[int, list[Rating]]) -> None:
         generation, rated = result
