@@ -198,16 +198,14 @@ def judge(prompts_seeds: list[tuple[str, int]], base: list[Completion],
         losses += choice == "left"
     n = wins + ties + losses
     low, high = wilson(wins + ties / 2, n)
-    def mean(done, key):
-        return sum(float(traits(p, c.text, c.finish_reason)[key])
-                   for (p, _), c in zip(prompts_seeds, done)) / len(done)
+    def averages(done: list[Completion]) -> dict:
+        seen = [traits(p, c.text, c.finish_reason) for (p, _), c in zip(prompts_seeds, done)]
+        means = {k: sum(float(t[k]) for t in seen) / len(seen)
+                 for k in ("ends", "repeats", "question_share")}
+        return {**means, "tokens": sum(c.n_tokens for c in done) / len(done)}
 
     return {"wins": wins, "ties": ties, "losses": losses, "win_rate": (wins + ties / 2) / n,
-            "low": low, "high": high, "tuned_stop": mean(tuned, "ends"), "base_stop": mean(base, "ends"),
-            "answers": {name: {"ends": mean(done, "ends"), "repeats": mean(done, "repeats"),
-                               "question_share": mean(done, "question_share"),
-                               "tokens": sum(c.n_tokens for c in done) / len(done)}
-                        for name, done in (("base", base), ("tuned", tuned))}}
+            "low": low, "high": high, "answers": {"base": averages(base), "tuned": averages(tuned)}}
 
 
 def print_summary(args, rounds: list[dict], grpo: dict | None, threads: int) -> None:
@@ -225,7 +223,7 @@ def print_summary(args, rounds: list[dict], grpo: dict | None, threads: int) -> 
         rate = f"{row['win_rate']:.2f} ({row['low']:.2f}-{row['high']:.2f})"
         print(f"{'ref' if row['round'] == 0 else row['round']:>5} {row['pairs']:5d}  {rate:23} "
               f"{row['wins']:>3}/{row['ties']}/{row['losses']:<3}  "
-              f"{row['tuned_stop']:4.2f} / {row['base_stop']:4.2f}  {kl:>7}  "
+              f"{row['answers']['tuned']['ends']:4.2f} / {row['answers']['base']['ends']:4.2f}  {kl:>7}  "
               f"{cell('answer', 6)} {cell('vote', 5)} {cell('train', 6)} {cell('load', 5, 2)} "
               f"{cell('judge', 6)} {cell('total', 6)}")
     print("ref: the base against a second sample of the base (no change); a tie counts half a "

@@ -92,7 +92,6 @@ def test_dpo_from_jsonl_makes_an_adapter_llama_cpp_runs(voted, bundled_model):
     assert np.abs(tuned - base).max() > 0.1  # the tuned pane answers differently
 
 
-
 def test_a_default_dpo_job_teaches_the_tuned_model_to_answer_and_stop(voted, bundled_model):
     """The mission in one test: on eight "answer, don't ask back" votes, the job's defaults
     turn the base, which never ends a turn, into a model that answers and ends its turn,
@@ -113,6 +112,7 @@ def test_a_default_dpo_job_teaches_the_tuned_model_to_answer_and_stop(voted, bun
         assert not any("<unused" in a.text for a in answers), [a.text for a in answers]
         ended[name] = sum(a.finish_reason == "stop" for a in answers)
     assert ended["base"] <= 2 and ended["tuned"] >= 12, ended
+
 
 def test_dpo_reads_the_votes_in_the_store(voted):
     lines, info = run_job(voted, "dpo", "--name", "from-votes", "--steps", "1", "--no-drift",

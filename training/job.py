@@ -295,10 +295,9 @@ def _measure_drift(job: Job) -> dict:
 
     from diptych.models import drift
 
-    gc.collect()  # the trainer and its model sit in reference cycles: free them before llama.cpp loads
-
     from .store import Store, StoreVersionError
 
+    gc.collect()  # the trainer and its model sit in reference cycles: free them before llama.cpp loads
     recent = []
     if paths.db_path(job.cfg.data_dir).is_file():
         try:
