@@ -183,6 +183,7 @@ class TrainingPanel(QWidget):
         self.use_selected.clicked.connect(lambda: self._use(self._selected()))
         self.rename_button.clicked.connect(self._rename)
         self.delete_button.clicked.connect(self._delete)
+        self.adapter_list.currentItemChanged.connect(self._adapter_picked)
         self._kind_changed()
         self.refresh_adapters()
 
@@ -392,7 +393,13 @@ class TrainingPanel(QWidget):
             self.adapter_list.addItem(item)
             if info.kind == "reward":
                 self.reward_model.addItem(info.name, info.name)
+        self._adapter_picked()
         self.adapters_changed.emit()
+
+    def _adapter_picked(self, *_) -> None:
+        """Use, Rename and Delete act on the selected adapter: off while none is."""
+        for button in (self.use_selected, self.rename_button, self.delete_button):
+            button.setEnabled(self.adapter_list.currentItem() is not None)
 
     def _selected(self) -> str | None:
         item = self.adapter_list.currentItem()
