@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QCursor
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QCursor, QDesktopServices, QTextDocument
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -22,6 +22,13 @@ from diptych.models.conversation import Conversation
 from . import token_view
 
 
+# Markdown as GitHub writes it, but raw HTML in a prompt or an answer is text, not markup:
+# the user votes on what the model wrote, so ``<b>`` must show as ``<b>``.
+MARKDOWN = (QTextDocument.MarkdownFeature.MarkdownDialectGitHub
+            | QTextDocument.MarkdownFeature.MarkdownNoHTML)
+FOLLOW_SLACK = 4  # pixels from the bottom that still count as "at the bottom"
+
+
 class ChatPane(QFrame):
     regenerate_requested = Signal(str)
     stop_requested = Signal(str)
@@ -36,13 +43,17 @@ class ChatPane(QFrame):
         self.header.setTextFormat(Qt.TextFormat.RichText)
         self.header.setWordWrap(True)
         self.transcript = QTextBrowser()
-        self.transcript.setOpenExternalLinks(True)
+        self.transcript.setObjectName(f"{side}-transcript")
+        # A link in a model's answer never replaces the transcript; web links open outside.
+        self.transcript.setOpenLinks(False)
+        self.transcript.anchorClicked.connect(_open_web_link)
         self.stats = QLabel("")
         self.stats.setObjectName(f"{side}-stats")
         self.stats.setStyleSheet("color: gray")
         self.regenerate_button = QPushButton("Regenerate")
         self.regenerate_button.setToolTip("Sample this pane's last answer again")
         self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit(self.side))
+        self.regenerate_button.setEnabled(False)  # nothing to regenerate yet
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(lambda: self.stop_requested.emit(self.side))
         self.stop_button.setEnabled(False)
@@ -71,9 +82,18 @@ class ChatPane(QFrame):
         layout.addLayout(bar)
 
         self._conversation: Conversation | None = None
+        self._shown_turns = 0
         self._partial = ""
         self._streaming = False
+        self.raw = False  # show the exact text, no Markdown
         self.comparison = None  # the scored last answer, while the toggle is on
+        # Follow new text while the user is at the bottom; stay put once they scroll up.
+        self._follow = True
+        self._held = 0  # where the user left the view when not following
+        self._placing = False  # the view is being moved by us, not by the user
+        bar = self.transcript.verticalScrollBar()
+        bar.valueChanged.connect(self._scrolled)
+        bar.rangeChanged.connect(self._range_changed)
 
     # -- header ------------------------------------------------------------------------
 
@@ -91,9 +111,26 @@ class ChatPane(QFrame):
     # -- transcript --------------------------------------------------------------------
 
     def show_conversation(self, conversation: Conversation) -> None:
+        if (conversation is not self._conversation
+                or len(conversation.turns) != self._shown_turns):
+            self._follow = True  # a new prompt or conversation: show its answer as it comes
+        self._shown_turns = len(conversation.turns)
         self._conversation = conversation
         self._partial = ""
+        if self._last_answer() is None:  # a new turn or conversation: nothing scored to show
+            self.clear_scores()
+        self.scores_button.setEnabled(bool(self._last_answer()) and not self._streaming)
+        self.regenerate_button.setEnabled(bool(conversation.turns) and not self._streaming)
         self._render()
+
+    def set_raw(self, raw: bool) -> None:
+        """Show the exact text of every turn, unformatted (or Markdown again)."""
+        self.raw = raw
+        self._render()
+
+    def _last_answer(self) -> str | None:
+        conv = self._conversation
+        return conv.turns[-1].answers.get(self.side) if conv is not None and conv.turns else None
 
     def begin_answer(self) -> None:
         self.clear_scores()
@@ -112,7 +149,8 @@ class ChatPane(QFrame):
     def end_answer(self, completion=None, error: str | None = None) -> None:
         self._streaming = False
         self.stop_button.setEnabled(False)
-        self.regenerate_button.setEnabled(True)
+        self.regenerate_button.setEnabled(self._conversation is not None
+                                          and bool(self._conversation.turns))
         self.scores_button.setEnabled(completion is not None and completion.n_tokens > 0)
         if error:
             self.stats.setText(f"error: {error}")
@@ -127,7 +165,7 @@ class ChatPane(QFrame):
     def text(self) -> str:
         return self.transcript.toPlainText()
 
-    @qthrottled(timeout=50)
+    @qthrottled(timeout=50)  # one throttle per pane (superqt binds it to the instance)
     def _render_throttled(self) -> None:
         self._render()
 
@@ -173,30 +211,84 @@ class ChatPane(QFrame):
                 answer = html.escape(turn.answers.get(self.side) or "").replace("\n", "<br>")
                 parts.append(f"<p>{answer}</p><hr>")
         parts.append(f"<p style='line-height:150%'>{token_view.tokens_html(self.comparison)}</p>")
-        self.transcript.setHtml("".join(parts))
+        self._place(lambda: self.transcript.setHtml("".join(parts)))
+
+    def _turns(self):
+        """(user text, answer text) of each turn, the last one with the streamed part."""
+        conv = self._conversation
+        last = len(conv.turns) - 1
+        for i, turn in enumerate(conv.turns):
+            answer = turn.answers.get(self.side)
+            if i == last and (self._streaming or answer is None):
+                answer = self._partial
+            yield turn.user, answer or ""
 
     def _render(self) -> None:
         if self.comparison is not None and self._conversation is not None:
             self._render_scored()
             return
         conv = self._conversation
+        if self.raw:
+            parts = []
+            if conv is not None:
+                if conv.system.strip():
+                    parts.append(f"System: {conv.system}")
+                for user, answer in self._turns():
+                    parts += [f"You: {user}", answer, "—" * 8]
+                if self._streaming and len(parts) >= 2:
+                    parts[-2] += " ▍"
+            text = "\n\n".join(parts)
+            self._place(lambda: self.transcript.setPlainText(text))
+            return
         parts = []
         if conv is not None:
             if conv.system.strip():
                 parts.append(f"*System: {conv.system.strip()}*")
-            last = len(conv.turns) - 1
-            for i, turn in enumerate(conv.turns):
-                parts.append("**You:** " + _keep_line_breaks(turn.user.strip()))
-                answer = turn.answers.get(self.side)
-                if i == last and (self._streaming or answer is None):
-                    answer = self._partial + (" ▍" if self._streaming else "")
-                parts.append(_keep_line_breaks(answer or ""))
+            for user, answer in self._turns():
+                parts.append("**You:** " + _keep_line_breaks(user.strip()))
+                parts.append(_keep_line_breaks(answer))
                 parts.append("---")
+            if self._streaming and len(parts) >= 2:
+                parts[-2] += " ▍"
+        markdown = "\n\n".join(parts)
+        self._place(lambda: self.transcript.document().setMarkdown(markdown, MARKDOWN))
+
+    # -- following the answer -----------------------------------------------------------
+
+    def _place(self, set_content) -> None:
+        """Replace the transcript and keep the view where the user wants it: at the end
+        while they are following the answer, else where they left it."""
+        self._placing = True
+        try:
+            set_content()
+        finally:
+            self._placing = False
+        self._restore_view()
+
+    def _restore_view(self) -> None:
         bar = self.transcript.verticalScrollBar()
-        at_end = bar.value() >= bar.maximum() - 4
-        self.transcript.setMarkdown("\n\n".join(parts))
-        if at_end:
-            bar.setValue(bar.maximum())
+        self._placing = True
+        try:
+            bar.setValue(bar.maximum() if self._follow else min(self._held, bar.maximum()))
+        finally:
+            self._placing = False
+
+    def _scrolled(self, value: int) -> None:
+        if self._placing:
+            return
+        bar = self.transcript.verticalScrollBar()
+        self._follow = value >= bar.maximum() - FOLLOW_SLACK
+        self._held = value
+
+    def _range_changed(self, _minimum: int, _maximum: int) -> None:
+        # The document is laid out after it is set, and a window resize moves the range:
+        # either way the view goes back to the end (or to where the user left it).
+        self._restore_view()
+
+
+def _open_web_link(url: QUrl) -> None:
+    if url.scheme() in ("http", "https"):
+        QDesktopServices.openUrl(url)
 
 
 def _keep_line_breaks(text: str) -> str:
