@@ -48,13 +48,13 @@ if TYPE_CHECKING:
 
 HOW_TIES_COUNT = (
     "Each adapter against the base, from your votes. A tie counts as half a win and half a "
-    "loss; “both bad” votes and your own better answers say nothing about which of the two "
-    "is better, so they are counted here but left out of the win rate. The 95% interval is "
-    "the Wilson score interval.")
+    "loss; “both bad” votes and your answers (Write a better answer…) say nothing about "
+    "which of the two is better, so they are counted here but left out of the win rate. "
+    "The 95% interval is the Wilson score interval.")
 RATINGS_NOTE = (
     "Bradley–Terry ratings from every vote with a winner or a tie, on the Elo scale with the "
     "base at 0: +100 wins about 64% of the time against 0. Intervals: 95% bootstrap.")
-WINRATE_COLUMNS = ("Adapter", "Votes", "Wins", "Losses", "Ties", "Both bad", "Own answer",
+WINRATE_COLUMNS = ("Adapter", "Votes", "Wins", "Losses", "Ties", "Both bad", "Your answer",
                    "Win rate", "95% interval", "First vote")
 RATING_COLUMNS = ("Model", "Rating", "95% interval", "Games")
 DRIFT_COLUMNS = ("Adapter", "Kind", "KL, held-out", "KL, your prompts", "Measured")

@@ -21,7 +21,10 @@ CHOICES = (
     ("tie", "Tie", "3"),
     ("both_bad", "Both are bad", "4"),
 )
-LABELS = {key: label for key, label, _ in CHOICES} | {"better": "Your answer is better"}
+# The user's own answer has one name in the app: the action is "Write a better answer…",
+# the vote it records is "your answer".
+WRITE_ACTION = "Write a better answer…"
+LABELS = {key: label for key, label, _ in CHOICES} | {"better": "Your answer"}
 
 
 class VoteBar(QWidget):
@@ -42,7 +45,9 @@ class VoteBar(QWidget):
             button.clicked.connect(lambda _=False, k=key: self.voted.emit(k))
             self.buttons[key] = button
             row.addWidget(button)
-        self.write_button = QPushButton("Write a better answer…")
+        self.write_button = QPushButton(WRITE_ACTION)
+        self.write_button.setToolTip("Edit either answer or write your own: your answer is "
+                                     "stored as chosen, both shown answers as rejected")
         self.write_button.setObjectName("vote-better")
         row.addWidget(self.write_button)
         self.recorded = QLabel()
@@ -53,6 +58,7 @@ class VoteBar(QWidget):
         row.addWidget(self.recorded, 1)
         row.addWidget(self.undo_button)
         self.answers: dict[str, str] = {}
+        self.prompt = ""  # the prompt both answers answer
         self.write_button.clicked.connect(self._write_better)
         self.show_idle()
 
@@ -61,8 +67,9 @@ class VoteBar(QWidget):
         self._set(voting=False, recorded=None)
         self.prompt_label.setText("Vote once both answers are in.")
 
-    def show_voting(self, answers: dict[str, str]) -> None:
+    def show_voting(self, answers: dict[str, str], prompt: str = "") -> None:
         self.answers = answers
+        self.prompt = prompt
         self._set(voting=True, recorded=None)
         self.prompt_label.setText("Which answer is better?")
 
@@ -83,18 +90,24 @@ class VoteBar(QWidget):
         return self.buttons["left"].isEnabled() and self.buttons["left"].isVisible()
 
     def _write_better(self) -> None:
-        dialog = BetterAnswerDialog(self.answers, self)
+        dialog = BetterAnswerDialog(self.answers, self.prompt, self)
         if dialog.exec() == QDialog.DialogCode.Accepted and dialog.text().strip():
             self.better_written.emit(dialog.text().strip())
 
 
 class BetterAnswerDialog(QDialog):
-    """Edit either answer, or write one from scratch; it is stored as the chosen answer."""
+    """Edit either answer, or write one from scratch, under the prompt it answers; it is
+    stored as the chosen answer."""
 
-    def __init__(self, answers: dict[str, str], parent=None):
+    def __init__(self, answers: dict[str, str], prompt: str = "", parent=None):
         super().__init__(parent)
-        self.setWindowTitle("Write a better answer")
-        self.resize(640, 420)
+        self.setObjectName("better-answer-dialog")
+        self.setWindowTitle(WRITE_ACTION.rstrip("…"))
+        self.resize(640, 480)
+        self.prompt_view = QPlainTextEdit(prompt)  # plain text: shown exactly as sent
+        self.prompt_view.setObjectName("better-answer-prompt")
+        self.prompt_view.setReadOnly(True)
+        self.prompt_view.setMaximumHeight(90)
         self.start_from = QComboBox()
         self.start_from.addItem("Start from the left answer", answers.get("left", ""))
         self.start_from.addItem("Start from the right answer", answers.get("right", ""))
@@ -108,7 +121,10 @@ class BetterAnswerDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Your answer is stored as chosen; both shown answers as rejected."))
+        layout.addWidget(QLabel("<b>The prompt</b>"))
+        layout.addWidget(self.prompt_view)
+        layout.addWidget(QLabel("<b>Your answer</b> — stored as chosen; both shown answers "
+                                "as rejected."))
         layout.addWidget(self.start_from)
         layout.addWidget(self.editor, 1)
         layout.addWidget(buttons)
