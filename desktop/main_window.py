@@ -7,7 +7,10 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QDockWidget,
     QFileDialog,
     QHBoxLayout,
@@ -17,6 +20,8 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
     QTabWidget,
     QToolBar,
     QVBoxLayout,
@@ -124,6 +129,7 @@ class MainWindow(QMainWindow):
         self.stop_button.setToolTip("Esc")
         self.stop_button.setEnabled(False)
         self.regenerate_button = QPushButton("Regenerate both")
+        self.regenerate_button.setEnabled(False)  # nothing sent yet
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
@@ -159,11 +165,111 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.settings_dock = dock
 
+        self._build_menus()
         self._wire()
         self._fill_model_picker()
         self.refresh_adapters()
         if self.store_error:
             self._show_error("Votes are not being recorded", self.store_error)
+
+    # -- menus -------------------------------------------------------------------------
+
+    def _build_menus(self) -> None:
+        """File, Model, View and Help: every action here also lives elsewhere in the window
+        (the Data tab's buttons, the model picker, the dock's close button), so nothing that
+        was closed or hidden is out of reach."""
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.new_action)
+        file_menu.addSeparator()
+        self.import_action = QAction("&Import votes…", self)
+        self.import_action.setToolTip("Add the votes of a Diptych preference file")
+        self.export_action = QAction("&Export votes…", self)
+        self.export_action.setToolTip("Write the votes as TRL preference pairs (JSON lines)")
+        if self.data_view is not None:  # the Data tab's own import and export
+            self.import_action.triggered.connect(lambda: self._in_data_tab(self.data_view.import_file))
+            self.export_action.triggered.connect(lambda: self._in_data_tab(self.data_view.export))
+        else:
+            self.import_action.setEnabled(False)
+            self.export_action.setEnabled(False)
+        file_menu.addAction(self.import_action)
+        file_menu.addAction(self.export_action)
+        file_menu.addSeparator()
+        self.quit_action = QAction("&Quit", self)
+        self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        self.quit_action.triggered.connect(self.close)
+        file_menu.addAction(self.quit_action)
+
+        model_menu = bar.addMenu("&Model")
+        self.open_model_action = QAction("&Open GGUF…", self)
+        self.open_model_action.setShortcut(QKeySequence.StandardKey.Open)
+        self.open_model_action.triggered.connect(self.choose_model_file)
+        self.open_adapter_action = QAction("Open &adapter file…", self)
+        self.open_adapter_action.triggered.connect(self.choose_adapter_file)
+        model_menu.addAction(self.open_model_action)
+        model_menu.addAction(self.open_adapter_action)
+
+        view_menu = bar.addMenu("&View")
+        self.settings_action = self.settings_dock.toggleViewAction()
+        self.settings_action.setText("&Settings (both panes)")
+        view_menu.addAction(self.settings_action)
+        self.raw_action = QAction("&Raw text (no Markdown)", self)
+        self.raw_action.setCheckable(True)
+        self.raw_action.setShortcut(QKeySequence("Ctrl+Shift+R"))
+        self.raw_action.setToolTip("Show prompts and answers exactly as written, unformatted")
+        view_menu.addAction(self.raw_action)
+
+        help_menu = bar.addMenu("&Help")
+        self.shortcuts_action = QAction("&Keyboard shortcuts", self)
+        self.shortcuts_action.setShortcut(QKeySequence.StandardKey.HelpContents)
+        self.shortcuts_action.triggered.connect(self.show_shortcuts)
+        help_menu.addAction(self.shortcuts_action)
+
+    def _in_data_tab(self, action) -> None:
+        """Run one of the Data tab's actions where its result is reported."""
+        self.tabs.setCurrentWidget(self.data_view)
+        action()
+
+    def shortcuts(self) -> list[tuple[str, str]]:
+        """The app's keyboard shortcuts, read from the actions that define them."""
+        def keys(action: QAction) -> str:
+            return action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+
+        rows = [("Ctrl+Enter", "Send the prompt to both panes (in the prompt box)"),
+                ("Esc", "Stop both panes")]
+        rows += [(key, f"Vote: {label}") for _, label, key in CHOICES]
+        rows.append(("1–4", "…also typed into the empty prompt box while a vote is open"))
+        for action in (self.new_action, self.open_model_action, self.raw_action,
+                       self.quit_action, self.shortcuts_action):
+            if not action.shortcut().isEmpty():
+                rows.append((keys(action), action.text().replace("&", "").rstrip("…")))
+        if self.data_view is not None:
+            rows.append(("Delete", "Delete the selected votes (Data tab)"))
+        return rows
+
+    def show_shortcuts(self) -> None:
+        dialog = QDialog(self)
+        dialog.setObjectName("shortcuts-dialog")
+        dialog.setWindowTitle("Keyboard shortcuts")
+        rows = self.shortcuts()
+        table = QTableWidget(len(rows), 2, dialog)
+        table.setObjectName("shortcuts-table")
+        table.setHorizontalHeaderLabels(("Keys", "Does"))
+        table.verticalHeader().hide()
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        for row, (keys, text) in enumerate(rows):
+            table.setItem(row, 0, QTableWidgetItem(keys))
+            table.setItem(row, 1, QTableWidgetItem(text))
+        table.resizeColumnsToContents()
+        table.horizontalHeader().setStretchLastSection(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(dialog.reject)
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(table)
+        layout.addWidget(buttons)
+        dialog.resize(520, 420)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
 
     # -- wiring ------------------------------------------------------------------------
 
@@ -192,6 +298,8 @@ class MainWindow(QMainWindow):
         self.stop_button.clicked.connect(lambda: c.stop())
         self.regenerate_button.clicked.connect(lambda: c.regenerate())
         self.new_action.triggered.connect(c.new_conversation)
+        self.raw_action.toggled.connect(
+            lambda raw: [pane.set_raw(raw) for pane in self.panes.values()])
         for pane in self.panes.values():
             pane.regenerate_requested.connect(c.regenerate)
             pane.stop_requested.connect(c.stop)
@@ -284,28 +392,37 @@ class MainWindow(QMainWindow):
 
     # -- slots -------------------------------------------------------------------------
 
+    def choose_model_file(self) -> None:
+        """Model → Open GGUF… (and the picker's last item): ask for a file, open it."""
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "",
+                                              "GGUF models (*.gguf);;All files (*)")
+        if not path:
+            self._select_model_item(self.model_path)
+        elif Path(path) != self.model_path:
+            self.open_model(path)
+
+    def choose_adapter_file(self) -> None:
+        """Model → Open adapter file… (and the adapter picker's last item)."""
+        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF LoRA adapter", "",
+                                              "GGUF LoRA (*.gguf);;All files (*)")
+        if path:
+            self.use_adapter(path)
+        else:
+            self.refresh_adapters()
+
     def _on_model_picked(self, index: int) -> None:
         data = self.model_picker.itemData(index)
         if data == OPEN_FILE:
-            path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "",
-                                                  "GGUF models (*.gguf);;All files (*)")
-            if not path:
-                self._select_model_item(self.model_path)
-                return
-            data = path
-        if data and Path(data) != self.model_path:
+            self.choose_model_file()
+        elif data and Path(data) != self.model_path:
             self.open_model(data)
 
     def _on_adapter_picked(self, index: int) -> None:
         data = self.adapter_picker.itemData(index)
         if data == OPEN_FILE:
-            path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF LoRA adapter", "",
-                                                  "GGUF LoRA (*.gguf);;All files (*)")
-            if not path:
-                self.refresh_adapters()
-                return
-            data = path
-        self.use_adapter(data or None)
+            self.choose_adapter_file()
+        else:
+            self.use_adapter(data or None)
 
     def _override_template(self, source) -> None:
         try:
@@ -321,7 +438,8 @@ class MainWindow(QMainWindow):
     def _offer_vote(self, *_):
         c = self.controller
         if c.can_vote:
-            self.vote_bar.show_voting({s: c.last[s].text for s in SIDES})
+            self.vote_bar.show_voting({s: c.last[s].text for s in SIDES},
+                                      prompt=c.conversation.turns[-1].user)
         else:
             self.vote_bar.show_idle()
             if c.store is None:
@@ -331,15 +449,23 @@ class MainWindow(QMainWindow):
         self.vote_bar.show_recorded(choice, vote_id)
         self._update_headers()  # blind mode: reveal who was who
 
-    def _on_busy(self, busy: bool) -> None:
-        self.stop_button.setEnabled(busy)
-        self.send_button.setEnabled(not busy)
-        self.regenerate_button.setEnabled(not busy)
-        self.model_picker.setEnabled(not busy)
-        self.adapter_picker.setEnabled(not busy)
+    def _update_buttons(self) -> None:
+        """Enable what can act now: nothing to stop when idle, nothing to regenerate
+        before a prompt was sent, nothing to send while a model loads."""
+        c = self.controller
+        idle = not c.busy
+        self.stop_button.setEnabled(c.busy)
+        self.send_button.setEnabled(idle and not c.loading)
+        self.regenerate_button.setEnabled(idle and not c.loading and bool(c.conversation.turns))
+        for widget in (self.model_picker, self.adapter_picker,
+                       self.open_model_action, self.open_adapter_action):
+            widget.setEnabled(idle)
+
+    def _on_busy(self, _busy: bool) -> None:
+        self._update_buttons()
 
     def _on_loading(self, loading: bool) -> None:
-        self.send_button.setEnabled(not loading)
+        self._update_buttons()
         if loading:
             self.status.setText("Loading…")
         else:
@@ -347,6 +473,7 @@ class MainWindow(QMainWindow):
 
     def _on_reset(self) -> None:
         self.vote_bar.show_idle()
+        self._update_buttons()
         for pane in self.panes.values():
             pane.show_conversation(self.controller.conversation)
             pane.stats.setText("")
