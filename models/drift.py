@@ -93,8 +93,9 @@ def measure_adapter(model_path, adapter_gguf, recent_prompts: list[list[dict]] |
     ``progress(set, done, total)`` is called after each prompt.
     """
     base = Engine(model_path, n_ctx=n_ctx)
-    tuned = Engine(model_path, n_ctx=n_ctx, adapter=adapter_gguf)
-    try:
+    tuned = None
+    try:  # close what was opened, whatever stops the measurement (a job's Cancelled too)
+        tuned = Engine(model_path, n_ctx=n_ctx, adapter=adapter_gguf)
         sets = {"held_out": held_out_prompts()}
         fits = [p for p in recent_prompts or []
                 if len(tuned.tokenize(tuned.render(p))) + max_tokens < tuned.n_ctx]
@@ -105,4 +106,5 @@ def measure_adapter(model_path, adapter_gguf, recent_prompts: list[list[dict]] |
                 for name, prompts in sets.items()}
     finally:
         base.close()
-        tuned.close()
+        if tuned is not None:
+            tuned.close()

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -177,9 +177,13 @@ def kl_per_token(base_engine: Engine, tuned_engine: Engine, prompt: str | list[d
     if not answer:
         return np.zeros(0)
     out = []
-    with base_engine._guard(), tuned_engine._guard(), ThreadPoolExecutor(2) as pool, \
+    # The pool is entered last so that it exits first: whatever ends the loop (an error,
+    # or a job's Cancelled raised in this thread while it waits on a future), the chunk
+    # generators are closed and the engines released only once no thread is inside them.
+    with base_engine._guard(), tuned_engine._guard(), \
             closing(_logit_chunks(base_engine, prompt_ids, answer, ROWS)) as base, \
-            closing(_logit_chunks(tuned_engine, prompt_ids, answer, ROWS)) as tuned:
+            closing(_logit_chunks(tuned_engine, prompt_ids, answer, ROWS)) as tuned, \
+            _workers(2) as pool:
         while True:
             futures = [pool.submit(next, base, None), pool.submit(next, tuned, None)]
             base_chunk, tuned_chunk = (f.result() for f in futures)
@@ -209,7 +213,7 @@ def compare(base_engine: Engine, tuned_engine: Engine, messages: str | list[dict
     if base_engine is tuned_engine:  # one context cannot run twice at once
         base, tuned = run("base", base_engine), run("tuned", tuned_engine)
     else:
-        with ThreadPoolExecutor(2) as pool:
+        with _workers(2) as pool:
             futures = [pool.submit(run, "base", base_engine), pool.submit(run, "tuned", tuned_engine)]
             base, tuned = (f.result() for f in futures)
     if [t.id for t in base] != [t.id for t in tuned]:
@@ -220,6 +224,32 @@ def compare(base_engine: Engine, tuned_engine: Engine, messages: str | list[dict
     sampled = tuned_sampling is not None and not isinstance(response, str)
     return Comparison(tokens, _summary(tokens, sampled and samples_model_distribution(tuned_sampling)),
                       base_engine.label, tuned_engine.label, seconds)
+
+
+@contextmanager
+def _workers(n: int):
+    """A thread pool whose exit waits until its threads are done, even when interrupted.
+
+    A plain ``ThreadPoolExecutor`` waits too, but a signal handler that raises (a job's
+    ``Cancelled`` on SIGTERM, KeyboardInterrupt) can interrupt that wait, and then the
+    caller frees what the threads still use: closing a generator a thread is inside
+    fails ("generator already executing"), and freeing a llama.cpp context under a
+    running decode crashes the process. Here every interruption is held until the
+    threads are done, then the first one is raised.
+    """
+    pool = ThreadPoolExecutor(n)
+    try:
+        yield pool
+    finally:
+        interrupted = None
+        while True:
+            try:
+                pool.shutdown(wait=True)  # bounded: the decodes already running
+                break
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
 
 
 def _summary(tokens: list[TokenComparison], kl_estimate: bool) -> Summary:
