@@ -39,13 +39,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before any command imports transformers or TRL: no model hub, no telemetry.
+    from diptych.training import stay_offline
+
+    stay_offline()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
+        if args.adapter and (problem := _unrunnable_adapter(args)):
+            print(f"diptych: error: {problem}", file=sys.stderr)
+            return 2
         from diptych.desktop.app import run_app
 
         return run_app(args)
     return args.handler(args)
+
+
+def _unrunnable_adapter(args) -> str | None:
+    """Why ``--adapter`` names a folder llama.cpp cannot run (a reward model, a folder with
+    no GGUF LoRA), so the app does not show the plain base as the tuned model; else None.
+    A name that resolves to nothing is left to the app, which says so and opens without."""
+    from diptych.models import adapters
+
+    try:
+        info = adapters.resolve(args.adapter, args.data_dir)
+    except (adapters.AdapterError, OSError):
+        return None
+    try:
+        adapters.runnable_gguf(info)
+    except adapters.AdapterError as exc:
+        return str(exc)
+    return None
 
 
 if __name__ == "__main__":
