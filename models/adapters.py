@@ -45,7 +45,8 @@ class AdapterInfo:
     created_at: str
     base_hash: str | None
     metrics: dict = field(default_factory=dict)
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # meta.json, less any field of the wrong shape
+    problem: str | None = None  # why meta.json is damaged (one line); None when it is sound
 
 
 def check_name(name: str) -> str:
@@ -58,22 +59,150 @@ def check_name(name: str) -> str:
     return name
 
 
-def _read_meta(path: Path) -> dict:
+def _load_meta(path: Path) -> tuple[dict | None, str | None]:
+    """The folder's meta.json as a dict (None when absent or not a JSON object), and what
+    is wrong with it (None when nothing is)."""
+    file = path / META_NAME
+    if not file.exists():
+        return None, None
     try:
-        return json.loads((path / META_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # none, or edited by hand into something else
-        return {}
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return None, f"meta.json cannot be read: {exc.strerror or exc}"
+    except ValueError as exc:  # edited by hand into something else, or cut short
+        return None, f"meta.json is not valid JSON: {str(exc).splitlines()[0]}"
+    if not isinstance(meta, dict):
+        return None, f"meta.json holds {_json_kind(meta)}, not a JSON object"
+    return meta, None
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    for types, name in ((str, "a string"), ((int, float), "a number"), (list, "a list"),
+                        (dict, "an object")):
+        if isinstance(value, types):
+            return name
+    return type(value).__name__
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_time(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+# What the readers (lists, pickers, the Stats tab, jobs --from an adapter) rely on.
+_TOP_FIELDS = {"name": (str, "a string"), "kind": (str, "a string"),
+               "created_at": (_is_time, "an ISO 8601 time"), "gguf": (str, "a string"),
+               "metrics": (dict, "an object"), "drift": (dict, "an object"),
+               "base": (dict, "an object"), "config": (dict, "an object"),
+               "data": (dict, "an object"), "versions": (dict, "an object")}
+_METRIC_KEYS = ("reward", "pair_accuracy", "kl")  # numbers key_metric() shows
+
+
+def _fits(value, check) -> bool:
+    if isinstance(check, type):
+        return isinstance(value, check) and not isinstance(value, bool)
+    return check(value)
+
+
+def _sound_meta(meta: dict) -> tuple[dict, list[str]]:
+    """``meta`` without the fields of the wrong shape, and one line for each dropped."""
+    meta, problems = dict(meta), []
+
+    def drop(container: dict, key: str, where: str, wanted: str) -> None:
+        problems.append(f"'{where}' is {_json_kind(container.pop(key))}, not {wanted}")
+
+    for key, (check, wanted) in _TOP_FIELDS.items():
+        if meta.get(key) is not None and not _fits(meta[key], check):
+            drop(meta, key, key, wanted)
+    if "metrics" in meta:
+        meta["metrics"] = metrics = dict(meta["metrics"])
+        for stage in ("before", "after"):
+            if metrics.get(stage) is not None and not isinstance(metrics[stage], dict):
+                drop(metrics, stage, f"metrics.{stage}", "an object")
+            elif isinstance(metrics.get(stage), dict):
+                metrics[stage] = values = dict(metrics[stage])
+                for key in _METRIC_KEYS:
+                    if values.get(key) is not None and not _is_number(values[key]):
+                        drop(values, key, f"metrics.{stage}.{key}", "a number")
+    if "drift" in meta:
+        meta["drift"] = drift = dict(meta["drift"])
+        for name in list(drift):
+            d = drift[name]
+            if not isinstance(d, dict):
+                drop(drift, name, f"drift.{name}", "an object")
+            elif d.get("kl") is not None and not _is_number(d["kl"]):
+                drop(drift, name, f"drift.{name}.kl", "a number")
+            elif d.get("measured_at") is not None and not isinstance(d["measured_at"], str):
+                drop(drift, name, f"drift.{name}.measured_at", "a string")
+    if "base" in meta:
+        meta["base"] = base = dict(meta["base"])
+        for key in ("name", "path", "sha256"):
+            if base.get(key) is not None and not isinstance(base[key], str):
+                drop(base, key, f"base.{key}", "a string")
+    return meta, problems
+
+
+def _read_meta(path: Path) -> tuple[dict, str | None]:
+    """The folder's meta.json with every field of the wrong shape left out, and one line
+    saying what was wrong with it (None when nothing was). Never raises."""
+    raw, problem = _load_meta(path)
+    meta, problems = _sound_meta(raw or {})
+    if problems and problem is None:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        problem = f"meta.json: {problems[0]}{more}"
+    return meta, problem
 
 
 def _from_dir(path: Path) -> AdapterInfo:
-    meta = _read_meta(path)
+    meta, problem = _read_meta(path)
     gguf = path / GGUF_NAME
     created = meta.get("created_at") or _mtime(path)
     return AdapterInfo(
         name=path.name, path=path, gguf_path=gguf if gguf.is_file() else None,
-        kind=meta.get("kind", "lora"), created_at=created,
-        base_hash=(meta.get("base") or {}).get("sha256"), metrics=meta.get("metrics", {}), meta=meta,
+        kind=meta.get("kind") or "lora", created_at=created,
+        base_hash=(meta.get("base") or {}).get("sha256"), metrics=meta.get("metrics") or {},
+        meta=meta, problem=problem,
     )
+
+
+def _meta_to_update(folder: Path) -> dict:
+    """meta.json as it is on disk, to change a field of; AdapterError where it cannot be
+    read as a JSON object (rather than overwrite what a user may want back)."""
+    raw, problem = _load_meta(folder)
+    if problem is not None:
+        raise AdapterError(f"{folder.name}: {problem}; not changed: fix or remove "
+                           f"{folder / META_NAME}")
+    return raw or {}
+
+
+def check_meta_writable(info: "AdapterInfo") -> None:
+    """AdapterError unless the adapter's meta.json can take a new measurement."""
+    if info.path.is_dir():
+        _meta_to_update(info.path)
+
+
+def runnable_gguf(info: "AdapterInfo") -> Path:
+    """The GGUF LoRA llama.cpp runs for this adapter; AdapterError saying what is missing."""
+    if info.gguf_path is not None:
+        return info.gguf_path
+    if info.kind == "reward":
+        raise AdapterError(f"{info.path}: {info.name!r} is a reward model (a scoring head, "
+                           "no GGUF LoRA): llama.cpp cannot run it")
+    raise AdapterError(f"{info.path}: no {GGUF_NAME} in this folder: not a GGUF LoRA adapter "
+                       "(make one from a PEFT folder with 'diptych adapters export-gguf')")
 
 
 def _mtime(path: Path) -> str:
@@ -120,10 +249,10 @@ def rename(name: str, new_name: str, root: str | os.PathLike | None = None) -> A
     if target.exists():
         raise AdapterError(f"an adapter named {new_name!r} already exists")
     os.rename(source, target)
-    meta = _read_meta(target)
-    if meta:
-        meta["name"] = new_name
-        _write_meta(target, meta)
+    raw, _ = _load_meta(target)
+    if raw:  # a damaged meta.json is left as it is
+        raw["name"] = new_name
+        _write_meta(target, raw)
     return _from_dir(target)
 
 
@@ -140,8 +269,9 @@ def record_drift(info: AdapterInfo, results: dict[str, dict]) -> AdapterInfo:
     if not info.path.is_dir():
         raise AdapterError(f"{info.path.name} is a bare GGUF file, not an adapter folder: "
                            "there is no meta.json to keep the measurement in")
-    meta = _read_meta(info.path)
-    meta["drift"] = {**(meta.get("drift") or {}), **results}
+    meta = _meta_to_update(info.path)
+    earlier = meta.get("drift") if isinstance(meta.get("drift"), dict) else {}
+    meta["drift"] = {**earlier, **results}
     _write_meta(info.path, meta)
     return _from_dir(info.path)
 
@@ -164,12 +294,13 @@ def describe(info: AdapterInfo) -> str:
     """The line an adapter gets in pickers and lists: name, kind, date, key metric."""
     metric = key_metric(info)
     date = (info.created_at or "")[:16].replace("T", " ")
-    return f"{info.name} · {info.kind} · {date}" + (f" · {metric}" if metric else "")
+    damaged = f" · damaged: {info.problem}" if info.problem else ""
+    return f"{info.name} · {info.kind} · {date}" + (f" · {metric}" if metric else "") + damaged
 
 
 def key_metric(info: AdapterInfo) -> str:
     """One short line for lists: how far the adapter moved what its job measured."""
-    before, after = info.metrics.get("before", {}), info.metrics.get("after", {})
+    before, after = info.metrics.get("before") or {}, info.metrics.get("after") or {}
     parts = []
     for key, label, fmt in (("reward", "reward", "{:.2f}"), ("pair_accuracy", "pair acc", "{:.0%}")):
         if after.get(key) is not None:

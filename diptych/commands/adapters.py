@@ -17,6 +17,8 @@ import json
 import sys
 from dataclasses import asdict
 
+from . import at_least
+
 USAGE_ERROR = 2
 
 
@@ -35,7 +37,7 @@ def register(subparsers) -> None:
 
     drift = commands.add_parser("drift", help="measure and store an adapter's KL from the base")
     drift.add_argument("name", help="a registered adapter, or an adapter folder")
-    drift.add_argument("--max-tokens", type=int, default=None,
+    drift.add_argument("--max-tokens", type=at_least(1), default=None,
                        help="tokens each sampled answer may have (default: 48)")
     drift.add_argument("--json", action="store_true", help="print the results as JSON")
     drift.set_defaults(handler=lambda args: _run(args, _drift))
@@ -72,7 +74,9 @@ def _list(args) -> int:
     if not found:
         print("no adapters yet: train one with 'diptych train dpo --name NAME'")
     for a in found:
-        print(f"{a.name:24} {a.kind:7} {a.created_at[:16].replace('T', ' ')}  {adapters.key_metric(a)}")
+        damaged = f"  (damaged: {a.problem})" if a.problem else ""
+        print(f"{a.name:24} {a.kind:7} {a.created_at[:16].replace('T', ' ')}  "
+              f"{adapters.key_metric(a)}{damaged}")
     return 0
 
 
@@ -94,9 +98,8 @@ def _drift(args) -> int:
     from diptych.training.store import Store, StoreVersionError
 
     info = adapters.resolve(args.name, args.data_dir)
-    if info.gguf_path is None:
-        raise adapters.AdapterError(f"{info.name} has no GGUF LoRA (a reward model?): "
-                                    "it does not generate, so it has no drift to measure")
+    gguf = adapters.runnable_gguf(info)  # a reward model does not generate: no drift
+    adapters.check_meta_writable(info)  # before the measurement, not after it
     try:
         with Store.open(args.data_dir) as store:
             recent = store.recent_prompts(drift.RECENT)
@@ -108,7 +111,7 @@ def _drift(args) -> int:
               file=sys.stderr, flush=True)
 
     try:
-        results = drift.measure_adapter(args.model or catalog.bundled_model_path(), info.gguf_path,
+        results = drift.measure_adapter(args.model or catalog.bundled_model_path(), gguf,
                                         recent, max_tokens=args.max_tokens or drift.MAX_TOKENS,
                                         progress=progress)
     except EngineError as exc:

@@ -6,14 +6,19 @@ import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from . import SEED_MAX, at_least, seed, temperature
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("chat", help="answer one prompt with the base and the tuned model")
     p.add_argument("--prompt", required=True)
     p.add_argument("--system", default="", help="system prompt")
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--seed", type=int, default=None, help="same seed for both (default: random)")
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--max-tokens", type=at_least(1), default=128, help="at most this many "
+                   "tokens in each answer (default: 128)")
+    p.add_argument("--seed", type=seed, default=None,
+                   help=f"same seed for both, 0 to {SEED_MAX} (default: random)")
+    p.add_argument("--temperature", type=temperature, default=0.8,
+                   help="0 or more; 0: always the likeliest token (default: 0.8)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 
@@ -24,7 +29,10 @@ def run(args) -> int:
 
     model = args.model or catalog.bundled_model_path()
     try:
-        adapter = adapters.resolve(args.adapter, args.data_dir).gguf_path if args.adapter else None
+        # a folder without a GGUF LoRA (a reward model, any other folder) is refused,
+        # never run as the plain base under the tuned model's name
+        adapter = (adapters.runnable_gguf(adapters.resolve(args.adapter, args.data_dir))
+                   if args.adapter else None)
         engines = {"base": Engine(model), "tuned": Engine(model, adapter=adapter)}
     except (catalog.ModelFileError, adapters.AdapterError, EngineError, FileNotFoundError) as exc:
         print(f"diptych chat: {exc}", file=sys.stderr)

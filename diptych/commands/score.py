@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from . import at_least
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,7 +18,7 @@ def register(subparsers) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("--response", required=True, help="the answer to score")
     p.add_argument("--system", default="", help="system prompt")
-    p.add_argument("--top", type=int, default=5, help="alternatives per token in --json")
+    p.add_argument("--top", type=at_least(0), default=5, help="alternatives per token in --json")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 
@@ -37,12 +39,10 @@ def run(args) -> int:
     messages.append({"role": "user", "content": args.prompt})
     try:
         adapter = adapters.resolve(args.adapter, args.data_dir)
-        if adapter.gguf_path is None:
-            return fail(f"adapter {adapter.name!r} has no GGUF LoRA (a reward model?): "
-                        "llama.cpp cannot run it")
+        gguf = adapters.runnable_gguf(adapter)
         model = args.model or catalog.bundled_model_path()
         base = Engine(model)
-        tuned = Engine(model, adapter=adapter.gguf_path)
+        tuned = Engine(model, adapter=gguf)
         result = scoring.compare(base, tuned, messages, args.response, top_k=args.top)
     except (catalog.ModelFileError, EngineError, templates.TemplateRenderError,
             FileNotFoundError, ValueError) as exc:  # AdapterError is a ModelFileError
