@@ -15,6 +15,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import math
 import os
 import random
 import threading
@@ -62,16 +63,60 @@ class EngineBusy(EngineError):
     """The engine is already generating or scoring in another thread."""
 
 
+class SamplingError(ValueError):
+    """Sampling parameters llama.cpp cannot use, with a message naming the field."""
+
+
+SEED_MAX = 2**32 - 2  # llama.cpp seeds are 32-bit, and 2**32 - 1 means "draw a random seed"
+
+
 @dataclass
 class SamplingParams:
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    max_tokens: int = 256
-    seed: int | None = None  # None: a fresh random seed for every answer
+    """How an engine samples; every field is checked when made (SamplingError) and again
+    before each answer, since the fields can be set afterwards."""
+
+    temperature: float = 0.8  # 0 or more; 0: always the likeliest token
+    top_p: float = 0.95  # 0 to 1; 1: no cut
+    top_k: int = 40  # 0 or more; 0: no cut
+    min_p: float = 0.05  # 0 to 1; 0: no cut
+    repeat_penalty: float = 1.1  # more than 0; 1: none
+    max_tokens: int = 256  # 1 or more
+    seed: int | None = None  # 0 to SEED_MAX; None: a fresh random seed for every answer
     stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise SamplingError naming the first field out of range."""
+        def number(name, low, high=math.inf, low_open=False):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or value > high \
+                    or value < low or (low_open and value == low):
+                bounds = (f"more than {low:g}" if low_open else f"{low:g} or more") \
+                    if high == math.inf else f"from {low:g} to {high:g}"
+                raise SamplingError(f"sampling parameter {name} must be a number {bounds}, "
+                                    f"not {value!r}")
+
+        def integer(name, low, high=None):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low \
+                    or (high is not None and value > high):
+                bounds = f"{low} or more" if high is None else f"from {low} to {high}"
+                raise SamplingError(f"sampling parameter {name} must be an integer {bounds}, "
+                                    f"not {value!r}")
+
+        number("temperature", 0.0)
+        number("top_p", 0.0, 1.0)
+        integer("top_k", 0)
+        number("min_p", 0.0, 1.0)
+        number("repeat_penalty", 0.0, low_open=True)
+        integer("max_tokens", 1)
+        if self.seed is not None:
+            integer("seed", 0, SEED_MAX)
+        if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
+            raise SamplingError(f"sampling parameter stop must be a list of strings, "
+                                f"not {self.stop!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -257,6 +302,7 @@ class Engine:
         ``top_logprobs`` > 0 also reports each token's log-probability and alternatives.
         """
         params = params or SamplingParams()
+        params.validate()
         if not isinstance(prompt, str):
             prompt = self.render(prompt)
         with self._guard():
@@ -369,6 +415,10 @@ class Engine:
             yield
         finally:
             self._lock.release()
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:

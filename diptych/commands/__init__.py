@@ -1,1 +1,50 @@
-"""Subcommands of the ``diptych`` CLI; each module has ``register(subparsers)``."""
+"""Subcommands of the ``diptych`` CLI; each module has ``register(subparsers)``.
+
+Also the argparse types of their numeric options: a value out of range is a usage error
+(one line, exit code 2) before anything is loaded. The same limits hold for
+``diptych.models.engine.SamplingParams``, which Python callers and the app use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+SEED_MAX = 2**32 - 2  # llama.cpp takes 2**32 - 1 (LLAMA_DEFAULT_SEED) as "draw a random seed"
+
+
+def _typed(parse, name: str):
+    parse.__name__ = name  # argparse names the type in its error messages
+    return parse
+
+
+def at_least(minimum: int):
+    """An integer option of ``minimum`` or more."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {text}")
+        return value
+
+    return _typed(parse, "int")
+
+
+def seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_MAX}, not {text}")
+    return value
+
+
+seed = _typed(seed, "int")
+
+
+def temperature(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of 0 or more (0: always the "
+                                         f"likeliest token), not {text}")
+    return value
+
+
+temperature = _typed(temperature, "float")
