@@ -37,6 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import secrets
+import stat
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
@@ -107,15 +110,48 @@ def records(store: Store, adapter: str | None = None, include_ties: bool = False
             if vote["choice"] in wanted for record in vote_records(vote)]
 
 
+class ExportTargetError(OSError):
+    """A path an export will not write to (a folder, a device): says which and why."""
+
+
 def export_jsonl(store: Store, out: str | Path | IO[str], include_ties: bool = False) -> int:
-    """Write the preference lines to a path or an open text file; returns how many."""
+    """Write the preference lines to a path or an open text file; returns how many.
+
+    A path is written whole or not at all: into a temporary file in the same folder,
+    then renamed over the target, so a reader (or a crash) never sees half a file. A
+    path that exists and is not a regular file is refused with ExportTargetError.
+    """
     lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records(store, include_ties=include_ties)]
     if hasattr(out, "write"):
         out.writelines(lines)
     else:
-        with open(out, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(lines)
+        _write_atomically(Path(out), "".join(lines))
     return len(lines)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    target = Path(os.path.realpath(path))  # through a symlink: replace the file it names
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):
+        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ExportTargetError(f"{path} is {what}: give a file name to write the export to")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    # O_EXCL: never through someone else's file or link; 0o666 less the umask, as open() would
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, stat.S_IMODE(mode))  # an overwritten file keeps its permissions
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # -- validation ---------------------------------------------------------------------
