@@ -244,12 +244,13 @@ class ChatPane(QFrame):
         if conv is not None:
             if conv.system.strip():
                 parts.append(f"*System: {conv.system.strip()}*")
-            for user, answer in self._turns():
+            turns = list(self._turns())
+            for i, (user, answer) in enumerate(turns):
+                if self._streaming and i == len(turns) - 1:
+                    answer += " ▍"
                 parts.append("**You:** " + _keep_line_breaks(user.strip()))
                 parts.append(_keep_line_breaks(answer))
                 parts.append("---")
-            if self._streaming and len(parts) >= 2:
-                parts[-2] += " ▍"
         markdown = "\n\n".join(parts)
         self._place(lambda: self.transcript.document().setMarkdown(markdown, MARKDOWN))
 
@@ -293,8 +294,10 @@ def _open_web_link(url: QUrl) -> None:
 
 def _keep_line_breaks(text: str) -> str:
     """Show a model's single newlines as line breaks (Markdown would join the lines),
-    leaving fenced code blocks as they are."""
+    leaving fenced code blocks as they are, and close a block the text left open (so it
+    does not swallow the rest of the transcript)."""
     pieces = text.split("```")
     for i in range(0, len(pieces), 2):
         pieces[i] = pieces[i].replace("\n", "  \n")
-    return "```".join(pieces)
+    closing = "\n```" if len(pieces) % 2 == 0 else ""
+    return "```".join(pieces) + closing

@@ -76,6 +76,14 @@ def test_html_in_prompts_and_answers_shows_as_literal_text(pane):
     assert "**You:**" not in shown  # the app's own Markdown is still formatted
 
 
+def test_an_unclosed_code_block_stays_in_its_answer(pane):
+    conv = conversation(answer="Here:\n```\nprint(1)")
+    conv.add_user("Next <b>question</b>")
+    pane.show_conversation(conv)
+    assert code_blocks(pane.transcript) == ["print(1)"]
+    assert "You: Next <b>question</b>" in pane.transcript.toPlainText()
+
+
 def test_markup_in_a_streaming_answer_shows_as_text(qtbot, pane):
     pane.show_conversation(conversation(prompt="Show me tags.", answer=None))
     pane.begin_answer()
