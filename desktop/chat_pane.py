@@ -238,7 +238,8 @@ class ChatPane(QFrame):
                 if self._streaming and len(parts) >= 2:
                     parts[-2] += " ▍"
             text = "\n\n".join(parts)
-            self._place(lambda: self.transcript.setPlainText(text))
+            # the document's own setPlainText: no format left over from the Markdown view
+            self._place(lambda: self.transcript.document().setPlainText(text))
             return
         parts = []
         if conv is not None:

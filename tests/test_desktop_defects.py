@@ -64,6 +64,18 @@ def code_blocks(browser) -> list[str]:
     return found
 
 
+def fonts(browser) -> set[tuple]:
+    found, block = set(), browser.document().begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            font = it.fragment().charFormat().font()
+            found.add((font.family(), font.fixedPitch(), font.bold()))
+            it += 1
+        block = block.next()
+    return found
+
+
 # -- 1. markup in prompts and answers ---------------------------------------------------
 
 
@@ -102,6 +114,7 @@ def test_raw_text_view_shows_the_exact_text(qtbot, window):
         shown = pane.transcript.toPlainText()
         assert PROMPT in shown and ANSWER in shown  # fences, newlines and tags as written
         assert code_blocks(pane.transcript) == []
+        assert len(fonts(pane.transcript)) == 1  # one plain format, none left from Markdown
     window.raw_action.trigger()
     assert code_blocks(window.panes["left"].transcript) == ["print('<b>code</b>')"]
 
