@@ -81,17 +81,34 @@ def export(peft_dir: str | os.PathLike, out_path: str | os.PathLike,
     """Write ``out_path`` (atomically) from the PEFT adapter in ``peft_dir``; returns it."""
     from safetensors.torch import load_file  # torch: reads bf16 as well as fp32
 
-    peft_dir, out_path = Path(peft_dir), Path(out_path)
+    peft_dir = Path(peft_dir)
     config = _peft_config(peft_dir)
-    base = catalog.read_info(base_gguf)
-    arch = base.architecture
-    if arch not in SUPPORTED:
-        raise ExportError(f"GGUF LoRA export does not support '{arch}' models "
-                          f"(supported: {', '.join(SUPPORTED)})")
+    arch = _check_arch(base_gguf)
     trained_on = _trained_on(config)
     if trained_on and trained_on != arch:
         raise ExportError(f"the adapter was trained on a '{trained_on}' model, but "
-                          f"{base.path.name} is '{arch}'")
+                          f"{Path(base_gguf).name} is '{arch}'")
+    return write(load_file(peft_dir / "adapter_model.safetensors"), config, out_path, base_gguf)
+
+
+def _check_arch(base_gguf) -> str:
+    arch = catalog.read_info(base_gguf).architecture
+    if arch not in SUPPORTED:
+        raise ExportError(f"GGUF LoRA export does not support '{arch}' models "
+                          f"(supported: {', '.join(SUPPORTED)})")
+    return arch
+
+
+def write(tensors: dict, config: dict, out_path: str | os.PathLike,
+          base_gguf: str | os.PathLike, check: bool = True) -> Path:
+    """Write PEFT LoRA ``tensors`` (PEFT's state-dict names, e.g. from a live model's
+    ``get_peft_model_state_dict``) with ``config``'s ``lora_alpha``, ``r`` and
+    ``use_rslora`` as a GGUF LoRA for ``base_gguf``, atomically. ``check=False`` skips
+    reading the result back against the base (GRPO's rollouts write the same shapes at
+    every step)."""
+    out_path = Path(out_path)
+    base = catalog.read_info(base_gguf)
+    arch = _check_arch(base_gguf)
     n_blocks = int(catalog.read_header_fields(base.path)[0][f"{arch}.block_count"])
     names = gguf.get_tensor_name_map(next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch),
                                      n_blocks)
@@ -99,7 +116,6 @@ def export(peft_dir: str | os.PathLike, out_path: str | os.PathLike,
     if config.get("use_rslora"):  # PEFT scales by alpha/sqrt(r); llama.cpp by alpha/r
         alpha *= math.sqrt(config["r"])
 
-    tensors = load_file(peft_dir / "adapter_model.safetensors")
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     writer = gguf.GGUFWriter(tmp, arch)
     try:
@@ -107,14 +123,14 @@ def export(peft_dir: str | os.PathLike, out_path: str | os.PathLike,
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
         for key in sorted(tensors):
-            array = tensors[key].float().numpy()
+            array = tensors[key].detach().float().cpu().numpy()
             writer.add_tensor(_gguf_name(key, names, arch), np.ascontiguousarray(array))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        # The check the app makes before loading: every tensor fits the base's shapes.
-        adapters.check_compatible(tmp, base.path)
+        if check:  # the check the app makes before loading: every tensor fits the base's shapes
+            adapters.check_compatible(tmp, base.path)
         os.replace(tmp, out_path)
     except adapters.AdapterError as exc:
         raise ExportError(str(exc).replace(tmp.name, out_path.name)) from exc

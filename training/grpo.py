@@ -3,50 +3,71 @@
 Group Relative Policy Optimization needs no value model: for each prompt it samples
 ``num_generations`` answers, scores them, and uses each score minus the group's mean as
 that answer's advantage. ``beta`` weighs a KL penalty to the base (the same weights with
-the LoRA switched off), so the model improves the reward without forgetting how to
-write. TRL's GRPOTrainer does the work; generation stops at the template's end-of-turn
-tokens, as in the panes.
+the LoRA switched off). TRL's GRPOTrainer does the work.
 
-Rewards: a programmatic task from ``tasks.py`` (``reverse``, ``arith``, ``length``) or a
-reward model trained on the user's votes (``--reward-model NAME``). Prompts: the task's
-own (each with its known answer), the user's chat history (``Store.recent_prompts``),
-or a file (text: one prompt per line; ``.jsonl``: a ``prompt`` per line, a string or a
-message list). Tasks that compare with a known answer only work on their own prompts.
+Rewards (``rewards.py``): the rewards given (``--reward-fn FILE.py:NAME``, repeatable, each
+with a ``--reward-weight``; ``--judge RUBRIC``; ``--reward-model NAME``), or else the task's
+own. Prompts: the task's (``--task``: ``reverse``, ``reverse_words``, ``arith``,
+``length``; each with its known answer in a ``target`` column), the user's chat history
+(``Store.recent_prompts``), or a file (text: one prompt per line; ``.jsonl``: a
+``prompt`` per line, a string or a message list, and any other keys the rewards want).
 
-Before and after training, greedy answers to held-out prompts are scored with the same
-reward, and their KL from the base is measured.
+Answers are sampled through llama.cpp with the LoRA as it is at each step
+(``rollouts.py``), where that measures faster than ``transformers.generate`` (on the CPU:
+see bench/RESULTS.md), and with TRL's own generation on CUDA, where batched generation on
+the GPU is the fast path. The progress lines say which (``sampler``).
 
-Defaults: 20 steps of 2 prompts x 4 sampled answers, about 17 s a step on two CPU cores
-(7 minutes with both evaluations). On the ``length`` task that lifts the held-out reward
-from 0.31 to 0.69 at a KL of 0.08 nats per token, partly by gaming the reward: a lesson
-the two panes make easy to see.
+Before and after training, and every ``eval_every`` steps, greedy answers to held-out
+prompts are scored with the same rewards (phase ``eval``: the mean, and a few answers with
+their rewards, so the user sees the model change while it trains).
+
+``--dry-run`` samples a few answers for a few prompts from the model as it is, prints
+each with its reward(s), and trains nothing: a way to check a reward file in seconds.
+
+Defaults (measured on the bundled model, two CPU cores; bench/grpo_curves.py and
+bench/RESULTS.md): 60 steps of 2 prompts x 8 answers of at most 24 tokens, sampled at
+temperature 0.8, learning rate 3e-4, beta 0.04; about 11 s a step with bf16 autocast, so a
+default job, loading, evaluations and drift included, ends within 15 minutes.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from diptych.models.group_sampler import Sampling
 
 from . import tasks
 from .job import Job, JobConfig, JobError, sha256_of, split_eval
 
+SAMPLERS = ("auto", "llama.cpp", "transformers")
+
 
 @dataclass
 class Config(JobConfig):
-    task: str = "reverse"  # reverse | arith | length
-    reward_model: str | None = None  # a reward adapter's name: its score replaces the task's
+    task: str = "length"  # reverse | reverse_words | arith | length
+    reward_fn: list[str] = field(default_factory=list)  # FILE.py:NAME, each a reward function
+    reward_weight: list[float] = field(default_factory=list)  # one per reward (default 1 each)
+    judge: str | None = None  # a rubric: P(yes) of the judge model is a reward
+    judge_model: str | None = None  # the judge's GGUF; None: the base
+    reward_model: str | None = None  # a reward adapter's name: its score is a reward
     prompts_from: str = "task"  # task | history | a file
     max_prompts: int = 64  # training prompts (held-out ones come on top)
     beta: float = 0.04  # weight of the KL penalty to the base
-    num_generations: int = 4  # answers sampled per prompt
-    max_completion_length: int = 48  # tokens per sampled answer
-    temperature: float = 1.0
-    steps: int | None = 20
-    batch_size: int = 8  # answers per step: 2 prompts x 4 generations
-    lr: float = 1e-4
-    eval_size: int | None = 8
+    num_generations: int = 8  # answers sampled per prompt
+    max_completion_length: int = 24  # tokens per sampled answer
+    temperature: float = 0.8
+    steps: int | None = 60
+    batch_size: int = 16  # answers per step: 2 prompts x 8 generations
+    lr: float = 3e-4
+    eval_size: int | None = 16
+    eval_every: int = 5  # steps between held-out evaluations shown while training
+    sampler: str = "auto"  # auto: llama.cpp on the CPU, TRL's generate on CUDA
+    dry_run: bool = False  # sample and score a few answers, train nothing
 
 
 def _messages(prompt) -> list[dict]:
@@ -57,10 +78,31 @@ def _file_prompts(path: Path) -> list[dict]:
     if not path.is_file():
         raise JobError(f"{path}: no such prompt file")
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [{"prompt": _messages(row["prompt"] if isinstance(row, dict) else row)} for row in rows]
-    return [{"prompt": _messages(line.strip())} for line in text.splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        return [{"prompt": _messages(line.strip())} for line in text.splitlines() if line.strip()]
+    examples = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise JobError(f"{path}:{number}: not JSON: {exc}") from None
+        row = row if isinstance(row, dict) else {"prompt": row}
+        prompt = row.get("prompt")
+        if not (isinstance(prompt, str) and prompt.strip()) and not _is_conversation(prompt):
+            raise JobError(f"{path}:{number}: 'prompt' must be a string or a list of messages")
+        examples.append({**row, "prompt": _messages(prompt)})
+    columns = {tuple(sorted(e)) for e in examples}
+    if len(columns) > 1:
+        raise JobError(f"{path}: every line needs the same keys (found {len(columns)} different sets)")
+    return examples
+
+
+def _is_conversation(prompt) -> bool:
+    return isinstance(prompt, list) and bool(prompt) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in prompt)
 
 
 def load_examples(cfg: Config, task: tasks.Task) -> tuple[list[dict], str]:
@@ -68,10 +110,10 @@ def load_examples(cfg: Config, task: tasks.Task) -> tuple[list[dict], str]:
     n = cfg.max_prompts + (cfg.eval_size or 0)
     if cfg.prompts_from == "task":
         return task.examples(n, random.Random(cfg.seed)), f"task:{task.name}"
-    if task.needs_target and not cfg.reward_model:
+    if task.needs_target and not _given_rewards(cfg):
         raise JobError(f"the {task.name} task scores answers against its own prompts' known "
-                       "answers: use --prompts-from task, or --task length or --reward-model "
-                       "with other prompts")
+                       "answers: use --prompts-from task, or another reward (--task length, "
+                       "--reward-fn, --judge, --reward-model) with other prompts")
     if cfg.prompts_from == "history":
         from .store import Store
 
@@ -86,44 +128,205 @@ def load_examples(cfg: Config, task: tasks.Task) -> tuple[list[dict], str]:
     return examples, source
 
 
+def _given_rewards(cfg: Config) -> bool:
+    return bool(cfg.reward_fn or cfg.judge or cfg.reward_model)
+
+
+def build_rewards(cfg: Config, task: tasks.Task, job: Job | None) -> tuple[list, list[float], str]:
+    """(reward functions, their weights, a label for meta.json): the rewards given, else the task's."""
+    from . import rewards
+
+    functions = [rewards.load_function(spec) for spec in cfg.reward_fn]
+    if cfg.judge:
+        functions.append(rewards.judge(cfg.judge, cfg.judge_model))
+    if cfg.reward_model:
+        from . import reward
+
+        base = job.base if job else _base(cfg)
+        scorer, scorer_tokenizer = reward.load(cfg.reward_model, base, cfg.data_dir,
+                                               job.device if job else None)
+        functions.append(reward.as_reward_function(scorer, scorer_tokenizer))
+    if not functions:
+        functions = [rewards.checked(task.reward, f"task:{task.name}")]
+    weights = list(cfg.reward_weight) or [1.0] * len(functions)
+    if len(weights) != len(functions):
+        raise JobError(f"{len(weights)} --reward-weight values for {len(functions)} rewards: "
+                       "give one weight per reward, or none")
+    labels = [*cfg.reward_fn, *(["judge: " + cfg.judge] if cfg.judge else []),
+              *([cfg.reward_model] if cfg.reward_model else [])] or [f"task:{task.name}"]
+    return functions, weights, " + ".join(
+        label if w == 1.0 else f"{w:g} x {label}" for w, label in zip(weights, labels))
+
+
+def _base(cfg: Config) -> Path:
+    from diptych.models import catalog
+
+    return Path(cfg.model).expanduser() if cfg.model else catalog.bundled_model_path()
+
+
+def _task(cfg: Config) -> tasks.Task:
+    if cfg.task not in tasks.TASKS:
+        raise JobError(f"unknown task {cfg.task!r}; choose one of {', '.join(tasks.TASKS)}")
+    if cfg.sampler not in SAMPLERS:
+        raise JobError(f"unknown sampler {cfg.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    return tasks.TASKS[cfg.task]
+
+
+def _sampling(cfg: Config) -> Sampling:
+    return Sampling(temperature=cfg.temperature, max_tokens=cfg.max_completion_length, seed=cfg.seed)
+
+
+def evaluation(rollouts, examples: list[dict], functions, weights, max_tokens: int) -> dict:
+    """Greedy answers to held-out ``examples`` through llama.cpp: the mean weighted reward,
+    how many answers ended by themselves, and a few answers with their rewards."""
+    from . import rewards
+
+    answers = [group[0] for group in rollouts.answer(examples, 1, Sampling(temperature=0.0,
+                                                                           max_tokens=max_tokens))]
+    completions = [[{"role": "assistant", "content": text}] for text, _ in answers]
+    columns = {k: [e[k] for e in examples] for k in examples[0] if k != "prompt"}
+    scores = rewards.weighted(functions, weights)([e["prompt"] for e in examples], completions,
+                                                  **columns)
+    samples = [{"prompt": e["prompt"][-1]["content"], "answer": text, "reward": round(r, 3)}
+               for e, (text, _), r in zip(examples[:4], answers, scores)]
+    return {"reward": sum(scores) / len(scores), "ended": sum(f == "stop" for _, f in answers),
+            "n": len(examples), "samples": samples}
+
+
+def _eval_callback(measure, every: int):
+    from transformers import TrainerCallback
+
+    class HeldOut(TrainerCallback):
+        """Every ``every`` steps (and at the last one), the held-out evaluation."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % every == 0 and state.global_step != state.max_steps:
+                measure()
+
+    return HeldOut()
+
+
+def choose_sampler(cfg: Config, cuda: bool) -> str:
+    if cfg.sampler != "auto":
+        return cfg.sampler
+    return "transformers" if cuda else "llama.cpp"
+
+
 def train(job: Job) -> dict:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from . import evaluate, reward
+    from . import evaluate, rewards
     from .base_weights import load_base
+    from .rollouts import LlamaCppRollouts
 
     cfg: Config = job.cfg
-    if cfg.task not in tasks.TASKS:
-        raise JobError(f"unknown task {cfg.task!r}; choose one of {', '.join(tasks.TASKS)}")
-    task = tasks.TASKS[cfg.task]
+    task = _task(cfg)
     examples, source = load_examples(cfg, task)
     train_examples, eval_examples, held_out = split_eval(examples, cfg.eval_size, cfg.seed)
-
-    if cfg.reward_model:
-        scorer, scorer_tokenizer = reward.load(cfg.reward_model, job.base, cfg.data_dir, job.device)
-        reward_fn = reward.as_reward_function(scorer, scorer_tokenizer)
-    else:
-        reward_fn = task.reward
+    functions, weights, reward_label = build_rewards(cfg, task, job)
 
     model, tokenizer = load_base(job.base)
+    sampler = choose_sampler(cfg, job.cuda)
+    job.report["sampler"] = sampler
+    rollouts = None
+    if sampler == "llama.cpp":
+        rollouts = LlamaCppRollouts(job.base, tokenizer, num_generations=cfg.num_generations,
+                                    max_seqs=max(cfg.batch_size, cfg.eval_size or 1, 8),
+                                    sampling=_sampling(cfg), workdir=job.out_dir)
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[reward_fn],
+        reward_funcs=functions,
         args=job.training_args(
-            GRPOConfig, beta=cfg.beta, num_generations=cfg.num_generations,
+            GRPOConfig, cpu_bf16=True, beta=cfg.beta, num_generations=cfg.num_generations,
             max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
+            reward_weights=weights,
         ),
         train_dataset=Dataset.from_list(train_examples),
         processing_class=tokenizer,
         peft_config=job.lora("CAUSAL_LM"),
         callbacks=job.callbacks,
+        rollout_func=rollouts,
     )
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    metrics = job.fit(trainer, lambda: evaluate.generation(
-        policy, tokenizer, eval_examples, reward_fn, cfg.max_completion_length))
 
-    data = {"source": source, "reward": cfg.reward_model or f"task:{task.name}",
+    def measure() -> dict:
+        """The held-out evaluation, also reported as an ``eval`` line (step 0: the base)."""
+        step = trainer.state.global_step
+        if rollouts is None:
+            result = evaluate.generation(policy, tokenizer, eval_examples,
+                                         rewards.weighted(functions, weights), cfg.max_completion_length)
+        else:
+            rollouts.sync(policy, step)
+            result = evaluation(rollouts, eval_examples, functions, weights, cfg.max_completion_length)
+        job.progress("eval", step=step, total=trainer.state.max_steps or cfg.steps,
+                     reward=result["reward"], samples=result["samples"], ended=result.get("ended"))
+        return result
+
+    if cfg.eval_every:
+        trainer.add_callback(_eval_callback(measure, cfg.eval_every))
+    try:
+        metrics = job.fit(trainer, measure)
+    finally:
+        if rollouts is not None:
+            rollouts.close()
+    data = {"source": source, "reward": reward_label, "sampler": sampler,
             "prompts": len(examples), "train": len(train_examples), "eval": len(eval_examples),
             "held_out": held_out, "sha256": sha256_of(examples)}
     return {"data": data, "metrics": metrics}
+
+
+def dry_run(cfg: Config, out=None) -> int:
+    """Sample answers for a few prompts with the model as it is, print them with their
+    rewards; no training, no torch unless a reward model needs it. Returns the exit code."""
+    from diptych.models import catalog
+
+    from . import rewards
+    from .rollouts import LlamaCppRollouts
+
+    out = out or sys.stdout
+    jsonl = cfg.progress == "jsonl"
+    started = time.monotonic()
+    task = _task(cfg)
+    base = _base(cfg)
+    if not base.is_file():
+        raise JobError(f"{base}: no such model file")
+    catalog.read_info(base)
+    examples, source = load_examples(cfg, task)
+    examples = examples[: min(3, len(examples))]
+    functions, weights, label = build_rewards(cfg, task, None)
+    n = min(cfg.num_generations, 4)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rollouts = LlamaCppRollouts(base, None, num_generations=n, max_seqs=n * len(examples),
+                                    sampling=_sampling(cfg), workdir=Path(tmp))
+        try:
+            groups = rollouts.answer(examples, n, _sampling(cfg))
+        finally:
+            rollouts.close()
+    for example, group in zip(examples, groups):
+        completions = [[{"role": "assistant", "content": text}] for text, _ in group]
+        columns = {k: [example[k]] * len(group) for k in example if k != "prompt"}
+        prompts = [example["prompt"]] * len(group)
+        per_fn = rewards.each(functions, prompts, completions, **columns)
+        total = rewards.weighted(functions, weights)(prompts, completions, **columns)
+        question = example["prompt"][-1]["content"]
+        for i, (text, finish) in enumerate(group):
+            scores = {fn.__name__: values[i] for fn, values in zip(functions, per_fn)}
+            if jsonl:
+                out.write(json.dumps({"phase": "sample", "prompt": question, "answer": text,
+                                      "finish": finish, "rewards": scores, "reward": total[i]}) + "\n")
+            else:
+                if i == 0:
+                    out.write(f"\n### {question}\n")
+                shown = ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} -" for k, v in scores.items())
+                out.write(f"[reward {total[i]:.3f}{' = ' + shown if len(scores) > 1 else ''}]"
+                          f"{'' if finish == 'stop' else ' (cut at the token limit)'} {text!r}\n")
+    summary = {"phase": "done", "dry_run": True, "reward": label, "source": source,
+               "seconds": round(time.monotonic() - started, 1)}
+    out.write(json.dumps(summary) + "\n" if jsonl else
+              f"\n{len(examples)} prompts x {n} answers scored by {label} in "
+              f"{summary['seconds']} s; nothing was trained.\n")
+    out.flush()
+    return 0

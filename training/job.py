@@ -115,11 +115,12 @@ def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _report_callback(progress: Progress):
+def _report_callback(progress: Progress, extra: dict):
     from transformers import TrainerCallback
 
     class Report(TrainerCallback):
-        """One ``train`` progress line per logged step, with an ETA from the pace so far."""
+        """One ``train`` progress line per logged step, with an ETA from the pace so far
+        (and ``extra``: what the trainer wants every line to say, such as GRPO's sampler)."""
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.monotonic()
@@ -130,10 +131,12 @@ def _report_callback(progress: Progress):
                 return
             step, total = state.global_step, state.max_steps
             pace = (time.monotonic() - self.started) / max(step, 1)
-            # GRPO logs the mean reward and the KL to the base; DPO its implicit reward margin.
+            # GRPO logs the mean reward, its spread within groups and the KL to the base;
+            # DPO its implicit reward margin.
             reward = logs.get("reward", logs.get("rewards/margins"))
+            grpo = {"reward_std": logs["reward_std"]} if "reward_std" in logs else {}
             progress("train", step=step, total=total, loss=logs["loss"], reward=reward,
-                     kl=logs.get("kl"), eta_s=round(pace * (total - step), 1))
+                     kl=logs.get("kl"), eta_s=round(pace * (total - step), 1), **grpo, **extra)
 
     return Report()
 
@@ -150,19 +153,24 @@ class Job:
         self.cuda = torch.cuda.is_available()
         # this process's accelerator: one GPU per process under `accelerate launch`
         self.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if self.cuda else "cpu"
-        self.callbacks = [_report_callback(progress)]
+        self.report: dict = {}  # extra keys for every ``train`` line
+        self.callbacks = [_report_callback(progress, self.report)]
 
-    def training_args(self, config_class, **extra):
-        """A TRL config (DPOConfig, RewardConfig, GRPOConfig) with the settings all jobs share."""
+    def training_args(self, config_class, cpu_bf16: bool = False, **extra):
+        """A TRL config (DPOConfig, RewardConfig, GRPOConfig) with the settings all jobs share.
+
+        bf16 autocast runs on a GPU that supports it and, with ``cpu_bf16``, on a CPU with
+        bf16 instructions; the weights and the LoRA stay fp32."""
         import torch
 
         cfg = self.cfg
+        bf16 = torch.cuda.is_bf16_supported() if self.cuda else cpu_bf16 and cpu_has_bf16()
         return config_class(
             output_dir=str(self.out_dir / "trainer"), save_strategy="no", report_to="none",
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
             max_steps=cfg.steps or -1, num_train_epochs=cfg.epochs,
             logging_steps=1, disable_tqdm=cfg.progress == "jsonl", seed=cfg.seed,
-            use_cpu=not self.cuda, bf16=self.cuda and torch.cuda.is_bf16_supported(),
+            use_cpu=not self.cuda, bf16=bf16,
             gradient_checkpointing=False,  # short sequences of a small model: speed over memory
             **extra,
         )
@@ -189,6 +197,17 @@ class Job:
         return {"before": before, "after": after,
                 "train": {"loss": result.training_loss, "steps": result.global_step,
                           "seconds": seconds, "s_per_step": round(seconds / max(result.global_step, 1), 2)}}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX): then autocast to bf16
+    runs a LoRA forward and backward of the bundled model 2.4x faster than fp32 (measured
+    on two cores); without them bf16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def sha256_of(records) -> str:
@@ -311,7 +330,7 @@ def _measure_drift(job: Job) -> dict:
     return {name: d.to_dict() for name, d in results.items()}
 
 
-def _usage_errors() -> tuple:
+def usage_errors() -> tuple:
     from .export_gguf import ExportError
     from .preferences import ImportFormatError
 
@@ -366,7 +385,7 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict]) -> int:
         progress("cancelled")
         return 128 + exc.signum
     except Exception as exc:
-        if isinstance(exc, _usage_errors()):
+        if isinstance(exc, usage_errors()):
             progress("error", error=str(exc))
             return EXIT_USAGE
         traceback.print_exc(file=sys.stderr)  # a crash: the details on stderr, one line for the app

@@ -3,8 +3,14 @@
 - ``reverse``: reverse a sentence character by character. Reward: character-level
   similarity of the answer to the exact reversal (``difflib`` ratio, 0..1), so a nearly
   right answer earns nearly full marks and the model has a slope to climb.
+- ``reverse_words``: reverse the order of the words of a short sentence. Reward: word-level
+  similarity to the reversed order (``difflib`` ratio over lower-cased words without
+  punctuation), so each word in its right place counts.
 - ``arith``: small arithmetic with one right number. Reward 1 for exactly that number,
-  0.5 when the answer starts with it but says more, else 0.
+  0.5 when the answer starts with it but says more; an answer that starts with another
+  number earns up to 0.1 the closer it is. The base almost never answers with a number
+  (its held-out reward is near 0), so without that slope every answer of a group scores
+  0 and GRPO has nothing to compare: the format is learnt first, then the number.
 - ``length``: answer in one short statement instead of more questions (what a base
   model tends to do). Reward: half for a length of 3 to 25 words, half for asking no
   question. It needs no known answer, so it also works on the user's own prompts.
@@ -53,6 +59,27 @@ def reverse_examples(n: int, rng: random.Random) -> list[dict]:
              "target": s[::-1]} for s in sentences]
 
 
+# -- reverse_words ------------------------------------------------------------------
+
+WORD = re.compile(r"[\w']+")
+
+
+def _words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+def reverse_words_reward(prompts, completions, target, **_) -> list[float]:
+    return [difflib.SequenceMatcher(None, _words(_text(c)), _words(t), autojunk=False).ratio()
+            for c, t in zip(completions, target)]
+
+
+def reverse_words_examples(n: int, rng: random.Random) -> list[dict]:
+    sentences = [s for s in lines("sentences.txt") if 3 <= len(s.split()) <= 8]
+    chosen = rng.sample(sentences, min(n, len(sentences)))
+    return [{"prompt": _user(f"Reverse the order of the words in this sentence:\n{s}"),
+             "target": " ".join(reversed(s.rstrip(".!?").split()))} for s in chosen]
+
+
 # -- arith --------------------------------------------------------------------------
 
 NUMBER = re.compile(r"-?\d+")
@@ -63,17 +90,27 @@ def arith_reward(prompts, completions, target, **_) -> list[float]:
     for completion, t in zip(completions, target):
         text = _text(completion).rstrip(".")
         first = NUMBER.match(text)
-        rewards.append(1.0 if text == t else 0.5 if first and first.group() == t else 0.0)
+        if text == t:
+            rewards.append(1.0)
+        elif first and first.group() == t:
+            rewards.append(0.5)
+        elif first:
+            error = abs(int(first.group()) - int(t)) / max(abs(int(t)), 10)
+            rewards.append(0.1 * max(0.0, 1.0 - error))
+        else:
+            rewards.append(0.0)
     return rewards
 
 
 def arith_examples(n: int, rng: random.Random) -> list[dict]:
+    """Sums and differences of numbers up to 20 and the times tables up to 9 x 9: what a
+    small base model may have seen often enough to know."""
     out = []
     for _ in range(n):
-        a, b = rng.randint(2, 99), rng.randint(2, 99)
         op = rng.choice("+-*")
-        if op == "*":
-            b = rng.randint(2, 12)
+        a, b = (rng.randint(2, 9), rng.randint(2, 9)) if op == "*" else (rng.randint(2, 20), rng.randint(2, 20))
+        if op == "-":
+            a, b = max(a, b), min(a, b)
         value = {"+": a + b, "-": a - b, "*": a * b}[op]
         shown = "×" if op == "*" else op
         out.append({"prompt": _user(f"What is {a} {shown} {b}? Reply with the number only."),
@@ -108,6 +145,8 @@ class Task:
 
 TASKS = {
     "reverse": Task("reverse", reverse_reward, reverse_examples, needs_target=True),
+    "reverse_words": Task("reverse_words", reverse_words_reward, reverse_words_examples,
+                          needs_target=True),
     "arith": Task("arith", arith_reward, arith_examples, needs_target=True),
     "length": Task("length", length_reward, length_examples, needs_target=False),
 }

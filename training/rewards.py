@@ -1,0 +1,128 @@
+"""The rewards a GRPO job maximises, whatever their source, as TRL reward functions.
+
+A reward function has TRL's signature, ``fn(prompts, completions, **columns) -> list``:
+``prompts`` and ``completions`` are conversational (lists of ``{"role", "content"}``
+messages; the answer is ``completion[-1]["content"]``), and ``columns`` holds the
+dataset's extra columns (a task's ``target``, a prompt file's JSONL keys) as lists, plus
+what TRL adds (``trainer_state``, ``log_extra``, ``log_metric``): accept ``**kwargs``.
+It returns one float per completion (``None`` where it does not apply).
+
+Sources, combined by TRL with ``reward_weights``:
+
+- a built-in task (``tasks.py``);
+- ``--reward-fn FILE.py:NAME``: the user's own function, loaded from their file and run in
+  the job process. It is the user's code, so everything it does wrong is reported as one
+  line naming the file (and line): a file that does not import, a missing name, a function
+  that raises, returns the wrong number of rewards or something that is not a number;
+- ``--judge RUBRIC``: P(yes) of a local GGUF asked whether the answer meets the rubric
+  (:mod:`diptych.models.judge`);
+- ``--reward-model NAME``: a reward model trained on the votes (``reward.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+from .job import JobError
+
+
+def load_function(spec: str) -> Callable:
+    """``FILE.py:NAME`` -> that file's function NAME, checked on every call."""
+    file, sep, name = spec.rpartition(":")
+    if not sep or not file or not name:
+        raise JobError(f"{spec}: give the reward as FILE.py:FUNCTION")
+    path = Path(file).expanduser().resolve()
+    if not path.is_file():
+        raise JobError(f"{file}: no such reward file")
+    module_name = f"diptych_reward_{abs(hash(str(path)))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise JobError(f"{file}: not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look modules up here
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise JobError(f"{file}:{exc.lineno}: the reward file does not parse: {exc.msg}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code: any failure is theirs to see
+        raise JobError(f"{_where(exc, path, file)}: the reward file failed to import: "
+                       f"{type(exc).__name__}: {exc}") from None
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise JobError(f"{file}: has no function named {name!r}")
+    if not callable(fn):
+        raise JobError(f"{file}: {name} is not a function")
+    return checked(fn, f"{file}:{name}", path)
+
+
+def checked(fn: Callable, label: str, path: Path | None = None) -> Callable:
+    """``fn`` with its failures and its results checked: one line naming ``label`` on error."""
+
+    def reward(prompts, completions, **columns):
+        try:
+            values = fn(prompts=prompts, completions=completions, **columns)
+        except Exception as exc:  # noqa: BLE001 - the user's code
+            where = f"{_where(exc, path, label.rpartition(':')[0])} ({fn.__name__})" if path else label
+            raise JobError(f"{where}: the reward raised {type(exc).__name__}: {exc}") from None
+        try:
+            values = list(values)
+        except TypeError:
+            raise JobError(f"{label}: the reward must return a list of numbers, "
+                           f"not {type(values).__name__}") from None
+        if len(values) != len(completions):
+            raise JobError(f"{label}: the reward returned {len(values)} values for "
+                           f"{len(completions)} answers")
+        out = []
+        for i, value in enumerate(values):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise JobError(f"{label}: the reward for answer {i + 1} is {value!r}, "
+                               "not a finite number (or None)")
+            out.append(None if value is None else float(value))
+        return out
+
+    reward.__name__ = label.rpartition(":")[2] or label  # TRL logs each reward by this name
+    return reward
+
+
+def _where(exc: BaseException, path: Path, file: str) -> str:
+    """``file``, with the line of it where ``exc`` was raised when it was raised there."""
+    lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
+             if Path(frame.filename).resolve() == path]
+    return f"{file}:{lines[-1]}" if lines else file
+
+
+def judge(rubric: str, model_path: str | None) -> Callable:
+    """A reward from a rubric judge on a local GGUF (the base when ``model_path`` is None)."""
+    from diptych.models import catalog
+    from diptych.models.judge import Judge
+
+    path = Path(model_path).expanduser() if model_path else catalog.bundled_model_path()
+    the_judge = Judge(path, rubric)
+
+    def reward(prompts, completions, **_):
+        return [the_judge.score(p, c[-1]["content"] if isinstance(c, list) else c)
+                for p, c in zip(prompts, completions)]
+
+    reward.__name__ = "judge"
+    return reward
+
+
+def weighted(functions: list[Callable], weights: list[float]) -> Callable:
+    """One reward: the weighted sum of ``functions``, as TRL combines them (``None`` skipped)."""
+
+    def reward(prompts, completions, **columns):
+        return [sum(w * v for w, v in zip(weights, values) if v is not None)
+                for values in zip(*each(functions, prompts, completions, **columns))]
+
+    return reward
+
+
+def each(functions: list[Callable], prompts, completions, **columns) -> list[list[float | None]]:
+    """Every function's rewards for ``completions``: one list per function."""
+    return [fn(prompts=prompts, completions=completions, **columns) for fn in functions]
