@@ -44,8 +44,10 @@ KINDS = {
     "reward": "Reward model: learn to score answers like you do (for GRPO)",
     "grpo": "GRPO: sample, score, reinforce the better answers (with a KL pull to the base)",
 }
-TASKS = {"reverse": "Reverse a sentence (character similarity)",
-         "arith": "Arithmetic (exact answer)", "length": "Length and format"}
+TASKS = {"length": "Answer in one short statement (length and format)",
+         "arith": "Arithmetic (the number, then the right number)",
+         "reverse_words": "Reverse the order of a sentence's words",
+         "reverse": "Reverse a sentence letter by letter (hard)"}
 PLOTS = (("loss", "loss"), ("reward", "reward / margin"), ("kl", "KL from base"))
 
 
@@ -75,6 +77,7 @@ class TrainingPanel(QWidget):
         self.history: dict[str, list[tuple[int, float]]] = {k: [] for k, _ in PLOTS}
         self.last_line: dict | None = None
         self.finished_adapter: str | None = None
+        self.trial = False  # the process is GRPO's dry run (Try it), not a job
         self._stdout_buffer = b""
 
         # -- what to train -----------------------------------------------------------
@@ -87,6 +90,16 @@ class TrainingPanel(QWidget):
         self.source.setObjectName("job-source")
         self.source_count = QLabel()
         self.reward_model = QComboBox()
+        self.reward_fn = QLineEdit()
+        self.reward_fn.setObjectName("job-reward-fn")
+        self.reward_fn.setPlaceholderText("optional: FILE.py:FUNCTION, your reward")
+        self.reward_browse = QPushButton("…")
+        self.reward_browse.setToolTip("Choose a Python file with a reward function")
+        self.judge = QLineEdit()
+        self.judge.setObjectName("job-judge")
+        self.judge.setPlaceholderText("optional: a rubric, e.g. The answer is polite.")
+        self.judge.setToolTip("The base model is asked whether each answer meets this rubric; "
+                              "its P(yes) is a reward")
         self.steps = _optional_spin(QSpinBox(), 0, 100_000)
         self.lr = _optional_spin(QDoubleSpinBox(), 0.0, 1.0, step=1e-5, decimals=6)
         self.beta = _optional_spin(QDoubleSpinBox(), 0.0, 10.0, step=0.01, decimals=3)
@@ -102,6 +115,14 @@ class TrainingPanel(QWidget):
         source_row.addWidget(self.source_count)
         form.addRow("Data", source_row)
         form.addRow("Reward model", self.reward_model)
+        reward_row = QHBoxLayout()
+        reward_row.addWidget(self.reward_fn, 1)
+        reward_row.addWidget(self.reward_browse)
+        self.reward_row = QWidget()
+        self.reward_row.setLayout(reward_row)
+        reward_row.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Reward function", self.reward_row)
+        form.addRow("Judge rubric", self.judge)
         form.addRow("Steps", self.steps)
         form.addRow("Learning rate", self.lr)
         form.addRow("KL weight (beta)", self.beta)
@@ -113,7 +134,12 @@ class TrainingPanel(QWidget):
         self.start_button.setObjectName("job-start")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.try_button = QPushButton("Try it")
+        self.try_button.setObjectName("job-try")
+        self.try_button.setToolTip("Sample a few answers with the model as it is and score them "
+                                   "with these rewards; nothing is trained")
         buttons = QHBoxLayout()
+        buttons.addWidget(self.try_button)
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
 
@@ -129,6 +155,14 @@ class TrainingPanel(QWidget):
             widget.setBackground("w")
             widget.setMinimumHeight(150)
             widget.showGrid(x=True, y=True, alpha=0.3)
+            if key == "reward":  # GRPO: the spread within groups, and the held-out reward
+                widget.addLegend(offset=(5, 5), labelTextSize="8pt")
+                self.spread = (widget.plot([], [], pen=pg.mkPen("#9ecae1")),
+                               widget.plot([], [], pen=pg.mkPen("#9ecae1")))
+                self.band = pg.FillBetweenItem(*self.spread, brush=pg.mkBrush(31, 119, 180, 40))
+                widget.addItem(self.band)
+                self.held_out = widget.plot([], [], pen=pg.mkPen("#d62728", width=2), symbol="s",
+                                            symbolSize=5, symbolBrush="#d62728", name="held-out")
             self.plots[key] = widget.plot([], [], pen=pg.mkPen("#1f77b4", width=2),
                                           symbol="o", symbolSize=4)
             grid.addWidget(widget, 0, col)
@@ -142,6 +176,11 @@ class TrainingPanel(QWidget):
         self.use_button = QPushButton("Use in tuned pane")
         self.use_button.setObjectName("job-use")
         self.use_button.setVisible(False)
+        self.answers = QPlainTextEdit()  # plain text: answers are shown exactly as written
+        self.answers.setObjectName("job-answers")
+        self.answers.setReadOnly(True)
+        self.answers.setPlaceholderText("GRPO: answers and their rewards appear here, from "
+                                        "Try it and every few steps while a job trains.")
 
         # -- adapters ----------------------------------------------------------------
         self.adapter_list = QListWidget()
@@ -167,6 +206,7 @@ class TrainingPanel(QWidget):
         result_row.addWidget(self.summary, 1)
         result_row.addWidget(self.use_button)
         right.addLayout(result_row)
+        right.addWidget(self.answers, 1)
         right.addWidget(self.log, 1)
         layout = QHBoxLayout(self)
         left_box = QWidget()
@@ -178,6 +218,8 @@ class TrainingPanel(QWidget):
         self.kind.currentIndexChanged.connect(self._kind_changed)
         self.source.activated.connect(self._source_picked)
         self.start_button.clicked.connect(self.start)
+        self.try_button.clicked.connect(self.try_rewards)
+        self.reward_browse.clicked.connect(self._browse_reward)
         self.cancel_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(lambda: self._use(self.finished_adapter))
         self.use_selected.clicked.connect(lambda: self._use(self._selected()))
@@ -203,7 +245,10 @@ class TrainingPanel(QWidget):
                 self.source.addItem(f"Task: {text}", f"task:{key}")
             self.source.addItem("Your chat history (prompts)", "history")
         self.source.addItem("A JSONL file…", "file")
-        self.form.setRowVisible(self.reward_model, kind == "grpo")
+        for row in (self.reward_model, self.reward_row, self.judge):
+            self.form.setRowVisible(row, kind == "grpo")
+        self.try_button.setVisible(kind == "grpo")
+        self.answers.setVisible(kind == "grpo")
         self.form.setRowVisible(self.beta, kind in ("dpo", "grpo"))
         self.refresh_counts()
 
@@ -231,14 +276,16 @@ class TrainingPanel(QWidget):
                 self.source.setCurrentIndex(0)
         self.refresh_counts()
 
-    def command(self) -> list[str]:
-        """The exact ``diptych train`` command line this form describes."""
+    def command(self, dry_run: bool = False) -> list[str]:
+        """The exact ``diptych train`` command line this form describes (``--dry-run``:
+        GRPO's Try it, which needs no name)."""
         kind = self.current_kind()
         args = [sys.executable, "-m", "diptych", "--data-dir", str(self.data_dir)]
         model = self.model_path() if callable(self.model_path) else self.model_path
         if model:
             args += ["--model", str(model)]
-        args += ["train", kind, "--name", self.name.text().strip(), "--progress", "jsonl"]
+        args += ["train", kind, *(["--dry-run"] if dry_run else ["--name", self.name.text().strip()]),
+                 "--progress", "jsonl"]
         data = self.source.currentData() or ""
         if data.startswith("file:"):
             args += ["--prompts-from" if kind == "grpo" else "--data", data[5:]]
@@ -248,6 +295,10 @@ class TrainingPanel(QWidget):
             args += ["--prompts-from", "history"]
         if kind == "grpo" and self.reward_model.currentData():
             args += ["--reward-model", self.reward_model.currentData()]
+        if kind == "grpo" and self.reward_fn.text().strip():
+            args += ["--reward-fn", self.reward_fn.text().strip()]
+        if kind == "grpo" and self.judge.text().strip():
+            args += ["--judge", self.judge.text().strip()]
         for flag, spin in (("--steps", self.steps), ("--lr", self.lr), ("--lora-r", self.lora_r)):
             if spin.value() > spin.minimum():
                 args += [flag, f"{spin.value():g}"]
@@ -269,14 +320,27 @@ class TrainingPanel(QWidget):
         except registry.AdapterError as exc:
             QMessageBox.warning(self, "Adapter name", str(exc))
             return
-        args = self.command()
         self.history = {k: [] for k, _ in PLOTS}
-        for curve in self.plots.values():
+        for curve in (*self.plots.values(), *self.spread, self.held_out):
             curve.setData([], [])
-        self.log.clear()
         self.summary.clear()
         self.use_button.setVisible(False)
         self.finished_adapter = None
+        self.answers.clear()
+        self._launch(self.command())
+
+    def try_rewards(self) -> None:
+        """GRPO's dry run: a few answers of the model as it is, with their rewards."""
+        if self.running:
+            return
+        self.answers.clear()
+        self.summary.clear()
+        self._launch(self.command(dry_run=True))
+        self.phase.setText("Sampling and scoring a few answers…")
+
+    def _launch(self, args: list[str]) -> None:
+        self.trial = "--dry-run" in args
+        self.log.clear()
         self.last_line = None
         self._stdout_buffer = b""
         self.log.appendPlainText("$ " + " ".join(args[1:]))
@@ -292,6 +356,22 @@ class TrainingPanel(QWidget):
         self.phase.setText("Starting…")
         process.start()
 
+    def _browse_reward(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Reward function", "", "Python (*.py)")
+        if not path:
+            return
+        names = reward_functions(Path(path))
+        if not names:
+            QMessageBox.warning(self, "Reward function", f"{Path(path).name} defines no function.")
+            return
+        name = names[0]
+        if len(names) > 1:
+            name, ok = QInputDialog.getItem(self, "Reward function", "Which function is the reward?",
+                                            names, 0, False)
+            if not ok:
+                return
+        self.reward_fn.setText(f"{path}:{name}")
+
     def cancel(self) -> None:
         """SIGTERM: the job stops cleanly and leaves no adapter; SIGKILL if it lingers."""
         if self.process is not None:
@@ -303,6 +383,7 @@ class TrainingPanel(QWidget):
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
+        self.try_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.kind.setEnabled(not running)
         self.progress.setRange(0, 0 if running else 1)
@@ -339,6 +420,8 @@ class TrainingPanel(QWidget):
             else:
                 self.progress.setFormat("step %v / %m" + (f" · ETA {_duration(eta)}" if eta else ""))
         labels = {"load": "Loading the base weights…", "eval_before": "Evaluating the base…",
+                  "eval": "Training" if phase == "eval" and step else "Evaluating the base…",
+                  "sample": "Sampling and scoring a few answers…",
                   "train": "Training", "eval_after": "Evaluating the adapter…",
                   "save": "Saving the adapter…",
                   "drift": "Measuring the adapter's KL from the base…", "done": "Done",
@@ -351,7 +434,24 @@ class TrainingPanel(QWidget):
                     self.history[key].append((int(step), float(event[key])))
                     xs, ys = zip(*self.history[key])
                     self.plots[key].setData(list(xs), list(ys))
-        if phase == "done":
+            if event.get("reward_std") is not None and event.get("reward") is not None:
+                self.history.setdefault("spread", []).append(
+                    (int(step), event["reward"] - event["reward_std"], event["reward"] + event["reward_std"]))
+                xs, low, high = zip(*self.history["spread"])
+                self.spread[0].setData(list(xs), list(low))
+                self.spread[1].setData(list(xs), list(high))
+        if phase == "eval" and event.get("reward") is not None:
+            self.history.setdefault("held_out", []).append((int(step or 0), float(event["reward"])))
+            xs, ys = zip(*self.history["held_out"])
+            self.held_out.setData(list(xs), list(ys))
+            self.answers.setPlainText(f"Held-out answers at step {step or 0} (greedy), mean reward "
+                                      f"{event['reward']:.3f}:\n\n" + _answers(event.get("samples") or []))
+        if phase == "sample":
+            self.answers.appendPlainText(_answers([event]))
+        if phase == "done" and event.get("dry_run"):
+            self.summary.setText(f"Scored by {event.get('reward')} in {event.get('seconds')} s; "
+                                 "nothing was trained.")
+        elif phase == "done":
             self.finished_adapter = event.get("adapter")
             self.summary.setText(_summary(event.get("metrics") or {}, event.get("drift") or {}))
         if phase == "error":
@@ -361,7 +461,11 @@ class TrainingPanel(QWidget):
         self._set_running(False)
         self.process = None
         phase = (self.last_line or {}).get("phase")
-        if phase == "done" and self.finished_adapter:
+        if phase == "done" and self.trial:
+            self.progress.setRange(0, 1)
+            self.progress.setFormat("tried")
+            self.phase.setText("Tried: answers and rewards below. Start trains with these rewards.")
+        elif phase == "done" and self.finished_adapter:
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
             self.progress.setFormat("done")
@@ -460,6 +564,31 @@ def _summary(metrics: dict, drift: dict) -> str:
     if kls:
         text += "<br>KL from the base per token — " + "; ".join(kls)
     return text
+
+
+def _answers(samples: list[dict]) -> str:
+    """Answers with their rewards, as plain text."""
+    lines = []
+    for sample in samples:
+        scores = sample.get("rewards") or {}
+        detail = (" (" + ", ".join(f"{k} {_num(v)}" for k, v in scores.items()) + ")"
+                  if len(scores) > 1 else "")
+        lines.append(f"[{_num(sample.get('reward'))}{detail}] {sample.get('prompt', '')!s}\n"
+                     f"    → {sample.get('answer', '')}")
+    return "\n".join(lines)
+
+
+def reward_functions(path: Path) -> list[str]:
+    """The top-level functions a Python file defines, read without running it (the app never
+    runs the user's reward code: the job does)."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return []
+    return [node.name for node in tree.body
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")]
 
 
 def _num(value) -> str:

@@ -49,3 +49,38 @@ def test_a_failing_job_shows_its_error_and_leaves_the_app_alone(qtbot, data_dir,
     assert panel.last_line["phase"] == "error"
     assert panel.last_line["error"] in panel.summary.text()
     assert panel.adapter_list.count() == 0
+
+
+def test_grpo_try_it_shows_scored_answers_and_the_live_view_draws_a_job(qtbot, data_dir):
+    from pathlib import Path
+
+    window = build_window(argparse.Namespace(data_dir=str(data_dir), model=None, adapter=None))
+    qtbot.addWidget(window)
+    panel = window.training
+    panel.kind.setCurrentIndex(panel.kind.findData("grpo"))
+    assert panel.try_button.isVisible() or not window.isVisible()
+    example = Path(__file__).resolve().parents[1] / "examples" / "rewards" / "format_length.py"
+    panel.reward_fn.setText(f"{example}:short_statement")
+    panel.extra.setText("--max-completion-length 8")
+    assert "--dry-run" in panel.command(dry_run=True) and "--name" not in panel.command(dry_run=True)
+    assert panel.command()[panel.command().index("--reward-fn") + 1].endswith(":short_statement")
+    panel.try_button.click()
+    qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.last_line["phase"] == "done", panel.log.toPlainText()[-2000:]
+    assert panel.answers.toPlainText().count("→") == 12  # 3 prompts x 4 answers, each scored
+    assert "nothing was trained" in panel.summary.text()
+    assert panel.adapter_list.count() == 0
+
+    # what a GRPO job's lines draw: reward with its spread, KL, held-out answers
+    for line in ('{"phase": "eval", "step": 0, "total": 4, "reward": 0.25, "samples": '
+                 '[{"prompt": "Is <b>this</b> shown?", "answer": "Yes <i>as text</i>.", "reward": 0.5}]}',
+                 '{"phase": "train", "step": 1, "total": 4, "loss": 0.1, "reward": 0.5, '
+                 '"reward_std": 0.2, "kl": 0.01, "eta_s": 30, "sampler": "llama.cpp"}',
+                 '{"phase": "eval", "step": 1, "total": 4, "reward": 0.75, "samples": []}'):
+        panel.handle_line(line)
+    assert panel.history["spread"] == [(1, 0.3, 0.7)]
+    assert panel.history["held_out"] == [(0, 0.25), (1, 0.75)] and panel.history["kl"] == [(1, 0.01)]
+    assert "Held-out answers at step 1" in panel.answers.toPlainText()
+    panel.handle_line('{"phase": "eval", "step": 2, "total": 4, "reward": 0.5, "samples": '
+                      '[{"prompt": "Is <b>this</b> shown?", "answer": "Yes <i>as text</i>.", "reward": 0.5}]}')
+    assert "Yes <i>as text</i>." in panel.answers.toPlainText()  # exactly as written
