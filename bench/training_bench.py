@@ -4,7 +4,7 @@
                                    [--cached-repeats 3] [--grpo-steps 5] [--json FILE]
 
 Quick check: ``python bench/training_bench.py --steps 2 --repeats 1 --cached-repeats 1
---grpo-steps 1``. Every measurement runs in a fresh child process.
+--grpo-steps 2``. Every measurement runs in a fresh child process.
 
 (a) Base weights: ``diptych.training.base_weights.load_base`` on the bundled GGUF with an
     empty ``DIPTYCH_CACHE`` (dequantize the GGUF, save safetensors, then load them)
@@ -28,17 +28,19 @@ Quick check: ``python bench/training_bench.py --steps 2 --repeats 1 --cached-rep
     Peak RSS is the child's ``ru_maxrss`` from ``os.wait4``. Runs alternate, ``--repeats``
     each; medians shown.
 
-(c) GRPO: our job (``train grpo --task reverse --steps N --eval-size 1``) in a child
-    process that records TRL's own profiling timers (``trl.extras.profiling``: TRL only
-    sends them to wandb/mlflow/trackio, so the child patches
-    ``ProfilingContext._log_metrics`` to keep them) and each optimizer step's wall time
-    (a callback's ``on_step_begin``/``on_step_end``). A step splits into generation
-    (``_prepare_inputs``: sampling with ``transformers.generate``, rewards, the log-probs
-    of the old and reference policies) and optimisation (the rest: loss forward,
-    backward, optimizer). The reference for the sampling: llama.cpp (our ``Engine``,
-    all cores) sampling as many answers to the same kind of prompts with the same
-    settings (temperature 1, no top-k/top-p/min-p, no repeat penalty, the same token
-    limit); ratios of useful tokens per second. Medians over steps.
+(c) GRPO: a step of our job with its rollouts through llama.cpp (``train grpo --task
+    reverse_words --steps N --sampler llama.cpp``) against the reference, the identical
+    job with TRL's own generation (``--sampler transformers``: ``GRPOTrainer`` sampling
+    with ``transformers.generate``, as a plain TRL script does), in the same run: the
+    same weights, LoRA, data, rewards and ``GRPOConfig`` (the job's defaults, bf16
+    autocast where the CPU has bf16 instructions). Each runs in a child process that
+    records TRL's own profiling timers (``trl.extras.profiling``: TRL only sends them to
+    wandb/mlflow/trackio, so the child patches ``ProfilingContext._log_metrics`` to keep
+    them), times our ``rollout_func``, and times each optimizer step (a callback's
+    ``on_step_begin``/``on_step_end``). A step splits into sampling, rewards, the
+    reference model's (and old policy's) log-probs, the rest of TRL's generation phase,
+    and optimisation (loss forward, backward, optimizer). Medians over the steps after
+    the first.
 
 Defaults take about 8 minutes on two CPU cores: (a) about 1.5 minutes, (b) 4 runs of
 about 0.5-1 minute, (c) about 2.5 minutes.
@@ -138,6 +140,16 @@ def keep(self, duration):  # TRL's profiling timers, kept instead of sent to a t
     events.append({"name": self.name.split(".", 1)[-1], "start": end - duration, "end": end})
 
 profiling.ProfilingContext._log_metrics = keep
+
+from diptych.training import rollouts
+sample = rollouts.LlamaCppRollouts.__call__
+def timed(self, *a, **k):  # our sampler, timed like TRL's own generate
+    t0 = time.perf_counter()
+    try:
+        return sample(self, *a, **k)
+    finally:
+        events.append({"name": "rollout_func", "start": t0, "end": time.perf_counter()})
+rollouts.LlamaCppRollouts.__call__ = timed
 
 class StepTimer(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
@@ -315,7 +327,7 @@ def step_split(profile: dict) -> list[dict]:
         generation = seconds("_prepare_inputs")
         rows.append({
             "step_s": total, "generation_s": generation,
-            "sampling_s": seconds("transformers.generate"),
+            "sampling_s": seconds("transformers.generate") + seconds("rollout_func"),
             "rewards_s": seconds("_calculate_rewards"),
             "ref_logps_s": seconds("_get_per_token_logps_and_entropies", inside=True),
             "optimisation_s": total - generation, "loss_forward_s": seconds("compute_loss"),
@@ -324,66 +336,50 @@ def step_split(profile: dict) -> list[dict]:
     return rows
 
 
-def llama_reference(n_answers: int, max_tokens: int, num_generations: int) -> dict:
-    """Sample like GRPO's rollouts with llama.cpp on all cores: useful tokens per second."""
-    import random
-
-    from diptych.models.catalog import bundled_model_path
-    from diptych.models.engine import Engine, SamplingParams, default_threads
-    from diptych.training.tasks import reverse_examples
-
-    engine = Engine(bundled_model_path(), n_ctx=512, n_threads=default_threads(panes=1))
-    prompts = reverse_examples(max(1, n_answers // num_generations), random.Random(0))
-    tokens, t0 = 0, time.perf_counter()
-    for i in range(n_answers):
-        params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, min_p=0.0,
-                                repeat_penalty=1.0, max_tokens=max_tokens, seed=i)
-        tokens += engine.generate(prompts[i // num_generations % len(prompts)]["prompt"],
-                                  params).n_tokens
-    seconds = time.perf_counter() - t0
-    engine.close()
-    return {"answers": n_answers, "tokens": tokens, "seconds": seconds,
-            "tokens_per_s": tokens / seconds}
+def grpo_run(work: Path, env: dict, log, log_path: Path, args, sampler: str) -> dict:
+    """One GRPO job of ``args.grpo_steps`` steps with ``sampler``; its per-step split."""
+    profile_path = work / f"grpo-profile-{sampler}.json"
+    argv = ["--data-dir", str(work / f"grpo-home-{sampler}"), "train", "grpo", "--name", "bench-grpo",
+            "--task", "reverse_words", "--steps", str(args.grpo_steps), "--eval-every", "100000",
+            "--eval-size", "1", "--no-drift", "--sampler", sampler, "--progress", "jsonl",
+            *shlex.split(args.grpo_args)]
+    checked(child([sys.executable, "-c", GRPO_CHILD, str(profile_path), *argv], env, log),
+            f"the GRPO job with {sampler}", log_path)
+    profile = json.loads(profile_path.read_text(encoding="utf-8"))
+    rows = step_split(profile)[1:]  # the first step also warms up kernels and allocations
+    lengths = [entry["completions/mean_length"] for entry in profile["logs"]
+               if "completions/mean_length" in entry][1:]
+    med = {k: median([r[k] for r in rows]) for k in rows[0]}
+    return {"median": med, "per_step": rows, "mean_completion_tokens": median(lengths)}
 
 
 def part_c(work: Path, env: dict, log, log_path: Path, args) -> dict:
+    """Our GRPO step (llama.cpp rollouts) against TRL's own generation, identical configuration."""
     from diptych.training.grpo import Config
+    from diptych.training.job import cpu_has_bf16
 
     cfg = Config()
-    profile_path = work / "grpo-profile.json"
-    argv = ["--data-dir", str(work / "grpo-home"), "train", "grpo", "--name", "bench-grpo",
-            "--task", "reverse", "--steps", str(args.grpo_steps), "--eval-size", "1",
-            "--progress", "jsonl", *shlex.split(args.grpo_args)]
-    out, wall, rss = checked(
-        child([sys.executable, "-c", GRPO_CHILD, str(profile_path), *argv], env, log),
-        "our GRPO job", log_path)
-    profile = json.loads(profile_path.read_text(encoding="utf-8"))
-    rows = step_split(profile)
-    med = {k: median([r[k] for r in rows]) for k in rows[0]}
-    lengths = [entry["completions/mean_length"] for entry in profile["logs"]
-               if "completions/mean_length" in entry]
-    answers = cfg.batch_size  # one generation batch per optimizer step
-    hf_tokens_per_s = median([length * answers / r["sampling_s"]
-                              for length, r in zip(lengths, rows)])
-    ref = llama_reference(answers * 2, cfg.max_completion_length, cfg.num_generations)
-    result = {"steps": len(rows), "median": med, "per_step": rows, "job_wall_s": wall,
-              "peak_rss": rss, "mean_completion_tokens": median(lengths),
-              "hf_tokens_per_s": hf_tokens_per_s, "llama": ref}
-    print(f"(c) GRPO reverse, {len(rows)} steps of {answers} answers "
-          f"({cfg.num_generations} per prompt, at most {cfg.max_completion_length} tokens), "
-          f"median per step")
-    print(f"    step {med['step_s']:.2f} s = generation {med['generation_s']:.2f} s "
-          f"+ optimisation {med['optimisation_s']:.2f} s")
-    print(f"    generation: sampling {med['sampling_s']:.2f} s, rewards {med['rewards_s']:.3f} s, "
-          f"old/reference log-probs {med['ref_logps_s']:.2f} s")
-    print(f"    optimisation: loss forward {med['loss_forward_s']:.2f} s, "
-          f"backward + optimizer {med['optimisation_s'] - med['loss_forward_s']:.2f} s")
-    print(f"    ratio generation/optimisation: {med['generation_s'] / med['optimisation_s']:.2f}; "
-          f"generation share of a step {med['generation_s'] / med['step_s']:.0%}")
-    print(f"    sampling: transformers.generate {hf_tokens_per_s:.1f} useful tok/s vs llama.cpp "
-          f"{ref['tokens_per_s']:.1f} tok/s (reference, {ref['answers']} answers); "
-          f"ratio {hf_tokens_per_s / ref['tokens_per_s']:.2f}")
-    return result
+    runs = {sampler: grpo_run(work, env, log, log_path, args, sampler)
+            for sampler in ("llama.cpp", "transformers")}
+    ours, plain = runs["llama.cpp"]["median"], runs["transformers"]["median"]
+    print(f"(c) GRPO reverse_words, {args.grpo_steps} steps of {cfg.batch_size} answers "
+          f"({cfg.num_generations} per prompt, at most {cfg.max_completion_length} tokens, "
+          f"temperature {cfg.temperature}, beta {cfg.beta}, bf16 autocast "
+          f"{'on' if cpu_has_bf16() else 'off'}); median per step after the first")
+    for label, sampler, m in (("ours: llama.cpp rollouts", "llama.cpp", ours),
+                              ("plain TRL: transformers.generate", "transformers", plain)):
+        print(f"    {label:33s} step {m['step_s']:5.2f} s = sampling {m['sampling_s']:5.2f} "
+              f"+ rewards {m['rewards_s']:.3f} + ref/old log-probs {m['ref_logps_s']:4.2f} "
+              f"+ rest of generation {m['generation_s'] - m['sampling_s'] - m['rewards_s'] - m['ref_logps_s']:4.2f} "
+              f"+ optimisation {m['optimisation_s']:5.2f} s "
+              f"({runs[sampler]['mean_completion_tokens']:.0f} tokens an answer)")
+    print(f"    ratio ours/plain: step {ours['step_s'] / plain['step_s']:.2f} "
+          f"(goal <= 0.33), sampling {ours['sampling_s'] / plain['sampling_s']:.2f}")
+    return {"config": {"batch_size": cfg.batch_size, "num_generations": cfg.num_generations,
+                       "max_completion_length": cfg.max_completion_length,
+                       "temperature": cfg.temperature, "beta": cfg.beta, "bf16": cpu_has_bf16()},
+            "runs": runs, "ratio_step": ours["step_s"] / plain["step_s"],
+            "ratio_sampling": ours["sampling_s"] / plain["sampling_s"]}
 
 
 def main() -> None:
@@ -394,7 +390,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="(b) runs of each side")
     parser.add_argument("--batch-size", type=int, help="(b) default: the job's")
     parser.add_argument("--max-length", type=int, help="(b) default: the job's")
-    parser.add_argument("--grpo-steps", type=int, default=5, help="(c) GRPO optimizer steps")
+    parser.add_argument("--grpo-steps", type=int, default=4, help="(c) GRPO optimizer steps per run")
     parser.add_argument("--grpo-args", default="", help="(c) more options for the GRPO job")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
