@@ -157,8 +157,9 @@ def test_a_short_grpo_job_samples_through_llama_cpp_and_exports_with_parity(data
 
     from diptych.training.base_weights import load_base
 
-    lines, info = run_job(data_dir, "grpo", "--name", "own-reward", "--reward-fn",
-                          str(EXAMPLES / "format_length.py") + ":short_statement",
+    # the task's prompts (and their target column), the user's reward on them
+    lines, info = run_job(data_dir, "grpo", "--name", "own-reward", "--task", "reverse_words",
+                          "--reward-fn", str(EXAMPLES / "reverse_words.py") + ":reversed_words",
                           "--steps", "2", "--batch-size", "4", "--num-generations", "4",
                           "--max-completion-length", "12", "--eval-size", "2", "--max-prompts", "4",
                           "--eval-every", "1", "--lr", "0.002", "--no-drift")
@@ -168,8 +169,11 @@ def test_a_short_grpo_job_samples_through_llama_cpp_and_exports_with_parity(data
     evals = [line for line in lines if line["phase"] == "eval"]
     assert [e["step"] for e in evals] == [0, 1, 2]  # before, every step, after
     assert all(0 <= e["reward"] <= 1 and e["samples"] for e in evals)
-    assert info.meta["data"]["sampler"] == "llama.cpp"
-    assert info.meta["data"]["reward"].endswith("format_length.py:short_statement")
+    assert evals[-1]["samples"][0]["prompt"].startswith("Reverse the order of the words")
+    assert info.meta["data"]["sampler"] == "llama.cpp" and info.meta["data"]["source"] == "task:reverse_words"
+    assert info.meta["data"]["reward"].endswith("reverse_words.py:reversed_words")
+    after = info.meta["metrics"]["after"]
+    assert 0 <= after["reward"] <= 1 and after["n"] == 2 and info.gguf_path.is_file()
 
     # The registered GGUF LoRA is the PEFT adapter, as llama.cpp runs it.
     model, tokenizer = load_base(bundled_model)

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,13 +185,14 @@ def evaluation(rollouts, examples: list[dict], functions, weights, max_tokens: i
 
     answers = [group[0] for group in rollouts.answer(examples, 1, Sampling(temperature=0.0,
                                                                            max_tokens=max_tokens))]
-    completions = [[{"role": "assistant", "content": text}] for text, _ in answers]
+    completions = [[{"role": "assistant", "content": a.text}] for a in answers]
     columns = {k: [e[k] for e in examples] for k in examples[0] if k != "prompt"}
-    scores = rewards.weighted(functions, weights)([e["prompt"] for e in examples], completions,
-                                                  **columns)
-    samples = [{"prompt": e["prompt"][-1]["content"], "answer": text, "reward": round(r, 3)}
-               for e, (text, _), r in zip(examples[:4], answers, scores)]
-    return {"reward": sum(scores) / len(scores), "ended": sum(f == "stop" for _, f in answers),
+    scores = rewards.weighted(functions, weights)(
+        [e["prompt"] for e in examples], completions, **columns,
+        **rewards.outside_training([a.ids for a in answers]))
+    samples = [{"prompt": e["prompt"][-1]["content"], "answer": a.text, "reward": round(r, 3)}
+               for e, a, r in zip(examples[:4], answers, scores)]
+    return {"reward": sum(scores) / len(scores), "ended": sum(a.finish_reason == "stop" for a in answers),
             "n": len(examples), "samples": samples}
 
 
@@ -231,9 +234,11 @@ def train(job: Job) -> dict:
     job.report["sampler"] = sampler
     rollouts = None
     if sampler == "llama.cpp":
+        # each process samples with its own llama.cpp; only the main one has the job's folder
+        workdir = job.out_dir if job.main else Path(tempfile.mkdtemp(prefix="diptych-rollouts-"))
         rollouts = LlamaCppRollouts(job.base, tokenizer, num_generations=cfg.num_generations,
                                     max_seqs=max(cfg.batch_size, cfg.eval_size or 1, 8),
-                                    sampling=_sampling(cfg), workdir=job.out_dir)
+                                    sampling=_sampling(cfg), workdir=workdir)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=functions,
@@ -270,6 +275,8 @@ def train(job: Job) -> dict:
     finally:
         if rollouts is not None:
             rollouts.close()
+            if not job.main:
+                shutil.rmtree(rollouts.lora_path.parent, ignore_errors=True)
     data = {"source": source, "reward": reward_label, "sampler": sampler,
             "prompts": len(examples), "train": len(train_examples), "eval": len(eval_examples),
             "held_out": held_out, "sha256": sha256_of(examples)}
@@ -296,8 +303,6 @@ def dry_run(cfg: Config, out=None) -> int:
     examples = examples[: min(3, len(examples))]
     functions, weights, label = build_rewards(cfg, task, None)
     n = min(cfg.num_generations, 4)
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         rollouts = LlamaCppRollouts(base, None, num_generations=n, max_seqs=n * len(examples),
                                     sampling=_sampling(cfg), workdir=Path(tmp))
@@ -306,13 +311,14 @@ def dry_run(cfg: Config, out=None) -> int:
         finally:
             rollouts.close()
     for example, group in zip(examples, groups):
-        completions = [[{"role": "assistant", "content": text}] for text, _ in group]
+        completions = [[{"role": "assistant", "content": a.text}] for a in group]
         columns = {k: [example[k]] * len(group) for k in example if k != "prompt"}
+        columns.update(rewards.outside_training([a.ids for a in group]))
         prompts = [example["prompt"]] * len(group)
         per_fn = rewards.each(functions, prompts, completions, **columns)
         total = rewards.weighted(functions, weights)(prompts, completions, **columns)
         question = example["prompt"][-1]["content"]
-        for i, (text, finish) in enumerate(group):
+        for i, (text, finish) in enumerate((a.text, a.finish_reason) for a in group):
             scores = {fn.__name__: values[i] for fn, values in zip(functions, per_fn)}
             if jsonl:
                 out.write(json.dumps({"phase": "sample", "prompt": question, "answer": text,

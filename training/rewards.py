@@ -126,3 +126,10 @@ def weighted(functions: list[Callable], weights: list[float]) -> Callable:
 def each(functions: list[Callable], prompts, completions, **columns) -> list[list[float | None]]:
     """Every function's rewards for ``completions``: one list per function."""
     return [fn(prompts=prompts, completions=completions, **columns) for fn in functions]
+
+
+def outside_training(completion_ids: list[list[int]]) -> dict:
+    """The keyword arguments TRL adds for a reward while training, as they stand outside it
+    (evaluations, dry runs): the answers' token ids, no trainer state, logging that drops."""
+    return {"completion_ids": completion_ids, "trainer_state": None,
+            "log_extra": lambda *a, **k: None, "log_metric": lambda *a, **k: None}

@@ -27,7 +27,7 @@ evaluations and the answers shown while a job trains.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import groupby
 from pathlib import Path
 
@@ -35,6 +35,13 @@ from diptych.models.engine import Engine
 from diptych.models.group_sampler import GroupSampler, Sampling
 
 from . import export_gguf
+
+
+@dataclass
+class Answer:
+    text: str  # without special tokens, as TRL decodes completions for the rewards
+    ids: list[int]
+    finish_reason: str  # "stop" or "length"
 
 
 class LlamaCppRollouts:
@@ -99,16 +106,17 @@ class LlamaCppRollouts:
                     self.tokens += len(sample.ids)
         return out
 
-    def answer(self, examples: list[dict], n: int, sampling: Sampling) -> list[list[tuple[str, str]]]:
-        """``n`` answers to each example's ``prompt`` with the weights last synced:
-        (text, finish reason) per answer, a list per example."""
+    def answer(self, examples: list[dict], n: int, sampling: Sampling) -> list[list[Answer]]:
+        """``n`` answers to each example's ``prompt`` with the weights last synced, a list
+        per example."""
         answers = []
         per_call = max(1, self.sampler.n_seq // n)
         for start in range(0, len(examples), per_call):
             chunk = examples[start:start + per_call]
             drawn = self.sampler.sample([self.prompt_ids(e["prompt"]) for e in chunk], n,
                                         replace(sampling, seed=sampling.seed + start))
-            answers += [[(self.text(s.ids), s.finish_reason) for s in group] for group in drawn]
+            answers += [[Answer(self.text(s.ids), s.ids, s.finish_reason) for s in group]
+                        for group in drawn]
         return answers
 
     def close(self) -> None:
