@@ -40,7 +40,9 @@ Quick check: ``python bench/training_bench.py --steps 2 --repeats 1 --cached-rep
     ``on_step_begin``/``on_step_end``). A step splits into sampling, rewards, the
     reference model's (and old policy's) log-probs, the rest of TRL's generation phase,
     and optimisation (loss forward, backward, optimizer). Medians over the steps after
-    the first.
+    the first. Also: a step's answers sampled by llama.cpp in one batch (``GroupSampler``)
+    against the reference, the same answers one after another through a pane's
+    ``Engine``: tokens per second.
 
 Defaults take about 8 minutes on two CPU cores: (a) about 1.5 minutes, (b) 4 runs of
 about 0.5-1 minute, (c) about 2.5 minutes.
@@ -353,6 +355,38 @@ def grpo_run(work: Path, env: dict, log, log_path: Path, args, sampler: str) -> 
     return {"median": med, "per_step": rows, "mean_completion_tokens": median(lengths)}
 
 
+def batched_vs_sequential(num_generations: int, prompts: int, max_tokens: int,
+                          temperature: float) -> dict:
+    """Sample a step's answers with the batched GroupSampler and, as the reference, one answer
+    after another with a pane's Engine (same settings, all cores): tokens per second."""
+    import random
+
+    from diptych.models.catalog import bundled_model_path
+    from diptych.models.engine import Engine, SamplingParams
+    from diptych.models.group_sampler import GroupSampler, Sampling
+    from diptych.training.tasks import reverse_words_examples
+
+    cores = len(os.sched_getaffinity(0))
+    engine = Engine(bundled_model_path(), n_ctx=512, n_threads=cores)
+    examples = reverse_words_examples(prompts, random.Random(0))
+    sampler = GroupSampler(engine, n_seq=num_generations * prompts)
+    ids = [engine.tokenize(engine.render(e["prompt"])) for e in examples]
+    t0 = time.perf_counter()
+    groups = sampler.sample(ids, num_generations, Sampling(temperature=temperature, max_tokens=max_tokens))
+    batched_s = time.perf_counter() - t0
+    batched_tokens = sum(len(s.ids) for g in groups for s in g)
+    sampler.close()
+    t0, tokens = time.perf_counter(), 0
+    for i in range(num_generations * prompts):
+        params = SamplingParams(temperature=temperature, top_p=1.0, top_k=0, min_p=0.0,
+                                repeat_penalty=1.0, max_tokens=max_tokens, seed=i)
+        tokens += engine.generate(examples[i // num_generations]["prompt"], params).n_tokens
+    sequential_s = time.perf_counter() - t0
+    engine.close()
+    return {"batched_tok_s": batched_tokens / batched_s, "sequential_tok_s": tokens / sequential_s,
+            "answers": num_generations * prompts}
+
+
 def part_c(work: Path, env: dict, log, log_path: Path, args) -> dict:
     """Our GRPO step (llama.cpp rollouts) against TRL's own generation, identical configuration."""
     from diptych.training.grpo import Config
@@ -375,10 +409,15 @@ def part_c(work: Path, env: dict, log, log_path: Path, args) -> dict:
               f"({runs[sampler]['mean_completion_tokens']:.0f} tokens an answer)")
     print(f"    ratio ours/plain: step {ours['step_s'] / plain['step_s']:.2f} "
           f"(goal <= 0.33), sampling {ours['sampling_s'] / plain['sampling_s']:.2f}")
+    batch = batched_vs_sequential(cfg.num_generations, cfg.batch_size // cfg.num_generations,
+                                  cfg.max_completion_length, cfg.temperature)
+    print(f"    llama.cpp, a step's {batch['answers']} answers in one batch: "
+          f"{batch['batched_tok_s']:.0f} tok/s; one after another (reference): "
+          f"{batch['sequential_tok_s']:.0f} tok/s; ratio {batch['batched_tok_s'] / batch['sequential_tok_s']:.2f}")
     return {"config": {"batch_size": cfg.batch_size, "num_generations": cfg.num_generations,
                        "max_completion_length": cfg.max_completion_length,
                        "temperature": cfg.temperature, "beta": cfg.beta, "bf16": cpu_has_bf16()},
-            "runs": runs, "ratio_step": ours["step_s"] / plain["step_s"],
+            "runs": runs, "ratio_step": ours["step_s"] / plain["step_s"], "batching": batch,
             "ratio_sampling": ours["sampling_s"] / plain["sampling_s"]}
 
 

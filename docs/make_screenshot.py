@@ -7,6 +7,11 @@ Run under a (virtual) display, e.g.
     xvfb-run -a -s "-screen 0 1400x820x24" python docs/make_screenshot.py docs/stats.png \
         --data-dir DIR --tab Stats
 
+    xvfb-run -a -s "-screen 0 1400x820x24" python docs/make_screenshot.py docs/grpo.png \
+        --grpo "--reward-fn examples/rewards/format_length.py:short_statement --steps 12 --eval-every 3"
+
+``--grpo OPTIONS`` starts a real GRPO job from the Train tab with those options and takes
+the shot once the job has reported its held-out evaluation ``--evals`` times.
 ``--delta`` turns on "Δ vs base" in both panes once they have answered and hovers the
 token the adapter moved most, so the shot includes its tooltip (the whole screen is
 grabbed: a tooltip is a window of its own).
@@ -57,6 +62,8 @@ def main() -> int:
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--delta", action="store_true", help="show Δ vs base in both panes")
     parser.add_argument("--tab", default=None, help="show this tab instead of the chat")
+    parser.add_argument("--grpo", default=None, metavar="OPTIONS", help="run a GRPO job with these options")
+    parser.add_argument("--evals", type=int, default=4, help="--grpo: shoot after this many evaluations")
     args = parser.parse_args()
     app = QApplication(sys.argv[:1])
     data_dir = args.data_dir or tempfile.mkdtemp()
@@ -74,6 +81,16 @@ def main() -> int:
         if len(window.controller.engines) < 2:
             QTimer.singleShot(200, ask)
             return
+        if args.grpo:
+            names = [window.tabs.tabText(i) for i in range(window.tabs.count())]
+            window.tabs.setCurrentIndex(next(i for i, n in enumerate(names) if "Train" in n))
+            panel = window.training
+            panel.kind.setCurrentIndex(panel.kind.findData("grpo"))
+            panel.name.setText("short-answers")
+            panel.extra.setText(args.grpo)
+            panel.start()
+            QTimer.singleShot(1000, lambda: wait_for_evals(panel))
+            return
         if args.tab:
             names = [window.tabs.tabText(i) for i in range(window.tabs.count())]
             window.tabs.setCurrentIndex(names.index(args.tab))
@@ -82,6 +99,12 @@ def main() -> int:
         window.prompt.setPlainText(args.prompt)
         window.send()
         window.controller.busy_changed.connect(lambda busy: busy or QTimer.singleShot(500, answered))
+
+    def wait_for_evals(panel):
+        if len(panel.history.get("held_out", [])) >= args.evals or not panel.running:
+            QTimer.singleShot(500, shoot)
+        else:
+            QTimer.singleShot(1000, lambda: wait_for_evals(panel))
 
     def answered():
         if not args.delta:

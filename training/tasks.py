@@ -12,8 +12,10 @@
   (its held-out reward is near 0), so without that slope every answer of a group scores
   0 and GRPO has nothing to compare: the format is learnt first, then the number.
 - ``length``: answer in one short statement instead of more questions (what a base
-  model tends to do). Reward: half for a length of 3 to 25 words, half for asking no
-  question. It needs no known answer, so it also works on the user's own prompts.
+  model tends to do). Reward: nothing for a question (or fewer than 3 words); else a
+  quarter each for answering, at most 25 words, one line, and ending like a statement.
+  The base's greedy answers score about 0.27 on it: they ask back or run on over lines.
+  It needs no known answer, so it also works on the user's own prompts.
 
 A reward function has TRL's signature: ``(prompts, completions, **columns) -> list[float]``
 with conversational completions (``[{"role": "assistant", "content": ...}]``); the
@@ -121,13 +123,17 @@ def arith_examples(n: int, rng: random.Random) -> list[dict]:
 # -- length -------------------------------------------------------------------------
 
 def length_reward(prompts, completions, **_) -> list[float]:
-    rewards = []
-    for completion in completions:
-        text = _text(completion)
-        words = len(text.split())
-        in_range = 3 <= words <= 25
-        rewards.append(0.5 * in_range + 0.5 * (bool(text) and "?" not in text))
-    return rewards
+    return [short_statement(_text(c)) for c in completions]
+
+
+def short_statement(text: str) -> float:
+    """0 for a question or fewer than 3 words; else a quarter for being an answer at all and
+    a quarter each for at most 25 words, one line, and a last character that ends a
+    statement (an answer cut off by the token limit rarely ends on one)."""
+    words = len(text.split())
+    if words < 3 or "?" in text:
+        return 0.0
+    return 0.25 + 0.25 * (words <= 25) + 0.25 * ("\n" not in text) + 0.25 * (text[-1] in ".!")
 
 
 def length_examples(n: int, rng: random.Random) -> list[dict]:
