@@ -11,6 +11,7 @@ import hashlib
 import math
 import mmap
 import os
+import re
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
@@ -88,15 +89,23 @@ class _Header:
             if key == self.VOCAB:
                 vocab_at = self.pos
             self.fields[key] = self._value(self._unpack("<I"), keep=key != self.VOCAB)
+        alignment = self.fields.get("general.alignment", 32)
+        if (not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0
+                or alignment & (alignment - 1)):
+            raise ValueError(f"general.alignment is {alignment!r}, not a power of two")
         self.tensors = []  # (name, dims, ggml type, offset in the data section)
         for _ in range(n_tensors):
             name = self._string()
             n_dims = self._unpack("<I")
+            if n_dims > MAX_DIMS:
+                raise ValueError(f"tensor {name} has {n_dims} dimensions, more than {MAX_DIMS}")
             dims = self._unpack(f"<{n_dims}Q") if n_dims else ()
             dims = dims if isinstance(dims, tuple) else (dims,)
             ggml_type, offset = self._unpack("<IQ")
+            _check_tensor(name, dims, ggml_type, offset, alignment)
             self.tensors.append((name, dims, ggml_type, offset))
-        alignment = int(self.fields.get("general.alignment", 32))
+        if len({t[0] for t in self.tensors}) != len(self.tensors):
+            raise ValueError("two tensors have the same name")
         self.data_start = self.pos + (-self.pos % alignment)
         self.special_tokens = self._vocab_entries(vocab_at)
 
@@ -161,6 +170,95 @@ class _Header:
         raise ValueError(f"unknown GGUF value type {vtype}")
 
 
+MAX_DIMS = 4  # GGML_MAX_DIMS
+
+
+def _check_tensor(name: str, dims: tuple, ggml_type: int, offset: int, alignment: int) -> None:
+    """One entry of the tensor table that llama.cpp can take: a known type, a shape whole
+    blocks of it fill, an aligned offset (ValueError saying which tensor and why)."""
+    import gguf
+
+    try:
+        block, _ = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(ggml_type)]
+    except (ValueError, KeyError):
+        raise ValueError(f"tensor {name} has an unknown type ({ggml_type})") from None
+    if any(d == 0 for d in dims) or math.prod(dims) >= 2**62:
+        raise ValueError(f"tensor {name} has the impossible shape {list(dims)}")
+    if dims and dims[0] % block:
+        raise ValueError(f"tensor {name}'s rows ({dims[0]}) are not whole blocks of its type")
+    if offset % alignment:
+        raise ValueError(f"tensor {name}'s data is not aligned to {alignment} bytes")
+
+
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS: more is a native abort, not an error
+_BLOCK = re.compile(r"^blk\.(\d+)\.")
+
+
+def _check_hyperparameters(fields: dict, tensors: list, arch: str) -> str | None:
+    """Why a model's header hyperparameters disagree with its tensors or make no sense
+    (None when they fit): the values llama.cpp trusts without checking, where a wrong one
+    is a GGML_ASSERT that ends the process instead of an error."""
+    def number(key: str, low: int = 1, high: int = 2**31 - 1, per_layer: bool = False):
+        value = fields.get(f"{arch}.{key}")
+        if value is None:
+            return None
+        values = value if per_layer and isinstance(value, list) else [value]
+        for v in values:
+            if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+                return f"{arch}.{key} is {value!r}, not a whole number from {low} to {high:,}"
+        return value
+
+    problems = []
+
+    def check(key, **kwargs):
+        value = number(key, **kwargs)
+        if isinstance(value, str):
+            problems.append(value)
+            return None
+        return value
+
+    n_layer = check("block_count", high=MAX_LAYERS)
+    n_embd = check("embedding_length", high=2**20)
+    check("context_length", high=2**24)
+    n_head = check("attention.head_count", low=0, high=2**16, per_layer=True)
+    n_head_kv = check("attention.head_count_kv", low=0, high=2**16, per_layer=True)
+    check("feed_forward_length", low=0, high=2**24, per_layer=True)
+    key_length = check("attention.key_length", high=2**16)
+    check("attention.value_length", high=2**16)
+    check("attention.sliding_window", low=0, high=2**24)
+    if problems:
+        return problems[0]
+    blocks = {int(m.group(1)) for t in tensors if (m := _BLOCK.match(t[0]))}
+    # (an encoder-decoder names its blocks enc.blk.N / dec.blk.N: nothing to count here)
+    if n_layer is not None and blocks and blocks != set(range(n_layer)):
+        have = f"blocks 0 to {max(blocks)}" if blocks and blocks == set(range(max(blocks) + 1)) \
+            else f"{len(blocks)} blocks"
+        return f"{arch}.block_count says {n_layer} layers but the file holds tensors of {have}"
+    if n_layer is None and blocks:
+        return f"{arch}.block_count is missing but the file holds {len(blocks)} blocks of tensors"
+    for heads in (n_head, n_head_kv):
+        if isinstance(heads, list) and n_layer is not None and len(heads) != n_layer:
+            return (f"{arch}.attention head counts list {len(heads)} layers, "
+                    f"not block_count's {n_layer}")
+    attention = any(".attn_q." in t[0] or ".attn_qkv." in t[0] for t in tensors)
+    if attention and isinstance(n_head, int) and n_head == 0:
+        return f"{arch}.attention.head_count is 0 but the file has attention tensors"
+    if isinstance(n_head, int) and isinstance(n_head_kv, int) and n_head_kv:
+        if n_head % n_head_kv:
+            return (f"{arch}.attention.head_count ({n_head}) is not a multiple of "
+                    f"head_count_kv ({n_head_kv})")
+    if (attention and isinstance(n_head, int) and n_head and n_embd and key_length is None
+            and n_embd % n_head):
+        return (f"{arch}.embedding_length ({n_embd}) is not a multiple of "
+                f"attention.head_count ({n_head})")
+    shapes = {t[0]: t[1] for t in tensors}
+    embd = shapes.get("token_embd.weight")
+    if n_embd is not None and embd is not None and embd[0] != n_embd:
+        return (f"{arch}.embedding_length is {n_embd} but token_embd.weight is "
+                f"{embd[0]} wide")
+    return None
+
+
 @lru_cache(maxsize=16)
 def _read_header(path: str, size: int, mtime_ns: int) -> _Header:
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
@@ -207,6 +305,9 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
     arch = str(fields.get("general.architecture") or "")
     if not arch:
         raise ModelFileError(f"{path.name} has no general.architecture: not a model GGUF")
+    if general_type != "adapter" and (problem := _check_hyperparameters(fields, header.tensors,
+                                                                         arch)):
+        raise ModelFileError(f"{path.name} is a damaged or crafted GGUF file: {problem}")
     return ModelInfo(
         path=path.resolve(),
         architecture=arch,

@@ -5,6 +5,7 @@ code 2 instead of a traceback or a native abort."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -79,3 +80,103 @@ def test_the_budget_leaves_ordinary_templates_alone():
     assert templates.render(loops, long_chat) == "ok"
     assert templates.render("{{ range(3) | list }} {{ '%5d' % 7 }} {{ 'ab' * 2 }}", HELLO) \
         == "[0, 1, 2]     7 abab"
+
+
+# -- 2. GGUF headers whose hyperparameters disagree with their tensors ---------------------
+
+def write_model(path, *, block_count=1, width=8, context=64, heads=2, kv_heads=1, blocks=None,
+                alignment=None):
+    """A tiny gemma3-shaped GGUF (no real weights): the header and tensor table are what
+    is checked. ``blocks`` is how many blk.N layers of tensors it holds (default: all)."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_name("crafted")
+    writer.add_block_count(block_count)
+    writer.add_embedding_length(width)
+    writer.add_context_length(context)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_feed_forward_length(16)
+    if alignment is not None:
+        writer.add_uint32("general.alignment", alignment)  # the header only: data stays at 32
+    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
+    for i in range(block_count if blocks is None else blocks):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.zeros(8, dtype=np.float32))
+        writer.add_tensor(f"blk.{i}.attn_q.weight", np.zeros((8, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_tiny_well_formed_model_and_the_bundled_one_pass(tmp_path, bundled_model):
+    from diptych.models import catalog
+
+    assert catalog.read_info(write_model(tmp_path / "ok.gguf", block_count=2)).name == "crafted"
+    assert catalog.read_info(bundled_model).architecture == "gemma3"
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    (dict(block_count=1000000, blocks=1), "block_count is 1000000, not a whole number from 1 to 512"),
+    (dict(block_count=4, blocks=2), "block_count says 4 layers but the file holds tensors of blocks 0 to 1"),
+    (dict(block_count=2, blocks=3), "block_count says 2 layers"),
+    (dict(width=12), "embedding_length is 12 but token_embd.weight is 8 wide"),
+    (dict(context=0), "context_length is 0"),
+    (dict(heads=0), "head_count is 0"),
+    (dict(heads=3, kv_heads=2), "not a multiple of head_count_kv"),
+])
+def test_hyperparameters_that_disagree_with_the_tensors_are_refused(tmp_path, kwargs, reason):
+    from diptych.models import catalog
+
+    path = write_model(tmp_path / "crafted.gguf", **kwargs)
+    with pytest.raises(catalog.ModelFileError) as err:
+        catalog.read_info(path)
+    message = str(err.value)
+    assert reason in message and "crafted.gguf" in message and "\n" not in message
+
+
+def run_cli(*args, timeout=120):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "diptych", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_chat_with_a_crafted_model_is_one_line_not_an_abort(tmp_path, data_dir):
+    path = write_model(tmp_path / "crafted.gguf", block_count=1000000, blocks=1)
+    done = run_cli("--data-dir", data_dir, "--model", path, "chat", "--prompt", "Hi")
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert done.stderr.count("\n") == 1 and "crafted.gguf" in done.stderr, done.stderr
+
+
+# -- 3. one line, exit 2, instead of a traceback ---------------------------------------------
+
+def set_tensor_type(path, name: str, ggml_type: int) -> None:
+    """Overwrite the type of tensor ``name`` in the file's tensor table."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    entry = name.encode()
+    at = data.index(struct.pack("<Q", len(entry)) + entry) + 8 + len(entry)
+    n_dims = struct.unpack_from("<I", data, at)[0]
+    struct.pack_into("<I", data, at + 4 + 8 * n_dims, ggml_type)
+    path.write_bytes(bytes(data))
+
+
+def test_alignment_0_or_an_unknown_tensor_type_is_one_line(tmp_path, data_dir):
+    from diptych.models import catalog
+
+    zero = write_model(tmp_path / "zero.gguf", alignment=0)
+    odd = write_model(tmp_path / "odd.gguf")
+    set_tensor_type(odd, "token_embd.weight", 999)
+    for path, reason in ((zero, "general.alignment is 0, not a power of two"),
+                         (odd, "tensor token_embd.weight has an unknown type (999)")):
+        with pytest.raises(catalog.ModelFileError, match=re.escape(reason)):
+            catalog.read_info(path)
+        done = run_cli("--data-dir", data_dir, "--model", path, "chat", "--prompt", "Hi")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
+        assert path.name in done.stderr and reason in done.stderr
