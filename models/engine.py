@@ -236,28 +236,10 @@ class Engine:
 
         with self._guard():
             t0 = time.perf_counter()
-            new = None
             if path is not None:
                 path = Path(path)
                 _check_adapter(path, self.info.path)
-                _LOG_TAIL.clear()
-                new = llama_cpp.llama_adapter_lora_init(self._llama.model, str(path).encode())
-                if not new:
-                    raise EngineError(
-                        f"llama.cpp refused the adapter {path.name}: {_last_log_error()}"
-                    )
-                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
-                scales = (ctypes.c_float * 1)(scale)
-                rc = llama_cpp.llama_set_adapters_lora(self._llama.ctx, adapters, 1, scales)
-            else:
-                rc = llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
-            if rc != 0:
-                if new:
-                    llama_cpp.llama_adapter_lora_free(new)
-                raise EngineError(f"llama.cpp could not apply the adapter (code {rc})")
-            if self._adapter:
-                llama_cpp.llama_adapter_lora_free(self._adapter)
-            self._adapter = new
+            self._adapter = apply_lora(self._llama.model, self._llama.ctx, path, scale, self._adapter)
             self.adapter_path = path
             self.adapter_scale = scale if path is not None else 1.0
             # The cached KV of earlier prompts was computed with the old weights.
@@ -419,6 +401,32 @@ class Engine:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def apply_lora(model, ctx, path: Path | None, scale: float, previous):
+    """Apply the GGUF LoRA at ``path`` (None: none) to the llama.cpp context ``ctx`` of
+    ``model``, free the ``previous`` adapter handle, and return the new one (or None).
+    On failure nothing changes and EngineError says why."""
+    import llama_cpp
+
+    new = None
+    if path is not None:
+        _LOG_TAIL.clear()
+        new = llama_cpp.llama_adapter_lora_init(model, str(path).encode())
+        if not new:
+            raise EngineError(f"llama.cpp refused the adapter {Path(path).name}: {_last_log_error()}")
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
+        scales = (ctypes.c_float * 1)(scale)
+        rc = llama_cpp.llama_set_adapters_lora(ctx, handles, 1, scales)
+    else:
+        rc = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+    if rc != 0:
+        if new:
+            llama_cpp.llama_adapter_lora_free(new)
+        raise EngineError(f"llama.cpp could not apply the adapter (code {rc})")
+    if previous:
+        llama_cpp.llama_adapter_lora_free(previous)
+    return new
 
 
 def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:

@@ -24,14 +24,13 @@ any top-k/top-p/min-p cut: the quantity a trainer compares with its own log-prob
 
 from __future__ import annotations
 
-import ctypes
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .engine import Engine, EngineError
+from .engine import Engine, EngineError, apply_lora
 
 
 @dataclass
@@ -82,25 +81,7 @@ class GroupSampler:
 
     def set_adapter(self, path: str | os.PathLike | None) -> None:
         """Apply a GGUF LoRA (None: the bare base) to this context; the previous one is freed."""
-        import llama_cpp
-
-        new = None
-        if path is not None:
-            new = llama_cpp.llama_adapter_lora_init(self._model.model, str(path).encode())
-            if not new:
-                raise EngineError(f"llama.cpp refused the adapter {Path(path).name}")
-            handles = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(new)
-            scales = (ctypes.c_float * 1)(1.0)
-            rc = llama_cpp.llama_set_adapters_lora(self._ctx.ctx, handles, 1, scales)
-        else:
-            rc = llama_cpp.llama_set_adapters_lora(self._ctx.ctx, None, 0, None)
-        if rc != 0:
-            if new:
-                llama_cpp.llama_adapter_lora_free(new)
-            raise EngineError(f"llama.cpp could not apply the adapter (code {rc})")
-        if self._adapter:
-            llama_cpp.llama_adapter_lora_free(self._adapter)
-        self._adapter = new
+        self._adapter = apply_lora(self._model.model, self._ctx.ctx, path, 1.0, self._adapter)
         self.adapter_path = Path(path) if path is not None else None
 
     def close(self) -> None:
