@@ -180,3 +180,79 @@ def test_alignment_0_or_an_unknown_tensor_type_is_one_line(tmp_path, data_dir):
         done = run_cli("--data-dir", data_dir, "--model", path, "chat", "--prompt", "Hi")
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-2000:]
         assert path.name in done.stderr and reason in done.stderr
+
+
+def cli_error(capsys, *argv) -> str:
+    """The one line ``diptych argv`` printed on stderr as it exited with code 2."""
+    from diptych.cli import main
+
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err.strip()
+
+
+def test_a_corrupt_or_too_new_database_is_one_line_naming_it(tmp_path, capsys):
+    import os
+    import sqlite3
+
+    from diptych import paths
+    from diptych.training.store import Store
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    db = paths.db_path(corrupt)
+    db.write_bytes(os.urandom(4096))
+    line = cli_error(capsys, "--data-dir", corrupt, "data", "stats")
+    assert str(db) in line and "file is not a database" in line
+
+    newer = tmp_path / "newer"
+    Store.open(newer).close()
+    with sqlite3.connect(paths.db_path(newer)) as conn:
+        conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+                     "VALUES ('diptych', 'm999_future', '2099-01-01')")
+    conn.close()
+    line = cli_error(capsys, "--data-dir", newer, "data", "stats")
+    assert str(paths.db_path(newer)) in line and "newer version" in line
+
+
+def test_deep_nesting_or_a_huge_integer_in_an_import_is_one_line(tmp_path, capsys):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text('\n{"prompt": ' + "9" * 5000 + "}\n", encoding="utf-8")
+    home = tmp_path / "home"
+    line = cli_error(capsys, "--data-dir", home, "data", "import", deep)
+    assert "deep.jsonl: line 1: nested too deeply" in line
+    line = cli_error(capsys, "--data-dir", home, "data", "import", huge)
+    assert "huge.jsonl: line 2: the integer 9999" in line and "5000 digits" in line
+
+
+def exported_lines(data_dir) -> list[dict]:
+    import json
+
+    from diptych.training.preferences import records
+    from diptych.training.store import Store
+
+    with Store.open(data_dir) as store:
+        return json.loads(json.dumps(records(store, include_ties=True)))
+
+
+def test_infinity_and_nan_in_imported_metadata_are_refused_with_a_line_number(tmp_path, voted):
+    import json
+
+    from diptych.training.preferences import ImportFormatError, import_jsonl
+    from diptych.training.store import Store
+
+    lines = exported_lines(voted)
+    for constant in ("NaN", "Infinity", "-Infinity", "1e999"):
+        bad = tmp_path / "bad.jsonl"
+        text = [json.dumps(r) for r in lines]
+        text[1] = text[1].replace('"params": {}', '"params": {"temperature": %s}' % constant, 1)
+        assert constant in text[1]
+        bad.write_text("\n".join(text) + "\n", encoding="utf-8")
+        fresh = tmp_path / f"fresh-{constant}"
+        with Store.open(fresh) as store, pytest.raises(ImportFormatError, match="^line 2: "):
+            import_jsonl(store, bad)
+        with Store.open(fresh) as store:
+            assert store.db["votes"].count == 0  # all or none

@@ -27,6 +27,11 @@ params, n_tokens, ttft_s, tokens_per_s, finish_reason, created_at, and ``prompt`
 ``null`` when that pane rendered the line's ``prompt``, else its own message list (in
 later turns each pane continues from its own earlier answers).
 
+Numbers are standard JSON only: import refuses ``NaN``, ``Infinity`` and ``-Infinity``
+(which Python's json module would otherwise read), floats too large to be finite, and
+integers outside SQLite's 64 bits, each with its line number, so nothing an export
+writes is non-standard JSON. A line nested deeper than Python can parse is refused too.
+
 Ids: no database ids are exported. Each vote and conversation carries a random
 ``uid`` that import keeps, so export, import into an empty store, and export again
 gives the same bytes, and importing a file twice adds its votes once (lines whose
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 import stat
@@ -363,6 +369,35 @@ def _complete_plain_pair(record, imported_at: str):
             "chosen_meta": meta("left"), "rejected_meta": meta("right")}
 
 
+def _refuse_constant(name: str):
+    raise _Problem(f"{name} is not standard JSON: numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Problem(f"the number {text[:40]} is too large")
+    return value
+
+
+INT_MIN, INT_MAX = -2**63, 2**63 - 1  # what SQLite's INTEGER holds
+
+
+def _sqlite_int(text: str) -> int:
+    if len(text) > 20:  # before int() spends time on a huge one (and its 4300-digit limit)
+        raise _Problem(f"the integer {text[:20]}... has {len(text.lstrip('-'))} digits, too large")
+    value = int(text)
+    if not INT_MIN <= value <= INT_MAX:
+        raise _Problem(f"the integer {text} is too large")
+    return value
+
+
+def _loads(text: str):
+    """One line as JSON, standard numbers only (_Problem otherwise)."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                      parse_int=_sqlite_int)
+
+
 def _parse(path: str | Path) -> tuple[list[dict], list[tuple[int, dict]]]:
     """Every line parsed and checked, then the votes they make (with each vote's last line)."""
     records, groups, last_line = [], defaultdict(list), {}
@@ -373,10 +408,12 @@ def _parse(path: str | Path) -> tuple[list[dict], list[tuple[int, dict]]]:
                 text = raw.decode("utf-8")
                 if not text.strip():
                     continue
-                record = _complete_plain_pair(json.loads(text), imported_at)
+                record = _complete_plain_pair(_loads(text), imported_at)
                 check_record(record)
             except UnicodeDecodeError:
                 raise ImportFormatError(number, "not UTF-8 text") from None
+            except RecursionError:
+                raise ImportFormatError(number, "nested too deeply to read") from None
             except json.JSONDecodeError as exc:
                 raise ImportFormatError(number, f"not valid JSON ({exc.msg}, column {exc.colno})") from None
             except _Problem as exc:

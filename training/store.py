@@ -49,6 +49,12 @@ class StoreVersionError(RuntimeError):
     """The database was written by a newer Diptych; this version refuses to touch it."""
 
 
+class StoreFileError(StoreVersionError, sqlite3.DatabaseError):
+    """The file is not a database this version can open (not SQLite, damaged, or of
+    another shape); the message names it. A StoreVersionError, so whoever refuses a newer
+    database refuses this one the same way, and an sqlite3.DatabaseError."""
+
+
 def migration(fn):
     """Register ``fn`` as the next numbered migration."""
     KNOWN_MIGRATIONS.append(fn.__name__)
@@ -184,17 +190,26 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        check_version(self.path)
-        # Any one thread at a time may use the store (the desktop runs it off the UI thread).
-        conn = sqlite3.connect(self.path, check_same_thread=False)
-        self.db = Database(conn, execute_plugins=False)
-        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.db.execute("PRAGMA foreign_keys = ON")
-        self.db.execute("PRAGMA synchronous = FULL")
-        self.db.enable_wal()
-        if migrations.pending(self.db):
-            with self.transaction():  # two processes opening a new file migrate once
-                migrations.apply(self.db)
+        conn = None
+        try:
+            check_version(self.path)
+            # Any one thread at a time may use the store (the desktop runs it off the UI thread).
+            conn = sqlite3.connect(self.path, check_same_thread=False)
+            self.db = Database(conn, execute_plugins=False)
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA synchronous = FULL")
+            self.db.enable_wal()
+            if migrations.pending(self.db):
+                with self.transaction():  # two processes opening a new file migrate once
+                    migrations.apply(self.db)
+        except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise  # busy, not broken: the caller may try again
+            raise StoreFileError(f"{self.path}: {exc}: not a Diptych database, or a damaged "
+                                 "one") from exc
 
     @classmethod
     def open(cls, data_dir: str | Path | None = None) -> Store:

@@ -41,6 +41,7 @@ def register(subparsers) -> None:
 def _run(args, action) -> int:
     # Imported here: every subcommand module is loaded to build the parser, and
     # sqlite-utils pulls in pandas when it is installed.
+    from diptych import paths
     from diptych.training.preferences import ImportFormatError
     from diptych.training.store import Store, StoreVersionError
 
@@ -48,7 +49,11 @@ def _run(args, action) -> int:
         with Store.open(args.data_dir) as store:
             return action(store, args)
     except (StoreVersionError, ImportFormatError, sqlite3.DatabaseError, OSError) as exc:
-        where = f"{args.file}: " if isinstance(exc, ImportFormatError) else ""
+        where = ""
+        if isinstance(exc, ImportFormatError):
+            where = f"{args.file}: "
+        elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, StoreVersionError):
+            where = f"{paths.db_path(args.data_dir)}: "  # an error SQLite met after opening it
         print(f"diptych data {args.data_command}: error: {where}{exc}", file=sys.stderr)
         return USAGE_ERROR
 
