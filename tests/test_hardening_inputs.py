@@ -256,3 +256,46 @@ def test_infinity_and_nan_in_imported_metadata_are_refused_with_a_line_number(tm
             import_jsonl(store, bad)
         with Store.open(fresh) as store:
             assert store.db["votes"].count == 0  # all or none
+
+
+def peft_folder(path, config: dict | None = None):
+    """A PEFT LoRA folder for the bundled Gemma: one q_proj LoRA of rank 2."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    q = "base_model.model.model.layers.0.self_attn.q_proj"
+    path.mkdir()
+    save_file({f"{q}.lora_A.weight": np.zeros((2, 640), np.float32),
+               f"{q}.lora_B.weight": np.zeros((1024, 2), np.float32)},
+              path / "adapter_model.safetensors")
+    settings = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 2, "lora_alpha": 4}
+    (path / "adapter_config.json").write_text(json.dumps(config if config is not None else settings))
+    return path
+
+
+def test_export_gguf_of_a_damaged_adapter_is_one_line(tmp_path, capsys, bundled_model):
+    good = peft_folder(tmp_path / "good")
+    weights = (good / "adapter_model.safetensors").read_bytes()
+    for name, data in (("cut", weights[: len(weights) // 2]), ("noise", b"\xff" * 300),
+                       ("lying", b"\x10" + b"\x00" * 7 + b'{"a": 1}' + b" " * 8)):
+        folder = peft_folder(tmp_path / name)
+        (folder / "adapter_model.safetensors").write_bytes(data)
+        line = cli_error(capsys, "--model", bundled_model, "adapters", "export-gguf", folder)
+        assert str(folder / "adapter_model.safetensors") in line
+        assert "damaged or truncated safetensors file" in line
+    for name, config, reason in (
+        ("no-r", {"peft_type": "LORA", "lora_alpha": 4}, "has no 'r'"),
+        ("zero-r", {"peft_type": "LORA", "r": 0, "lora_alpha": 4}, "has 0 as 'r'"),
+        ("rslora-no-r", {"peft_type": "LORA", "lora_alpha": 4, "use_rslora": True}, "has no 'r'"),
+        ("no-alpha", {"peft_type": "LORA", "r": 2}, "has no 'lora_alpha'"),
+        ("list", [1, 2], "not a JSON object"),
+    ):
+        folder = peft_folder(tmp_path / name, config)
+        line = cli_error(capsys, "--model", bundled_model, "adapters", "export-gguf", folder)
+        assert str(folder / "adapter_config.json") in line and reason in line
+    from diptych.cli import main
+
+    assert main(["--model", str(bundled_model), "adapters", "export-gguf", str(good)]) == 0
+    assert (good / "adapter.gguf").is_file()

@@ -40,7 +40,14 @@ def _peft_config(peft_dir: Path) -> dict:
     path = peft_dir / "adapter_config.json"
     if not path.is_file():
         raise ExportError(f"{peft_dir} is not a PEFT adapter folder: it has no adapter_config.json")
-    config = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deeply
+        raise ExportError(f"{path}: not a readable adapter config "
+                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                          ) from None
+    if not isinstance(config, dict):
+        raise ExportError(f"{path}: not a JSON object")
     if config.get("peft_type") != "LORA":
         raise ExportError(f"{peft_dir.name} is a {config.get('peft_type')} adapter, not a LoRA")
     if config.get("task_type") == "SEQ_CLS":
@@ -48,7 +55,31 @@ def _peft_config(peft_dir: Path) -> dict:
                           "LoRA: llama.cpp cannot run it")
     if config.get("use_dora") or config.get("alpha_pattern"):
         raise ExportError(f"{peft_dir.name} uses DoRA or per-module alphas, which GGUF LoRA cannot hold")
+    # llama.cpp scales by lora_alpha / rank as PEFT does by lora_alpha / r: both must be there
+    for key, kind in (("r", int), ("lora_alpha", (int, float))):
+        value = config.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or not math.isfinite(value) \
+                or value <= 0:
+            what = "has no" if key not in config else f"has {value!r} as"
+            raise ExportError(f"{path}: {what} '{key}' (the LoRA's "
+                              f"{'rank' if key == 'r' else 'scale'}: a positive number)")
     return config
+
+
+def _load_tensors(peft_dir: Path) -> dict:
+    """The adapter's tensors; ExportError naming the file when it is missing, cut short or
+    not safetensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file  # torch: reads bf16 as well as fp32
+
+    path = peft_dir / "adapter_model.safetensors"
+    if not path.is_file():
+        raise ExportError(f"{peft_dir} has no adapter_model.safetensors")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ExportError(f"{path}: damaged or truncated safetensors file ({reason})") from None
 
 
 def _trained_on(config: dict) -> str | None:
@@ -79,8 +110,6 @@ def _gguf_name(key: str, names: gguf.TensorNameMap, arch: str) -> str:
 def export(peft_dir: str | os.PathLike, out_path: str | os.PathLike,
            base_gguf: str | os.PathLike) -> Path:
     """Write ``out_path`` (atomically) from the PEFT adapter in ``peft_dir``; returns it."""
-    from safetensors.torch import load_file  # torch: reads bf16 as well as fp32
-
     peft_dir = Path(peft_dir)
     config = _peft_config(peft_dir)
     arch = _check_arch(base_gguf)
@@ -88,7 +117,7 @@ def export(peft_dir: str | os.PathLike, out_path: str | os.PathLike,
     if trained_on and trained_on != arch:
         raise ExportError(f"the adapter was trained on a '{trained_on}' model, but "
                           f"{Path(base_gguf).name} is '{arch}'")
-    return write(load_file(peft_dir / "adapter_model.safetensors"), config, out_path, base_gguf)
+    return write(_load_tensors(peft_dir), config, out_path, base_gguf)
 
 
 def _check_arch(base_gguf) -> str:
