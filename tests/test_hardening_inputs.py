@@ -299,3 +299,55 @@ def test_export_gguf_of_a_damaged_adapter_is_one_line(tmp_path, capsys, bundled_
 
     assert main(["--model", str(bundled_model), "adapters", "export-gguf", str(good)]) == 0
     assert (good / "adapter.gguf").is_file()
+
+
+class FakeEngine:
+    """Stands in for llama.cpp: an engine whose context holds ``n_ctx`` characters."""
+
+    n_ctx = 32
+
+    def __init__(self, model, adapter=None):
+        from diptych.models import catalog
+
+        self.info = catalog.read_info(model)
+        self.template = self.info.default_template()
+
+    def generate(self, messages, params):
+        from diptych.models.engine import EngineError
+
+        prompt = templates.render(self.template, messages)
+        if len(prompt) >= self.n_ctx:
+            raise EngineError(f"the conversation is {len(prompt)} tokens, more than this "
+                              f"model's context of {self.n_ctx}: start a new conversation")
+        raise AssertionError("not reached in these tests")
+
+
+def test_chat_with_a_prompt_longer_than_the_context_is_one_line(tmp_path, data_dir, capsys,
+                                                                monkeypatch):
+    from diptych.models import engine
+
+    monkeypatch.setattr(engine, "Engine", FakeEngine)
+    model = write_model(tmp_path / "small.gguf")
+    line = cli_error(capsys, "--model", model, "chat", "--prompt", "word " * 100)
+    assert line.startswith("diptych chat: small.gguf: the conversation is ")
+    assert "more than this model's context of 32" in line
+
+
+def test_chat_with_a_template_over_budget_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
+    import gguf
+    import numpy as np
+
+    from diptych.models import engine
+
+    monkeypatch.setattr(engine, "Engine", FakeEngine)
+    path = tmp_path / "hostile.gguf"
+    writer = gguf.GGUFWriter(str(path), "notanarch")
+    writer.add_context_length(64)
+    writer.add_chat_template("{{ 'a' * 10**11 }}")
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    line = cli_error(capsys, "--model", path, "chat", "--prompt", "Hi")
+    assert line.startswith("diptych chat: hostile.gguf: chat template 'gguf' refused")

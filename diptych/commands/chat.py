@@ -24,7 +24,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from diptych.models import adapters, catalog
+    from pathlib import Path
+
+    from diptych.models import adapters, catalog, templates
     from diptych.models.engine import Engine, EngineError, SamplingParams
 
     model = args.model or catalog.bundled_model_path()
@@ -43,7 +45,13 @@ def run(args) -> int:
                             seed=args.seed)
     with ThreadPoolExecutor(2) as pool:  # one thread per engine: both answer at once
         futures = {role: pool.submit(e.generate, messages, params) for role, e in engines.items()}
-        results = {role: f.result() for role, f in futures.items()}
+        try:
+            results = {role: f.result() for role, f in futures.items()}
+        except (EngineError, templates.TemplateRenderError) as exc:
+            # a prompt longer than the context, a chat template refused: the model's problem
+            # with this input, one line (the other engine's answer is not wanted any more)
+            print(f"diptych chat: {Path(model).name}: {exc}", file=sys.stderr)
+            return 2
     if args.json:
         out = {"prompt": args.prompt, "model": str(engines["base"].info.path),
                "template": engines["base"].template.name}
