@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -39,6 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:  # --help and --version exit from here too
+            sys.stdout.flush()  # here, not at exit, where a closed pipe cannot be handled
+    except BrokenPipeError:
+        # The reader of our output went away (``diptych ... | head``): stop quietly, as
+        # other commands in a pipeline do, and send what is still buffered nowhere.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # a stdout with no file (tests)
+            pass
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     # Before any command imports transformers or TRL: no model hub, no telemetry.
     from diptych.training import stay_offline
 

@@ -282,12 +282,20 @@ def drift_kl(info: AdapterInfo, which: str = "held_out") -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def delete(name: str, root: str | os.PathLike | None = None) -> None:
+def delete(name: str, root: str | os.PathLike | None = None) -> Path | None:
+    """Unregister the adapter and remove its files. An adapter that is a symbolic link to
+    a folder elsewhere loses only its link: the folder it names is left as it is and
+    returned (None otherwise)."""
     path = _named(name, root)
     # Unregister at once (a rename is atomic), then remove the files at leisure.
     doomed = path.parent / f".deleted-{name}-{os.getpid()}"
     os.rename(path, doomed)
+    if doomed.is_symlink():  # rmtree refuses a link: it would stay behind for ever
+        target = Path(os.path.realpath(doomed))
+        doomed.unlink()
+        return target
     shutil.rmtree(doomed, ignore_errors=True)
+    return None
 
 
 def describe(info: AdapterInfo) -> str:

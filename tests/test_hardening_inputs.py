@@ -351,3 +351,47 @@ def test_chat_with_a_template_over_budget_is_one_line(tmp_path, data_dir, capsys
     writer.close()
     line = cli_error(capsys, "--model", path, "chat", "--prompt", "Hi")
     assert line.startswith("diptych chat: hostile.gguf: chat template 'gguf' refused")
+
+
+# -- 4. smaller ones ---------------------------------------------------------------------
+
+def test_deleting_a_symlinked_adapter_leaves_no_deleted_link(tmp_path, data_dir, capsys):
+    from diptych import paths
+    from diptych.cli import main
+    from diptych.models import adapters
+
+    elsewhere = tmp_path / "elsewhere" / "shared-lora"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / adapters.GGUF_NAME).write_bytes(b"GGUF")
+    folder = paths.adapters_dir(data_dir)
+    (folder / "shared").symlink_to(elsewhere, target_is_directory=True)
+    assert [a.name for a in adapters.list_adapters(data_dir)] == ["shared"]
+
+    assert main(["--data-dir", str(data_dir), "adapters", "delete", "shared"]) == 0
+    assert list(folder.iterdir()) == []  # no .deleted-shared-PID link for ever
+    assert (elsewhere / adapters.GGUF_NAME).is_file()  # someone else's folder is not emptied
+    assert "was left" in capsys.readouterr().out
+    assert adapters.list_adapters(data_dir) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ("adapters", "list", "--json"),
+    ("data", "export"),
+    ("--help",),
+])
+def test_a_closed_pipe_ends_the_cli_quietly(tmp_path, voted, argv):
+    import subprocess
+    import sys
+
+    from diptych import paths
+
+    for i in range(3):  # something to list
+        (paths.adapters_dir(voted) / f"a{i}").mkdir()
+        (paths.adapters_dir(voted) / f"a{i}" / "adapter.gguf").write_bytes(b"GGUF")
+    process = subprocess.Popen([sys.executable, "-m", "diptych", "--data-dir", str(voted), *argv],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # as `| head -c 10` does once it has its bytes
+    err = process.stderr.read().decode()
+    process.wait(timeout=60)
+    assert "Broken pipe" not in err and "BrokenPipeError" not in err, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err

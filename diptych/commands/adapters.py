@@ -57,6 +57,8 @@ def _run(args, action) -> int:
 
     try:
         return action(args)
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: the CLI's entry ends quietly
     except (AdapterError, ValueError, OSError) as exc:  # ExportError is a ValueError
         print(f"diptych adapters {args.adapters_command}: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -141,6 +143,7 @@ def _rename(args) -> int:
 def _delete(args) -> int:
     from diptych.models import adapters
 
-    adapters.delete(args.name, args.data_dir)
-    print(f"deleted {args.name}")
+    kept = adapters.delete(args.name, args.data_dir)
+    print(f"deleted {args.name}" + (f" (a link: the folder it named, {kept}, was left)"
+                                    if kept else ""))
     return 0

@@ -48,6 +48,8 @@ def _run(args, action) -> int:
     try:
         with Store.open(args.data_dir) as store:
             return action(store, args)
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: the CLI's entry ends quietly
     except (StoreVersionError, ImportFormatError, sqlite3.DatabaseError, OSError) as exc:
         where = ""
         if isinstance(exc, ImportFormatError):
