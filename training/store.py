@@ -208,8 +208,9 @@ class Store:
                 conn.close()
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise  # busy, not broken: the caller may try again
-            raise StoreFileError(f"{self.path}: {exc}: not a Diptych database, or a damaged "
-                                 "one") from exc
+            damaged = any(w in str(exc) for w in ("not a database", "malformed", "corrupt"))
+            raise StoreFileError(f"{self.path}: {exc}" + (": not a Diptych database, or a "
+                                                          "damaged one" if damaged else "")) from exc
 
     @classmethod
     def open(cls, data_dir: str | Path | None = None) -> Store:
