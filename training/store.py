@@ -209,8 +209,8 @@ class Store:
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise  # busy, not broken: the caller may try again
             damaged = any(w in str(exc) for w in ("not a database", "malformed", "corrupt"))
-            raise StoreFileError(f"{self.path}: {exc}" + (": not a Diptych database, or a "
-                                                          "damaged one" if damaged else "")) from exc
+            why = ": not a Diptych database, or a damaged one" if damaged else ""
+            raise StoreFileError(f"{self.path}: {exc}{why}") from exc
 
     @classmethod
     def open(cls, data_dir: str | Path | None = None) -> Store:
