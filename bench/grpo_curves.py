@@ -76,8 +76,10 @@ def plot(results: list[dict], png: Path) -> None:
     pg.setConfigOptions(background="w", foreground="k", antialias=True)
     widget = pg.PlotWidget(title="GRPO on the bundled model, 2 CPU cores: held-out reward (greedy)")
     widget.resize(900, 520)
-    widget.setLabel("bottom", "wall-clock minutes since the job started (loading included)")
+    widget.setLabel("bottom", "minutes since the job started (loading included)")
     widget.setLabel("left", "mean held-out reward")
+    for axis in ("left", "bottom"):
+        widget.getAxis(axis).enableAutoSIPrefix(False)
     widget.addLegend(offset=(10, 10))
     colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
     for colour, r in zip(colours, results):
@@ -99,8 +101,12 @@ def main() -> None:
     parser.add_argument("--args", default="", help="more options for every job")
     parser.add_argument("--png", default=str(Path(__file__).with_name("grpo_curves.png")))
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--replot", metavar="JSON", help="only draw the curves of an earlier --json")
     args = parser.parse_args()
 
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text(encoding="utf-8")), Path(args.png))
+        return
     results = []
     with tempfile.TemporaryDirectory(prefix="diptych-grpo-curves-") as tmp:
         for task in args.tasks.split(","):

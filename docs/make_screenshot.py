@@ -8,7 +8,7 @@ Run under a (virtual) display, e.g.
         --data-dir DIR --tab Stats
 
     xvfb-run -a -s "-screen 0 1400x820x24" python docs/make_screenshot.py docs/grpo.png \
-        --grpo "--reward-fn examples/rewards/format_length.py:short_statement --steps 12 --eval-every 3"
+        --reward-fn examples/rewards/format_length.py:short_statement --grpo "--steps 14 --eval-every 3"
 
 ``--grpo OPTIONS`` starts a real GRPO job from the Train tab with those options and takes
 the shot once the job has reported its held-out evaluation ``--evals`` times.
@@ -64,6 +64,7 @@ def main() -> int:
     parser.add_argument("--tab", default=None, help="show this tab instead of the chat")
     parser.add_argument("--grpo", default=None, metavar="OPTIONS", help="run a GRPO job with these options")
     parser.add_argument("--evals", type=int, default=4, help="--grpo: shoot after this many evaluations")
+    parser.add_argument("--reward-fn", default=None, help="--grpo: the Reward function field")
     args = parser.parse_args()
     app = QApplication(sys.argv[:1])
     data_dir = args.data_dir or tempfile.mkdtemp()
@@ -88,6 +89,8 @@ def main() -> int:
             panel.kind.setCurrentIndex(panel.kind.findData("grpo"))
             panel.name.setText("short-answers")
             panel.extra.setText(args.grpo)
+            if args.reward_fn:
+                panel.reward_fn.setText(args.reward_fn)
             panel.start()
             QTimer.singleShot(1000, lambda: wait_for_evals(panel))
             return

@@ -25,9 +25,12 @@ their rewards, so the user sees the model change while it trains).
 each with its reward(s), and trains nothing: a way to check a reward file in seconds.
 
 Defaults (measured on the bundled model, two CPU cores; bench/grpo_curves.py and
-bench/RESULTS.md): 60 steps of 2 prompts x 8 answers of at most 24 tokens, sampled at
-temperature 0.8, learning rate 3e-4, beta 0.04; about 11 s a step with bf16 autocast, so a
-default job, loading, evaluations and drift included, ends within 15 minutes.
+bench/RESULTS.md): 60 steps of 2 prompts x 8 answers of at most 24 tokens (which hold the
+tasks' answers; 32 tokens cost 15 s a step), sampled at temperature 0.8 (at 1.0 the
+base's samples are mostly noise from its 262k vocabulary's long tail), learning rate
+3e-4, beta 0.04. A step takes 12-13 s with bf16 autocast, so a default job, loading,
+evaluations and drift included, takes about 13.5 minutes; in it the held-out reward went
+0.25 -> 0.77 (length), 0.16 -> 0.34 (reverse_words) and 0.00 -> 0.05 (arith).
 """
 
 from __future__ import annotations
