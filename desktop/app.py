@@ -27,7 +27,7 @@ def build_window(args) -> MainWindow:
     adapter = None
     if getattr(args, "adapter", None):
         try:
-            adapter = adapters.resolve(args.adapter, root).gguf_path
+            adapter = adapters.runnable_gguf(adapters.resolve(args.adapter, root))
         except (adapters.AdapterError, FileNotFoundError) as exc:
             window.statusBar().showMessage(f"Adapter not used: {exc}")
     window.open_model(model, adapter=adapter)

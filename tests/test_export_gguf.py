@@ -103,6 +103,7 @@ Q = "base_model.model.model.layers.0.self_attn.q_proj"
     ("unmapped module", "has no GGUF tensor name"),
     ("not lora", "is not a LoRA tensor"),
     ("wrong shapes", "do not fit the base tensor"),
+    ("nan weights", "NaN or infinite values: the training diverged"),
 ])
 def test_unexportable_adapters_get_a_clear_error(bundled_model, tmp_path, case, message):
     from diptych.training.export_gguf import ExportError, export
@@ -122,6 +123,8 @@ def test_unexportable_adapters_get_a_clear_error(bundled_model, tmp_path, case, 
         folder = _peft_dir(tmp_path, {"base_model.model.model.mystery.lora_A.weight": torch.zeros(2, 4)})
     elif case == "not lora":
         folder = _peft_dir(tmp_path, {**good, "base_model.model.score.weight": torch.zeros(1, 640)})
+    elif case == "nan weights":
+        folder = _peft_dir(tmp_path, {**good, f"{Q}.lora_B.weight": torch.full((1024, 2), float("nan"))})
     else:
         folder = _peft_dir(tmp_path, {f"{Q}.lora_A.weight": torch.zeros(2, 320),
                                       f"{Q}.lora_B.weight": torch.zeros(1024, 2)})

@@ -381,3 +381,16 @@ def test_export_refuses_a_target_that_is_not_a_regular_file(home, tmp_path, caps
     err = one_line(capsys.readouterr().err)
     assert err.startswith("diptych data export: error:") and target in err
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_window_built_with_a_reward_model_says_so_and_runs_no_adapter(qtbot, data_dir):
+    import argparse
+
+    from diptych.desktop.app import build_window
+
+    reward_model(data_dir)
+    window = build_window(argparse.Namespace(data_dir=str(data_dir), model=None, adapter="judge"))
+    qtbot.addWidget(window)
+    assert "reward model" in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: len(window.controller.engines) == 2, timeout=30_000)
+    assert window.controller.engines["tuned"].adapter_path is None

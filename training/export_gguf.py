@@ -153,6 +153,9 @@ def write(tensors: dict, config: dict, out_path: str | os.PathLike,
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
         for key in sorted(tensors):
             array = tensors[key].detach().float().cpu().numpy()
+            if not np.isfinite(array).all():  # a diverged run: llama.cpp would answer garbage
+                raise ExportError(f"{key.removeprefix(PEFT_PREFIX)} holds NaN or infinite values: "
+                                  "the training diverged (try a lower learning rate)")
             writer.add_tensor(_gguf_name(key, names, arch), np.ascontiguousarray(array))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
