@@ -1,7 +1,7 @@
 """What training costs: the base weights' first load, our DPO job against plain TRL, GRPO's step.
 
     python bench/training_bench.py [--parts abc] [--steps 10] [--repeats 2]
-                                   [--cached-repeats 3] [--grpo-steps 5] [--json FILE]
+                                   [--cached-repeats 3] [--grpo-steps 4] [--json FILE]
 
 Quick check: ``python bench/training_bench.py --steps 2 --repeats 1 --cached-repeats 1
 --grpo-steps 2``. Every measurement runs in a fresh child process.
