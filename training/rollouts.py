@@ -80,7 +80,7 @@ class LlamaCppRollouts:
         export_gguf.write(get_peft_model_state_dict(model),
                           {"lora_alpha": config.lora_alpha, "r": config.r,
                            "use_rslora": config.use_rslora},
-                          self.lora_path, self.base, check=self._synced is not None)
+                          self.lora_path, self.base, check=self._synced is None)
         self.sampler.set_adapter(self.lora_path)
         self._synced = step
 
