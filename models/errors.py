@@ -1,0 +1,12 @@
+"""The one base class for errors a user can cause.
+
+A bad file, a bad flag, a busy or damaged store: the user can fix these, so the command
+line prints them as one line (exit 2) and the app as one dialog line. Any other exception
+is a bug in Diptych and is shown with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Something the user can fix; ``str(error)`` is the whole message, one line."""
