@@ -10,8 +10,10 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
 from . import __version__
+from .models.errors import UserError, one_line
 
 SUBCOMMANDS = ("chat", "data", "train", "adapters", "score")
 
@@ -43,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             return _main(argv)
+        except UserError as exc:  # the user can fix it: one line, no traceback
+            print(f"diptych: error: {one_line(exc)}", file=sys.stderr)
+            return 2
+        except Exception:  # anything else is ours to fix
+            traceback.print_exc()
+            print(f"diptych {__version__}: this is a bug in Diptych, not something you did; "
+                  "please report it with the traceback above.", file=sys.stderr)
+            return 1
         finally:  # --help and --version exit from here too
             sys.stdout.flush()  # here, not at exit, where a closed pipe cannot be handled
     except BrokenPipeError:

@@ -18,12 +18,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import templates
+from .errors import UserError
 
 GGUF_MAGIC = b"GGUF"
 BUNDLED_NAME = "Gemma 3 270M (bundled base)"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(UserError, ValueError):
     """A model file that cannot be used, with a message that says why."""
 
 

@@ -28,6 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from . import catalog, templates
+from .errors import UserError
 
 # llama.cpp reports the reason a load failed only through its log: keep the last lines.
 _LOG_TAIL: deque[str] = deque(maxlen=40)
@@ -55,7 +56,7 @@ def _last_log_error() -> str:
     return lines[-1] if lines else "no reason given"
 
 
-class EngineError(RuntimeError):
+class EngineError(UserError, RuntimeError):
     """An engine operation that could not be done, with a message for the user."""
 
 
@@ -63,7 +64,7 @@ class EngineBusy(EngineError):
     """The engine is already generating or scoring in another thread."""
 
 
-class SamplingError(ValueError):
+class SamplingError(UserError, ValueError):
     """Sampling parameters llama.cpp cannot use, with a message naming the field."""
 
 

@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class UserError(Exception):
     """Something the user can fix; ``str(error)`` is the whole message, one line."""
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line, whatever it holds (a library's message may wrap)."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -31,6 +31,7 @@ from jinja2 import nodes, pass_context
 from jinja2.exceptions import TemplateError
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from .errors import UserError
 
 MAX_RENDER_SECONDS = 2.0  # a real conversation renders in milliseconds
 MAX_CHARS = 16_000_000  # the longest string a template may make, and its whole output
@@ -113,7 +114,7 @@ FAMILY_DEFAULTS = {
 }
 
 
-class TemplateRenderError(ValueError):
+class TemplateRenderError(UserError, ValueError):
     """A chat template that does not parse or fails on the given messages."""
 
 

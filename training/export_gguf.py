@@ -23,6 +23,7 @@ import gguf
 import numpy as np
 
 from diptych.models import adapters, catalog
+from diptych.models.errors import UserError
 
 SUPPORTED = ("gemma", "gemma2", "gemma3", "qwen2", "qwen3")
 # Hugging Face config ``model_type`` -> GGUF ``general.architecture``
@@ -32,7 +33,7 @@ PEFT_PREFIX = "base_model.model."
 PARTS = {".lora_A.weight": "lora_a", ".lora_B.weight": "lora_b"}
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A PEFT adapter that cannot become a GGUF LoRA for this base, and why."""
 
 

@@ -41,6 +41,7 @@ from typing import Callable
 
 from diptych import paths
 from diptych.models import adapters, catalog
+from diptych.models.errors import UserError
 
 PARTIAL = ".partial-"
 EXIT_USAGE = 2
@@ -68,7 +69,7 @@ class JobConfig:
     progress: str | None = None  # "jsonl": machine-readable progress on stdout
 
 
-class JobError(Exception):
+class JobError(UserError):
     """Bad input to a job: reported as one line, exit code 2."""
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import IO
 
 from .store import CHOICES, ROLES, SIDES, Store, now
+from diptych.models.errors import UserError
 
 PAIR_CHOICES = ("left", "right", "better")
 MESSAGE_ROLES = ("system", "user", "assistant")
@@ -66,7 +67,7 @@ META_TYPES = {
 REQUIRED_META = ("side", "role", "created_at", "params")
 
 
-class ImportFormatError(ValueError):
+class ImportFormatError(UserError, ValueError):
     """A preference file that cannot be imported; says which line and why."""
 
     def __init__(self, line: int, problem: str):
@@ -116,7 +117,7 @@ def records(store: Store, adapter: str | None = None, include_ties: bool = False
             if vote["choice"] in wanted for record in vote_records(vote)]
 
 
-class ExportTargetError(OSError):
+class ExportTargetError(UserError, OSError):
     """A path an export will not write to (a folder, a device): says which and why."""
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from sqlite_utils import Database, Migrations
 
 from diptych import paths
+from diptych.models.errors import UserError
 
 SIDES = ("left", "right")
 ROLES = ("base", "tuned")
@@ -45,7 +46,7 @@ migrations = Migrations("diptych")
 KNOWN_MIGRATIONS: list[str] = []
 
 
-class StoreVersionError(RuntimeError):
+class StoreVersionError(UserError, RuntimeError):
     """The database was written by a newer Diptych; this version refuses to touch it."""
 
 
