@@ -251,9 +251,24 @@ def rename(name: str, new_name: str, root: str | os.PathLike | None = None) -> A
     os.rename(source, target)
     raw, _ = _load_meta(target)
     if raw:  # a damaged meta.json is left as it is
+        # Votes name the adapter they were cast on: its old names keep them counted.
+        former = raw.get("former_names") if isinstance(raw.get("former_names"), list) else []
+        raw["former_names"] = [*former, name]
         raw["name"] = new_name
         _write_meta(target, raw)
     return _from_dir(target)
+
+
+def stable_id(info: AdapterInfo) -> str | None:
+    """What names an adapter across renames: the sha256 of its GGUF LoRA (None without one)."""
+    return catalog.file_hash(info.gguf_path) if info.gguf_path is not None else None
+
+
+def names(info: AdapterInfo) -> list[str]:
+    """Every name the adapter had, current first (votes keep the name they were cast on)."""
+    former = info.meta.get("former_names")
+    former = [n for n in former if isinstance(n, str)] if isinstance(former, list) else []
+    return [info.name, *reversed(former)]
 
 
 def _write_meta(folder: Path, meta: dict) -> None:
