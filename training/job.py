@@ -67,6 +67,7 @@ class JobConfig:
     seed: int = 0
     drift: bool = True  # measure the KL from the base on prompt sets (diptych.models.drift)
     progress: str | None = None  # "jsonl": machine-readable progress on stdout
+    from_adapter: str | None = None  # start from this adapter's LoRA (training.parent)
 
 
 class JobError(UserError):
@@ -116,12 +117,13 @@ def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _report_callback(progress: Progress, extra: dict):
+def _report_callback(progress: Progress, extra: dict, once: dict):
     from transformers import TrainerCallback
 
     class Report(TrainerCallback):
         """One ``train`` progress line per logged step, with an ETA from the pace so far
-        (and ``extra``: what the trainer wants every line to say, such as GRPO's sampler)."""
+        (and ``extra``: what the trainer wants every line to say, such as GRPO's sampler;
+        ``once``: what only the next line says, such as a KL measured at this step)."""
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.monotonic()
@@ -136,8 +138,11 @@ def _report_callback(progress: Progress, extra: dict):
             # DPO its implicit reward margin.
             reward = logs.get("reward", logs.get("rewards/margins"))
             grpo = {"reward_std": logs["reward_std"]} if "reward_std" in logs else {}
+            now = dict(once)
+            once.clear()
+            kl = logs.get("kl", now.pop("kl", None))
             progress("train", step=step, total=total, loss=logs["loss"], reward=reward,
-                     kl=logs.get("kl"), eta_s=round(pace * (total - step), 1), **grpo, **extra)
+                     kl=kl, eta_s=round(pace * (total - step), 1), **grpo, **extra, **now)
 
     return Report()
 
@@ -155,7 +160,24 @@ class Job:
         # this process's accelerator: one GPU per process under `accelerate launch`
         self.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if self.cuda else "cpu"
         self.report: dict = {}  # extra keys for every ``train`` line
-        self.callbacks = [_report_callback(progress, self.report)]
+        self.report_once: dict = {}  # extra keys for the next ``train`` line only
+        self.callbacks = [_report_callback(progress, self.report, self.report_once)]
+        self.parent = None  # the adapter this job continues (--from), once checked
+        self.writes_gguf = kind != "reward"  # a GGUF LoRA for llama.cpp, or (a scorer) not
+
+    def track_kl(self, measure: Callable[[], float], every: int) -> None:
+        """Report ``measure()`` (the KL from the base on held-out answers) as the ``kl`` of
+        the train line of every ``every``-th step: for kinds whose trainer logs no KL."""
+        from transformers import TrainerCallback
+
+        once = self.report_once
+
+        class LiveKL(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step % every == 0 or state.global_step in (1, state.max_steps):
+                    once["kl"] = measure()
+
+        self.callbacks.append(LiveKL())
 
     def training_args(self, config_class, cpu_bf16: bool = False, **extra):
         """A TRL config (DPOConfig, RewardConfig, GRPOConfig) with the settings all jobs share.
@@ -185,7 +207,14 @@ class Job:
                           task_type=task_type)
 
     def fit(self, trainer, measure: Callable[[], dict]) -> dict:
-        """Measure, train, measure again, save the adapter: the metrics for meta.json."""
+        """Measure, train, measure again, save the adapter: the metrics for meta.json.
+        With ``--from`` the LoRA TRL built starts as the parent's."""
+        if self.parent is not None:
+            from . import parent
+
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            parent.check_shape(self.parent, model.peft_config["default"])
+            parent.load_into(model, self.parent)
         self.progress("eval_before")
         before = measure()
         started = time.monotonic()
@@ -293,6 +322,8 @@ def _versions() -> dict:
 
 
 def _meta(job: Job, result: dict, started: float) -> dict:
+    from . import parent
+
     base = catalog.read_info(job.base)
     return {
         "name": job.cfg.name,
@@ -304,7 +335,8 @@ def _meta(job: Job, result: dict, started: float) -> dict:
         "metrics": result.get("metrics", {}),
         "drift": result.get("drift", {}),
         "base": {"name": base.name, "path": str(base.path), "sha256": catalog.file_hash(base.path)},
-        "gguf": adapters.GGUF_NAME if job.kind != "reward" else None,
+        "gguf": adapters.GGUF_NAME if job.writes_gguf else None,
+        "parent": parent.record(job.parent) if job.parent is not None else None,
         "versions": _versions(),
     }
 
@@ -338,11 +370,12 @@ def usage_errors() -> tuple:
     return JobError, catalog.ModelFileError, ExportError, ImportFormatError
 
 
-def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict]) -> int:
+def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bool | None = None) -> int:
     """Run ``train(job)`` as a job and register its adapter; returns the exit code.
 
     ``train`` builds a TRL trainer, runs it through ``job.fit`` (which writes the PEFT
     adapter into ``job.out_dir``) and returns ``{"data": {...}, "metrics": job.fit(...)}``.
+    ``writes_gguf`` (default: all but a reward model) adds the GGUF LoRA and the drift.
     """
     progress = Progress(cfg.progress == "jsonl")
     started = time.monotonic()
@@ -354,8 +387,13 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict]) -> int:
             clean_stale(root)
             out_dir = root / f"{PARTIAL}{cfg.name}-{os.getpid()}"
             job = Job(kind, cfg, progress, out_dir)
+            job.writes_gguf = kind != "reward" if writes_gguf is None else writes_gguf
             if not job.base.is_file():
                 raise JobError(f"{job.base}: no such model file")
+            if cfg.from_adapter:
+                from . import parent
+
+                job.parent = parent.resolve(cfg.from_adapter, cfg.data_dir, job.base, job.writes_gguf)
             if job.main:
                 out_dir.mkdir()
             progress("load")
@@ -364,7 +402,7 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict]) -> int:
                 return 0
             progress("save")
             shutil.rmtree(out_dir / "trainer", ignore_errors=True)
-            if kind != "reward":
+            if job.writes_gguf:
                 from .export_gguf import export
 
                 export(out_dir, out_dir / adapters.GGUF_NAME, job.base)
@@ -380,7 +418,7 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict]) -> int:
                                "this job's adapter was not kept")
             os.rename(out_dir, target)
             progress("done", adapter=cfg.name, path=str(target), metrics=meta["metrics"],
-                     drift=meta["drift"])
+                     drift=meta["drift"], data=meta["data"], parent=meta["parent"])
             return 0
     except Cancelled as exc:
         progress("cancelled")
