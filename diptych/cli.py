@@ -38,7 +38,38 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(subparsers)
+    _accept_after_subcommand(parser)
     return parser
+
+
+# The subcommands that take --model / --adapter after their name too ("diptych chat
+# --model X"); "*": every action of that command.
+TAKES_MODEL = {("chat",), ("score",), ("train", "*"), ("adapters", "drift"),
+               ("adapters", "export-gguf")}
+TAKES_ADAPTER = {("chat",), ("score",)}
+
+
+def _leaves(parser: argparse.ArgumentParser, path: tuple = ()):
+    """(command path, parser) of each runnable subcommand."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _leaves(sub, path + (name,))
+            return
+    yield path, parser
+
+
+def _accept_after_subcommand(parser: argparse.ArgumentParser) -> None:
+    """Give the subcommands that use them --model and --adapter of their own. SUPPRESS:
+    when not given after the subcommand, the value given before it stays."""
+    for path, sub in _leaves(parser):
+        wanted = {path[:1] + ("*",), path}
+        for option, takers, text in (
+                ("--model", TAKES_MODEL, "a local GGUF file (default: the bundled Gemma 3 270M)"),
+                ("--adapter", TAKES_ADAPTER, "the tuned model's LoRA: a registered name, "
+                 "a folder or a .gguf file")):
+            if wanted & takers and option not in sub._option_string_actions:
+                sub.add_argument(option, default=argparse.SUPPRESS, help=text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as exc:  # the user can fix it: one line, no traceback
             print(f"diptych: error: {one_line(exc)}", file=sys.stderr)
             return 2
+        except BrokenPipeError:
+            raise  # handled below: the reader of our output went away
         except Exception:  # anything else is ours to fix
             traceback.print_exc()
             print(f"diptych {__version__}: this is a bug in Diptych, not something you did; "

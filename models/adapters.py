@@ -125,7 +125,9 @@ def _sound_meta(meta: dict) -> tuple[dict, list[str]]:
         problems.append(f"'{where}' is {_json_kind(container.pop(key))}, not {wanted}")
 
     for key, (check, wanted) in _TOP_FIELDS.items():
-        if meta.get(key) is not None and not _fits(meta[key], check):
+        if key in meta and meta[key] is None:  # null: as good as absent
+            del meta[key]
+        elif key in meta and not _fits(meta[key], check):
             drop(meta, key, key, wanted)
     if "metrics" in meta:
         meta["metrics"] = metrics = dict(meta["metrics"])
@@ -338,6 +340,18 @@ def key_metric(info: AdapterInfo) -> str:
     return ", ".join(parts) or "no metrics"
 
 
+def _check_trained_base(adapter_path: Path, base: "catalog.ModelInfo") -> None:
+    """Refuse a LoRA whose folder's meta.json says it was trained on another base file
+    (a fine-tune of the same shape would pass the shape checks and answer garbage)."""
+    meta, _ = _read_meta(adapter_path.parent)
+    trained = (meta.get("base") or {}).get("sha256")
+    if trained and trained != catalog.file_hash(base.path):
+        was = (meta.get("base") or {}).get("name") or "another model"
+        raise AdapterError(f"{adapter_path.parent.name} was trained on {was} "
+                           f"(sha256 {trained[:12]}), not on {base.path.name} "
+                           f"(sha256 {catalog.file_hash(base.path)[:12]})")
+
+
 def check_compatible(adapter_gguf_path: str | os.PathLike, base_gguf_path: str | os.PathLike) -> None:
     """Raise AdapterError unless the file is a GGUF LoRA whose tensors fit this base."""
     adapter_path = Path(adapter_gguf_path)
@@ -357,6 +371,7 @@ def check_compatible(adapter_gguf_path: str | os.PathLike, base_gguf_path: str |
     if info.architecture != base.architecture:
         raise AdapterError(f"{name} is a LoRA for '{info.architecture}' models, but the base "
                            f"model {base.path.name} is '{base.architecture}'")
+    _check_trained_base(adapter_path, base)
     base_shapes = {t[0]: list(t[1]) for t in catalog.read_header_fields(base.path)[1]}
     tensors = {t[0]: list(t[1]) for t in table}
     targets = [n[: -len(".lora_a")] for n in tensors if n.endswith(".lora_a")]

@@ -12,32 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import record_sample_vote  # noqa: F401 - also imported from here by older tests
 
 from diptych.training.store import KNOWN_MIGRATIONS, Store, StoreVersionError
 
 TESTS = Path(__file__).parent
-
-
-def record_sample_vote(store: Store, choice: str = "left", *, left: str | None = None,
-                       right: str | None = "v1", prompt: str = "What is 2+2?",
-                       system: str = "", blind: bool = True, better_text: str | None = None,
-                       created_at: str | None = None) -> int:
-    """One turn answered by ``left`` and ``right`` (adapter names; None = base) and voted on."""
-    cid = store.new_conversation(system, blind)
-    store.add_user_message(cid, 0, prompt)
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt}]
-    ids = []
-    for side, adapter in (("left", left), ("right", right)):
-        ids.append(store.add_response(
-            cid, 0, side, "tuned" if adapter else "base", f"{adapter or 'base'} says 4",
-            model="gemma-3-270m", model_path="/models/gemma.gguf", model_hash="ab12",
-            adapter=adapter, adapter_path=f"/adapters/{adapter}" if adapter else None,
-            adapter_scale=1.0 if adapter else None, template_name="gemma",
-            template_source="{{ messages }}", params={"temperature": 0.8, "seed": 7},
-            prompt_messages=messages, n_tokens=5, ttft_s=0.05, tokens_per_s=61.5,
-            finish_reason="stop"))
-    return store.record_vote(*ids, choice, blind, better_text, created_at=created_at)
 
 
 def _in_child(code: str) -> list[str]:

@@ -51,6 +51,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
+from . import staged_import
 from .store import CHOICES, ROLES, SIDES, Store, now
 from diptych.models.errors import UserError
 
@@ -444,32 +445,7 @@ def import_jsonl(store: Store, path: str | Path) -> int:
     (same ``vote_uid``) are skipped.
     """
     _, votes = _parse(path)
-    imported = 0
-    with store.transaction():
-        have_votes = {row["uid"] for row in store.db.query("SELECT uid FROM votes")}
-        conversations = {row["uid"]: row["id"]
-                         for row in store.db.query("SELECT uid, id FROM conversations")}
-        for line, vote in votes:
-            if vote["uid"] in have_votes:
-                continue
-            try:
-                imported += _write_vote(store, vote, conversations)
-            except ValueError as exc:  # disagrees with what the store already holds
-                raise ImportFormatError(line, str(exc)) from None
-    return imported
-
-
-def _write_vote(store: Store, vote: dict, conversations: dict[str, int]) -> int:
-    prompt = vote["prompt"]
-    cid = conversations.get(vote["conversation_uid"])
-    if cid is None:
-        system = prompt[0]["content"] if prompt[0]["role"] == "system" else ""
-        cid = store.new_conversation(system, vote["blind"], uid=vote["conversation_uid"],
-                                     created_at=min(vote[s]["created_at"] for s in SIDES))
-        conversations[vote["conversation_uid"]] = cid
-    for turn, content in enumerate(_user_turns(prompt)):
-        store.add_user_message(cid, turn, content)
-    left, right = (store.add_response(cid, vote["turn"], **vote[side]) for side in SIDES)
-    store.record_vote(left, right, vote["choice"], vote["blind"], vote["better_text"],
-                      uid=vote["uid"], created_at=vote["created_at"])
-    return 2 if vote["choice"] == "better" else 1
+    try:  # staged, so the store's write lock is held only for a short final copy
+        return staged_import.write_votes(store, votes)
+    except staged_import.ConflictError as exc:  # disagrees with what the store already holds
+        raise ImportFormatError(exc.line, str(exc)) from None

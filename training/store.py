@@ -25,6 +25,7 @@ Qt: the desktop app starts in about a second.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import uuid
 from contextlib import contextmanager
@@ -48,6 +49,10 @@ KNOWN_MIGRATIONS: list[str] = []
 
 class StoreVersionError(UserError, RuntimeError):
     """The database was written by a newer Diptych; this version refuses to touch it."""
+
+
+class StoreReadOnlyError(UserError, sqlite3.OperationalError):
+    """A write to a store in a folder this process cannot write; the message names it."""
 
 
 class StoreFileError(StoreVersionError, sqlite3.DatabaseError):
@@ -129,7 +134,7 @@ def check_version(path: Path) -> None:
     """
     if not path.exists() or path.stat().st_size == 0:
         return
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    conn = _connect_read_only(path)
     try:
         applied = [m.name for m in migrations.applied(Database(conn, execute_plugins=False))]
     finally:
@@ -141,6 +146,20 @@ def check_version(path: Path) -> None:
             f"{', '.join(unknown)} are unknown here); upgrade Diptych to open it. "
             "The file was not changed."
         )
+
+
+def _read_only_dir(path: Path) -> bool:
+    """An existing database in a folder this process cannot write (permissions, a
+    read-only mount): SQLite could not create the WAL's side files there."""
+    return path.exists() and not os.access(path.parent, os.W_OK)
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    # In a folder nobody can write, no WAL can appear: reading the file as immutable is
+    # safe and needs no side files, which SQLite could not create there.
+    immutable = "&immutable=1" if _read_only_dir(path) else ""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro{immutable}", uri=True,
+                           check_same_thread=False)
 
 
 def _decode_response(row: dict) -> dict:
@@ -194,6 +213,14 @@ class Store:
         conn = None
         try:
             check_version(self.path)
+            self.read_only = _read_only_dir(self.path)
+            if self.read_only:  # still readable: stats, export, the Data and Stats tabs
+                conn = _connect_read_only(self.path)
+                self.db = Database(conn, execute_plugins=False)
+                if migrations.pending(self.db):
+                    raise StoreReadOnlyError(f"{self.path}: an older database in a read-only "
+                                             "folder; it needs an upgrade that cannot be written")
+                return
             # Any one thread at a time may use the store (the desktop runs it off the UI thread).
             conn = sqlite3.connect(self.path, check_same_thread=False)
             self.db = Database(conn, execute_plugins=False)
@@ -235,6 +262,9 @@ class Store:
         transaction that reads first cannot wait for the lock once another process has
         written meanwhile: SQLite fails it at once with "database is locked".
         """
+        if self.read_only:
+            raise StoreReadOnlyError(f"{self.path.parent}: the data folder is read-only; "
+                                     "nothing can be recorded there")
         if self.db.conn.in_transaction:
             with self.db.atomic():
                 yield self

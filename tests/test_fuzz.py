@@ -1,0 +1,201 @@
+"""Fuzzing the readers of untrusted files: a GGUF header, an adapter's meta.json, a
+preference JSONL. Each input is read, or refused with one line that says why; nothing
+else may come out (another exception, a hang, a native abort)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import struct
+from contextlib import contextmanager
+
+import pytest
+from conftest import record_sample_vote
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from diptych.models import adapters, catalog
+from diptych.models.errors import UserError
+from diptych.training.preferences import export_jsonl, import_jsonl, read_jsonl
+from diptych.training.store import Store
+
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+class Hung(BaseException):
+    """Raised into a reader that ran too long; a BaseException, so no reader catches it."""
+
+
+@contextmanager
+def within(seconds: float):
+    def interrupt(signum, frame):
+        raise Hung(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def one_line_refusal(error: UserError) -> None:
+    text = str(error)
+    assert text.strip() and "\n" not in text.strip(), repr(text)
+
+
+# -- GGUF headers -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_gguf(tmp_path_factory) -> bytes:
+    """A small well-formed llama GGUF (header, key/values of each kind, two tensors)."""
+    import gguf
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("fuzz") / "small.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("small")
+    writer.add_context_length(64)
+    writer.add_embedding_length(4)
+    writer.add_block_count(1)
+    writer.add_head_count(1)
+    writer.add_array("tokenizer.ggml.tokens", ["a", "b", "c", "d", "e", "f", "g", "h"])
+    writer.add_float32("some.float", 0.5)
+    writer.add_bool("some.flag", True)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.add_tensor("output_norm.weight", np.ones(4, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def _mutated(data: bytes, edits: list[tuple[int, bytes]], cut: int | None) -> bytes:
+    out = bytearray(data)
+    for at, value in edits:
+        at %= len(out)
+        out[at:at + len(value)] = value
+    return bytes(out[:cut] if cut is not None else out)
+
+
+edit = st.tuples(st.integers(0, 10**6),
+                 st.one_of(st.binary(min_size=1, max_size=8),
+                           st.integers(0, 2**64 - 1).map(lambda v: struct.pack("<Q", v)),
+                           st.integers(0, 2**32 - 1).map(lambda v: struct.pack("<I", v))))
+
+
+@FUZZ
+@given(edits=st.lists(edit, max_size=4), cut=st.one_of(st.none(), st.integers(0, 600)))
+def test_the_gguf_reader_reads_or_refuses_in_one_line(small_gguf, tmp_path, edits, cut):
+    path = tmp_path / "fuzzed.gguf"
+    path.write_bytes(_mutated(small_gguf, edits, cut))
+    try:
+        with within(5):
+            info = catalog.read_info(path)
+    except catalog.ModelFileError as exc:
+        one_line_refusal(exc)
+    else:
+        assert info.architecture
+
+
+def test_the_unmutated_small_gguf_is_read(small_gguf, tmp_path):
+    path = tmp_path / "small.gguf"
+    path.write_bytes(small_gguf)
+    assert catalog.read_info(path).architecture == "llama"
+
+
+# -- adapter meta.json ----------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20)
+meta_keys = st.sampled_from(["kind", "created_at", "base", "metrics", "drift", "config", "data",
+                             "parent", "versions", "name", "id"])
+metas = st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(meta_keys, json_values, max_size=6).map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=64),
+)
+
+
+@FUZZ
+@given(raw=metas)
+def test_the_adapter_list_reads_any_meta_json(tmp_path, raw):
+    folder = tmp_path / "adapters" / "fuzzed"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / adapters.META_NAME).write_bytes(raw)
+    with within(5):
+        found = adapters.list_adapters(tmp_path)
+        for info in found:
+            adapters.describe(info)
+            adapters.key_metric(info)
+            adapters.drift_kl(info)
+    assert [info.name for info in found] == ["fuzzed"]
+
+
+# -- preference JSONL -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exported_line(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("line")
+    with Store(folder / "s.sqlite") as store:
+        record_sample_vote(store)
+        export_jsonl(store, folder / "one.jsonl")
+    return json.loads((folder / "one.jsonl").read_text())
+
+
+def _paths(value: object) -> list[tuple]:
+    """Every key path inside a JSON value, to replace one of them."""
+    found = [()]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, inner in items:
+        found += [(key, *rest) for rest in _paths(inner)]
+    return found
+
+
+def _replace(value, path: tuple, new):
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replace(value[path[0]], path[1:], new)
+    return copy
+
+
+@FUZZ
+@given(data=st.data())
+def test_the_importer_reads_or_refuses_in_one_line(exported_line, tmp_path, data):
+    choice = data.draw(st.sampled_from(["replace", "drop", "bytes"]))
+    if choice == "bytes":
+        raw = data.draw(st.binary(max_size=200))
+    else:
+        path = data.draw(st.sampled_from(_paths(exported_line)[1:]))
+        if choice == "drop" and isinstance(path[-1], str):
+            line = json.loads(json.dumps(exported_line))
+            holder = line
+            for key in path[:-1]:
+                holder = holder[key]
+            holder.pop(path[-1])
+        else:
+            line = _replace(exported_line, path, data.draw(json_values))
+        raw = json.dumps(line).encode()
+    source = tmp_path / "fuzzed.jsonl"
+    source.write_bytes(raw + b"\n")
+    try:
+        with within(5):
+            read_jsonl(source)
+            with Store(tmp_path / "target.sqlite") as store:
+                import_jsonl(store, source)
+    except UserError as exc:
+        one_line_refusal(exc)
+
+
+def test_an_untouched_line_imports(exported_line, tmp_path):
+    source = tmp_path / "line.jsonl"
+    source.write_text(json.dumps(exported_line) + "\n")
+    with Store(tmp_path / "target.sqlite") as store:
+        assert import_jsonl(store, source) == 1
