@@ -23,9 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import kinds, turns
 from .job import Job, JobConfig, JobError, sha256_of, split_eval
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
+# A pair's answers that were cut off are trained without their end-of-turn tokens (turns.py).
+UNFINISHED_COLUMNS = {"chosen_truncated": ("chosen_ids",), "rejected_truncated": ("rejected_ids",)}
 
 
 @dataclass
@@ -38,6 +41,8 @@ class Config(JobConfig):
     # itself. This term teaches the adapter to write the chosen kind of answer and then end
     # its turn (31 of 32).
     sft_weight: float = 2.0
+    # bf16 autocast on CPUs with bf16 instructions (job.cpu_has_bf16); fp32 elsewhere
+    bf16: bool = True
 
 
 def load_pairs(cfg) -> tuple[list[dict], dict]:
@@ -55,7 +60,10 @@ def load_pairs(cfg) -> tuple[list[dict], dict]:
         with Store.open(cfg.data_dir) as store:
             records, source = store.preference_pairs(), "store"
     # Ties and both-bad lines are not pairs; the metadata keys mean nothing to TRL.
-    pairs = [{k: r[k] for k in PAIR_KEYS} for r in records if all(k in r for k in PAIR_KEYS)]
+    pairs = [{**{k: r[k] for k in PAIR_KEYS},
+              "chosen_truncated": turns.unfinished(r.get("chosen_meta")),
+              "rejected_truncated": turns.unfinished(r.get("rejected_meta"))}
+             for r in records if all(k in r for k in PAIR_KEYS)]
     if not pairs:
         raise JobError(f"no preference pairs in {source}: vote for answers in the app first, "
                        "or pass --data FILE.jsonl")
@@ -74,9 +82,9 @@ def train(job: Job) -> dict:
     train_pairs, eval_pairs, held_out = split_eval(pairs, cfg.eval_size, cfg.seed)
 
     model, tokenizer = load_base(job.base)
-    trainer = DPOTrainer(
+    trainer = turns.keeping_unfinished(DPOTrainer, UNFINISHED_COLUMNS)(
         model=model,
-        args=job.training_args(DPOConfig, beta=cfg.beta, max_length=cfg.max_length,
+        args=job.training_args(DPOConfig, cpu_bf16=cfg.bf16, beta=cfg.beta, max_length=cfg.max_length,
                                loss_type=["sigmoid", "sft"], loss_weights=[1.0, cfg.sft_weight]),
         train_dataset=Dataset.from_list(train_pairs),
         processing_class=tokenizer,
@@ -84,7 +92,26 @@ def train(job: Job) -> dict:
         callbacks=job.callbacks,
     )
     policy = trainer.accelerator.unwrap_model(trainer.model)
+    job.track_kl(trainer, lambda: evaluate.answer_kl(policy, tokenizer, eval_pairs[:2], "chosen"),
+                 every=kl_every(trainer))
     metrics = job.fit(trainer, lambda: evaluate.preference(policy, tokenizer, eval_pairs))
 
     data.update(train=len(train_pairs), eval=len(eval_pairs), held_out=held_out)
     return {"data": data, "metrics": metrics}
+
+
+def kl_every(trainer) -> int:
+    """Steps between live KL measurements: about 10 per job (each costs two forward passes
+    per held-out answer)."""
+    args = trainer.args
+    steps = args.max_steps if args.max_steps > 0 else int(
+        args.num_train_epochs * -(-len(trainer.train_dataset) // args.per_device_train_batch_size))
+    return max(1, round(steps / 10))
+
+
+KIND = kinds.Kind(
+    name="dpo", title="DPO: make the answers you chose likelier (a LoRA for the tuned pane)",
+    help="DPO on preference pairs: a LoRA for the tuned pane",
+    config=Config, train=train, data="pairs", writes_gguf=True,
+    options=(kinds.DATA_FILE, kinds.MAX_LENGTH, kinds.NO_DRIFT, kinds.BETA, kinds.FP32),
+)

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from diptych.models.group_sampler import Sampling
 
-from . import tasks
+from . import kinds, tasks
 from .job import Job, JobConfig, JobError, sha256_of, split_eval
 
 SAMPLERS = ("auto", "llama.cpp", "transformers")
@@ -339,3 +339,38 @@ def dry_run(cfg: Config, out=None) -> int:
               f"{summary['seconds']} s; nothing was trained.\n")
     out.flush()
     return 0
+
+
+KIND = kinds.Kind(
+    name="grpo", title="GRPO: sample, score, reinforce the better answers (with a KL pull to the base)",
+    help="GRPO against your reward functions, a rubric judge, a task's reward or a reward model",
+    config=Config, train=train, data="prompts", writes_gguf=True, dry_run=dry_run,
+    options=(
+        kinds.NO_DRIFT, kinds.BETA,
+        kinds.Option("task", "a built-in task: its prompts, and its reward when no other is given "
+                     "(default: length)", choices=tuple(tasks.TASKS)),
+        kinds.Option("reward_fn", "your reward function (TRL's signature: (prompts, completions, "
+                     "**columns) -> list of floats); repeatable", action="append",
+                     metavar="FILE.py:NAME", label="Reward function", widget="file"),
+        kinds.Option("reward_weight", "the weight of each reward, in the order given (default 1 each)",
+                     kinds.finite, action="append", metavar="W"),
+        kinds.Option("judge", "a reward: P(yes) of a local model asked whether the answer meets RUBRIC",
+                     metavar="RUBRIC", label="Judge rubric"),
+        kinds.Option("judge_model", "the judge's model (default: the base)", metavar="GGUF"),
+        kinds.Option("reward_model", "a reward adapter from 'diptych train reward' as a reward",
+                     metavar="NAME", label="Reward model", widget="adapter", adapter_kind="reward"),
+        kinds.Option("prompts_from", "the task's prompts, your chat history, or a file (text: one "
+                     "prompt a line; .jsonl: a 'prompt' per line, and any columns your reward wants)",
+                     metavar="task|history|FILE"),
+        kinds.Option("max_prompts", "training prompts", kinds.positive(int)),
+        kinds.Option("num_generations", "answers per prompt", kinds.positive(int)),
+        kinds.Option("max_completion_length", "tokens per sampled answer", kinds.positive(int)),
+        kinds.Option("temperature", "sampling temperature", kinds.positive(float)),
+        kinds.Option("eval_every", "steps between the held-out evaluations shown while training",
+                     kinds.positive(int)),
+        kinds.Option("sampler", "who samples the answers (auto: llama.cpp on the CPU, "
+                     "transformers on CUDA)", choices=SAMPLERS),
+        kinds.Option("dry_run", "sample and score a few answers with the model as it is; train nothing",
+                     action="store_true"),
+    ),
+)

@@ -165,7 +165,7 @@ class Job:
         self.parent = None  # the adapter this job continues (--from), once checked
         self.writes_gguf = kind != "reward"  # a GGUF LoRA for llama.cpp, or (a scorer) not
 
-    def track_kl(self, measure: Callable[[], float], every: int) -> None:
+    def track_kl(self, trainer, measure: Callable[[], float], every: int) -> None:
         """Report ``measure()`` (the KL from the base on held-out answers) as the ``kl`` of
         the train line of every ``every``-th step: for kinds whose trainer logs no KL."""
         from transformers import TrainerCallback
@@ -177,7 +177,7 @@ class Job:
                 if state.global_step % every == 0 or state.global_step in (1, state.max_steps):
                     once["kl"] = measure()
 
-        self.callbacks.append(LiveKL())
+        trainer.add_callback(LiveKL())
 
     def training_args(self, config_class, cpu_bf16: bool = False, **extra):
         """A TRL config (DPOConfig, RewardConfig, GRPOConfig) with the settings all jobs share.

@@ -153,6 +153,8 @@ NO_DRIFT = Option("drift", "skip measuring the new adapter's KL from the base "
                   "(about 20 s; 'diptych adapters drift' measures it later)",
                   flag="--no-drift", action="store_false")
 BETA = Option("beta", "weight of the KL pull to the base", positive(float), label="KL weight (beta)")
+FP32 = Option("bf16", "train in fp32 even where the CPU has bf16 instructions "
+              "(bf16 autocast is used there by default)", flag="--fp32", action="store_false")
 
 _extra: dict[str, Kind] = {}
 
@@ -193,7 +195,9 @@ def add_arguments(parser, kind: Kind) -> None:
             option = Option("seed", option.help, _seed_type())
         target = parser
         if option.group:
-            target = groups.setdefault(option.group, parser.add_mutually_exclusive_group())
+            if option.group not in groups:
+                groups[option.group] = parser.add_mutually_exclusive_group()
+            target = groups[option.group]
         option.add_to(target)
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from diptych.models import adapters, catalog
 
-from .dpo import load_pairs
+from . import kinds, turns
+from .dpo import UNFINISHED_COLUMNS, load_pairs
 from .job import Job, JobConfig, JobError, split_eval
 
 
@@ -40,7 +41,7 @@ def train(job: Job) -> dict:
     train_pairs, eval_pairs, held_out = split_eval(pairs, cfg.eval_size, cfg.seed)
 
     model, tokenizer = load_base(job.base, reward_head=True)
-    trainer = RewardTrainer(
+    trainer = turns.keeping_unfinished(RewardTrainer, UNFINISHED_COLUMNS)(
         model=model,
         args=job.training_args(RewardConfig, max_length=cfg.max_length),
         train_dataset=Dataset.from_list(train_pairs),
@@ -88,3 +89,11 @@ def as_reward_function(model, tokenizer):
         return scores.float().tolist()
 
     return reward_model
+
+
+KIND = kinds.Kind(
+    name="reward", title="Reward model: learn to score answers like you do (for GRPO)",
+    help="a reward model on preference pairs, for grpo --reward-model",
+    config=Config, train=train, data="pairs", writes_gguf=False,
+    options=(kinds.DATA_FILE, kinds.MAX_LENGTH),
+)
