@@ -118,3 +118,11 @@ def generation(model, tokenizer, examples: list[dict], reward_fn, max_new_tokens
             if len(samples) < 3:
                 samples.append({"prompt": example["prompt"][-1]["content"], "answer": text})
     return {"reward": _mean(rewards), "kl": _mean(kls), "n": len(examples), "samples": samples}
+
+
+def answer_kl(model, tokenizer, examples: list[dict], key: str = "completion") -> float | None:
+    """Mean per-token KL(tuned || base) on the answers ``example[key]`` of ``examples``: the
+    live "KL from base" of kinds whose trainer logs none (DPO, SFT)."""
+    with _eval_mode(model):
+        kls = [_completion(model, *_sequence(tokenizer, e["prompt"], e[key]))[1] for e in examples]
+    return _mean(kls)
