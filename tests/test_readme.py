@@ -1,0 +1,148 @@
+"""The README's commands work as printed.
+
+- Its two set-up commands are the ones CI runs (``.ci/run``).
+- Every other command line in a ``bash`` block runs, in order, in one data folder that
+  holds a few votes, on the bundled model, with tiny sizes appended (a later value of an
+  option wins in argparse, so the printed command is what runs, only smaller).
+- Every option the CLI synopsis and the prose show exists on the command they show it on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diptych.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+# Appended to a command to keep it small; each kind takes its own flags.
+TINY = {
+    ("train", "dpo"): ["--steps", "1", "--batch-size", "2", "--max-length", "48", "--eval-size", "1", "--no-drift"],
+    ("train", "kto"): ["--steps", "1", "--batch-size", "2", "--max-length", "48", "--eval-size", "1", "--no-drift"],
+    ("train", "sft"): ["--steps", "1", "--batch-size", "2", "--max-length", "48", "--eval-size", "1", "--no-drift"],
+    ("train", "reward"): ["--steps", "1", "--batch-size", "2", "--max-length", "48", "--eval-size", "1"],
+    ("train", "grpo"): ["--steps", "1", "--num-generations", "2", "--max-completion-length", "4",
+                        "--eval-size", "2", "--no-drift"],
+    ("chat",): ["--max-tokens", "4"],
+    ("adapters", "drift"): ["--max-tokens", "4"],
+}
+
+
+def blocks(language: str) -> list[list[str]]:
+    """The lines of each fenced block of ``language`` ('' for a bare fence), with
+    backslash continuations joined."""
+    found = []
+    for match in re.finditer(r"^```(\w*)\n(.*?)^```", README, re.S | re.M):
+        if match.group(1) == language:
+            found.append(match.group(2).replace("\\\n", " ").splitlines())
+    return found
+
+
+SETUP, TESTS, *WALKTHROUGH = blocks("bash")
+COMMANDS = [line.strip() for block in WALKTHROUGH for line in block
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_the_set_up_commands_are_what_ci_runs():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").replace("python -m pip ", "pip ")
+    install, launch = SETUP[0].split(" && ")
+    assert (len(SETUP), len(TESTS), launch) == (1, 1, "diptych")
+    assert install in ci.splitlines()
+    assert TESTS[0] in ci.splitlines()
+
+
+def _command_path(words: list[str], parser: argparse.ArgumentParser) -> tuple[tuple, argparse.ArgumentParser]:
+    """The subcommand words at the start of ``words`` and the parser that takes the rest."""
+    path = []
+    for word in words:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or word not in subs[0].choices:
+            break
+        parser = subs[0].choices[word]
+        path.append(word)
+    return tuple(path), parser
+
+
+def _tiny(argv: list[str]) -> list[str]:
+    path, _ = _command_path(argv, build_parser())
+    extra = TINY.get(path, [])
+    if path[:1] == ("train",) and "--dry-run" in argv:
+        extra = []
+    return argv + extra
+
+
+@pytest.mark.skipif(not COMMANDS, reason="the README shows no commands beyond set-up")
+def test_every_command_runs_as_printed(voted):
+    env = os.environ | {"DIPTYCH_HOME": str(voted)}
+    for line in COMMANDS:
+        words = shlex.split(line)
+        if words[0] == "diptych":
+            argv = [sys.executable, "-m", "diptych", *_tiny(words[1:])]
+        elif words[:2] == ["accelerate", "launch"]:
+            argv = [sys.executable, "-m", "accelerate.commands.launch", *words[2:]]
+            at = argv.index("diptych") + 1
+            argv = argv[:at] + _tiny(argv[at:])
+        else:
+            pytest.fail(f"the README shows a command this test does not know how to run: {line}")
+        result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+        assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
+
+
+def _options_on(parser: argparse.ArgumentParser) -> set[str]:
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def _synopsis_lines() -> list[str]:
+    lines = []
+    for block in blocks(""):
+        for line in block:
+            if line.startswith("diptych"):
+                lines.append(line)
+            elif line.startswith(" ") and lines:
+                lines[-1] += " " + line.strip()
+    inline = re.findall(r"`(diptych [a-z][^`]*)`", README)
+    return lines + [text for text in inline if not text.startswith("diptych.")]
+
+
+def _parsers_for(words: list[str], parser: argparse.ArgumentParser) -> tuple[str, list]:
+    """The command a synopsis part names and the parsers its options may belong to:
+    ``train {dpo,reward,grpo} --name`` may use any of the three kinds' options."""
+    path, sub = _command_path(words, parser)
+    rest = words[len(path):]
+    if rest and re.fullmatch(r"\{[\w,-]+\}", rest[0]):
+        subs = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)][0]
+        return " ".join(path), [subs.choices[name] for name in rest[0][1:-1].split(",")]
+    return " ".join(path), [sub] + ([] if path else [parser])
+
+
+def _alternatives(line: str) -> list[str]:
+    """``line`` split at each " | " outside brackets."""
+    parts, depth, start = [], 0, 0
+    for at, char in enumerate(line):
+        depth += (char in "[{") - (char in "]}")
+        if depth == 0 and line.startswith(" | ", at):
+            parts.append(line[start:at])
+            start = at + 3
+    return parts + [line[start:]]
+
+
+@pytest.mark.parametrize("line", _synopsis_lines())
+def test_the_synopsis_names_only_options_that_exist(line):
+    parser = build_parser()
+    first, *others = _alternatives(line)  # "adapters list [--json] | export-gguf DIR | ..."
+    words = first.split()[1:]
+    parts = [words] + [words[:1] + other.split() for other in others]
+    for part in parts:
+        name, parsers = _parsers_for(part, parser)
+        known = set().union(*(_options_on(p) for p in parsers))
+        for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", " ".join(part)):
+            assert option in known, f"{line}: 'diptych {name}' has no {option}"
