@@ -3,11 +3,16 @@
 A job is its own process, started with the same CLI a user would type
 (``diptych train KIND … --progress jsonl``) through QProcess; the panel draws the JSON
 lines it prints. A crash or a kill of the job never touches the app.
+
+The form is built from the job kinds' descriptions (``diptych.training.kinds``): each
+option with a label is a row, shown while a kind that has it is chosen, and sets the
+same flag on the command line.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 import time
@@ -16,6 +21,7 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtCore import QProcess, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -38,17 +44,21 @@ from PySide6.QtWidgets import (
 
 from diptych.models import adapters as registry
 from diptych.models.drift import SETS as DRIFT_SETS
+from diptych.training import kinds as job_kinds
 
-KINDS = {
-    "dpo": "DPO: make the answers you chose likelier (a LoRA for the tuned pane)",
-    "reward": "Reward model: learn to score answers like you do (for GRPO)",
-    "grpo": "GRPO: sample, score, reinforce the better answers (with a KL pull to the base)",
-}
 TASKS = {"length": "Answer in one short statement (length and format)",
          "arith": "Arithmetic (the number, then the right number)",
          "reverse_words": "Reverse the order of a sentence's words",
          "reverse": "Reverse a sentence letter by letter (hard)"}
 PLOTS = (("loss", "loss"), ("reward", "reward / margin"), ("kl", "KL from base"))
+# Spin box ranges of numeric options: (lowest, highest, step, decimals); others get a wide range.
+SPINS = {"steps": (0, 100_000, 1, 0), "lora_r": (0, 256, 1, 0), "lr": (0.0, 1.0, 1e-5, 6),
+         "beta": (0.0, 10.0, 0.01, 3)}
+SHORT_NAMES = {"dpo": "DPO", "kto": "KTO", "sft": "SFT", "reward": "Reward model", "grpo": "GRPO"}
+# What the libraries print on stderr that tells a user nothing: progress bars, the Trainer's
+# log dicts (the plots show them), warnings and the source line each warning quotes.
+NOISE = re.compile(r"(\d+%\|)|(it/s\]|s/it\]|examples/s\])|^\s*\{'|Warning\b|^\s*warnings\.warn\(|"
+                   r"^\s*warn\(|^\s*$")
 
 
 def _optional_spin(spin: QSpinBox | QDoubleSpinBox, lo, hi, step=None, decimals=None):
@@ -61,6 +71,25 @@ def _optional_spin(spin: QSpinBox | QDoubleSpinBox, lo, hi, step=None, decimals=
     spin.setSpecialValueText("default")
     spin.setValue(lo)
     return spin
+
+
+def _number_widget(option: job_kinds.Option) -> QSpinBox | QDoubleSpinBox:
+    is_int = option.type is not None and option.type.__name__ == "int"
+    lo, hi, step, decimals = SPINS.get(option.field, (0, 1_000_000, 1, 0) if is_int else (0.0, 1e6, 0.1, 4))
+    if is_int:
+        return _optional_spin(QSpinBox(), int(lo), int(hi), int(step))
+    return _optional_spin(QDoubleSpinBox(), lo, hi, step, decimals)
+
+
+def _default_text(kind: job_kinds.Kind, field: str) -> str:
+    """"default (5 epochs)": the value a job of ``kind`` takes when the field is left unset."""
+    value = kind.default(field)
+    if field == "steps" and value is None:
+        epochs = kind.default("epochs")
+        return f"default ({epochs:g} epochs)" if epochs else "default"
+    if isinstance(value, float):
+        return f"default ({value:g})"
+    return "default" if value in (None, "", [], False) else f"default ({value})"
 
 
 class TrainingPanel(QWidget):
@@ -79,31 +108,24 @@ class TrainingPanel(QWidget):
         self.finished_adapter: str | None = None
         self.trial = False  # the process is GRPO's dry run (Try it), not a job
         self._stdout_buffer = b""
+        self._stale_view = False  # the plots show the last job until the new one reports
+        self._eta: tuple[float, float] | None = None  # (ETA in s, when it was reported)
+        self.kinds = job_kinds.kinds()
 
         # -- what to train -----------------------------------------------------------
         self.kind = QComboBox()
-        for key, text in KINDS.items():
-            self.kind.addItem(text, key)
+        for name, kind in self.kinds.items():
+            self.kind.addItem(kind.title, name)
         self.name = QLineEdit()
         self.name.setObjectName("job-name")
         self.source = QComboBox()
         self.source.setObjectName("job-source")
         self.source_count = QLabel()
-        self.reward_model = QComboBox()
-        self.reward_fn = QLineEdit()
-        self.reward_fn.setObjectName("job-reward-fn")
-        self.reward_fn.setPlaceholderText("optional: FILE.py:FUNCTION, your reward")
-        self.reward_browse = QPushButton("…")
-        self.reward_browse.setToolTip("Choose a Python file with a reward function")
-        self.judge = QLineEdit()
-        self.judge.setObjectName("job-judge")
-        self.judge.setPlaceholderText("optional: a rubric, e.g. The answer is polite.")
-        self.judge.setToolTip("The base model is asked whether each answer meets this rubric; "
-                              "its P(yes) is a reward")
-        self.steps = _optional_spin(QSpinBox(), 0, 100_000)
-        self.lr = _optional_spin(QDoubleSpinBox(), 0.0, 1.0, step=1e-5, decimals=6)
-        self.beta = _optional_spin(QDoubleSpinBox(), 0.0, 10.0, step=0.01, decimals=3)
-        self.lora_r = _optional_spin(QSpinBox(), 0, 256)
+        self.source_count.setObjectName("job-source-count")
+        self.source_count.setWordWrap(True)
+        self.vote_counts = QLabel()  # what the votes give every kind
+        self.vote_counts.setObjectName("vote-counts")
+        self.vote_counts.setWordWrap(True)
         self.extra = QLineEdit()
         self.extra.setObjectName("job-extra")
         self.extra.setPlaceholderText("more options, e.g. --batch-size 2 --max-length 128")
@@ -114,21 +136,33 @@ class TrainingPanel(QWidget):
         source_row.addWidget(self.source, 1)
         source_row.addWidget(self.source_count)
         form.addRow("Data", source_row)
-        form.addRow("Reward model", self.reward_model)
-        reward_row = QHBoxLayout()
-        reward_row.addWidget(self.reward_fn, 1)
-        reward_row.addWidget(self.reward_browse)
-        self.reward_row = QWidget()
-        self.reward_row.setLayout(reward_row)
-        reward_row.setContentsMargins(0, 0, 0, 0)
-        form.addRow("Reward function", self.reward_row)
-        form.addRow("Judge rubric", self.judge)
-        form.addRow("Steps", self.steps)
-        form.addRow("Learning rate", self.lr)
-        form.addRow("KL weight (beta)", self.beta)
-        form.addRow("LoRA rank", self.lora_r)
-        form.addRow("Other options", self.extra)
         self.form = form
+        # one widget per labelled option (by Config field), shown for the kinds that have it
+        self.fields: dict[str, QWidget] = {}
+        self.field_rows: dict[str, QWidget] = {}
+        self.field_options: dict[str, job_kinds.Option] = {}
+        self._browse_buttons: dict[str, QPushButton] = {}
+        for kind in self.kinds.values():
+            for option in kind.all_options():
+                if option.label and option.field not in self.fields:
+                    self._add_field(option)
+        form.addRow("Other options", self.extra)
+        self.steps, self.lr, self.lora_r = (self.fields[f] for f in ("steps", "lr", "lora_r"))
+        self.beta = self.fields.get("beta")
+        self.reward_model = self.fields.get("reward_model")
+        self.reward_fn = self.fields.get("reward_fn")
+        self.reward_browse = self.field_rows.get("reward_fn") and self._browse_buttons.get("reward_fn")
+        self.reward_row = self.field_rows.get("reward_fn")
+        self.judge = self.fields.get("judge")
+        if self.reward_fn is not None:
+            self.reward_fn.setObjectName("job-reward-fn")
+            self.reward_fn.setPlaceholderText("optional: FILE.py:FUNCTION, your reward")
+            self.reward_browse.setToolTip("Choose a Python file with a reward function")
+        if self.judge is not None:
+            self.judge.setObjectName("job-judge")
+            self.judge.setPlaceholderText("optional: a rubric, e.g. The answer is polite.")
+            self.judge.setToolTip("The base model is asked whether each answer meets this rubric; "
+                                  "its P(yes) is a reward")
 
         self.start_button = QPushButton("Start")
         self.start_button.setObjectName("job-start")
@@ -148,7 +182,9 @@ class TrainingPanel(QWidget):
         self.progress.setFormat("idle")
         self.phase = QLabel("No job running.")
         self.phase.setObjectName("job-phase")
+        self.phase.setWordWrap(True)
         self.plots: dict[str, pg.PlotDataItem] = {}
+        self.plot_widgets: dict[str, pg.PlotWidget] = {}
         grid = QGridLayout()
         for col, (key, title) in enumerate(PLOTS):
             widget = pg.PlotWidget(title=title)
@@ -165,8 +201,10 @@ class TrainingPanel(QWidget):
                                             symbolSize=5, symbolBrush="#d62728", name="held-out")
             self.plots[key] = widget.plot([], [], pen=pg.mkPen("#1f77b4", width=2),
                                           symbol="o", symbolSize=4)
+            self.plot_widgets[key] = widget
             grid.addWidget(widget, 0, col)
         self.log = QPlainTextEdit()
+        self.log.setObjectName("job-log")
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(2000)
         self.summary = QLabel()
@@ -181,6 +219,9 @@ class TrainingPanel(QWidget):
         self.answers.setReadOnly(True)
         self.answers.setPlaceholderText("GRPO: answers and their rewards appear here, from "
                                         "Try it and every few steps while a job trains.")
+        self.eta_timer = QTimer(self)  # the ETA counts down between steps
+        self.eta_timer.setInterval(1000)
+        self.eta_timer.timeout.connect(self._show_eta)
 
         # -- adapters ----------------------------------------------------------------
         self.adapter_list = QListWidget()
@@ -194,6 +235,7 @@ class TrainingPanel(QWidget):
 
         left = QVBoxLayout()
         left.addLayout(form)
+        left.addWidget(self.vote_counts)
         left.addLayout(buttons)
         left.addWidget(QLabel("<b>Adapters</b>"))
         left.addWidget(self.adapter_list, 1)
@@ -219,7 +261,6 @@ class TrainingPanel(QWidget):
         self.source.activated.connect(self._source_picked)
         self.start_button.clicked.connect(self.start)
         self.try_button.clicked.connect(self.try_rewards)
-        self.reward_browse.clicked.connect(self._browse_reward)
         self.cancel_button.clicked.connect(self.cancel)
         self.use_button.clicked.connect(lambda: self._use(self.finished_adapter))
         self.use_selected.clicked.connect(lambda: self._use(self._selected()))
@@ -231,34 +272,101 @@ class TrainingPanel(QWidget):
 
     # -- form --------------------------------------------------------------------------
 
+    def _add_field(self, option: job_kinds.Option) -> None:
+        """A form row for one option of the kinds' descriptions."""
+        widget_kind = option.form_widget
+        if widget_kind == "number":
+            widget = _number_widget(option)
+        elif widget_kind in ("choice", "adapter"):
+            widget = QComboBox()
+            if widget_kind == "choice":
+                widget.addItem("default", None)
+                for choice in option.choices or ():
+                    widget.addItem(choice, choice)
+                widget.currentIndexChanged.connect(self.refresh_counts)  # e.g. KTO: what ties give
+        elif widget_kind == "check":
+            widget = QCheckBox()
+            widget.toggled.connect(self.refresh_counts)  # e.g. SFT: also the chosen answers
+        else:
+            widget = QLineEdit()
+        widget.setToolTip(option.help)
+        widget.setObjectName(f"job-option-{option.field}")
+        row: QWidget = widget
+        if widget_kind == "file":
+            browse = QPushButton("…")
+            browse.clicked.connect(lambda _=False, o=option: self._browse_file(o))
+            self._browse_buttons[option.field] = browse
+            box = QHBoxLayout()
+            box.setContentsMargins(0, 0, 0, 0)
+            box.addWidget(widget, 1)
+            box.addWidget(browse)
+            row = QWidget()
+            row.setLayout(box)
+        self.fields[option.field] = widget
+        self.field_rows[option.field] = row
+        self.field_options[option.field] = option
+        self.form.addRow(option.label, row)
+
     def current_kind(self) -> str:
         return self.kind.currentData()
 
+    def _kind(self) -> job_kinds.Kind:
+        return self.kinds[self.current_kind()]
+
     def _kind_changed(self, *_):
-        kind = self.current_kind()
-        self.name.setText(f"{kind}-{time.strftime('%m%d-%H%M')}")
+        kind = self._kind()
+        self.name.setText(self._fresh_name())
         self.source.clear()
-        if kind in ("dpo", "reward"):
-            self.source.addItem("Your votes", "store")
-        else:
+        if kind.data == "prompts":
             for key, text in TASKS.items():
                 self.source.addItem(f"Task: {text}", f"task:{key}")
             self.source.addItem("Your chat history (prompts)", "history")
+        else:
+            self.source.addItem("Your votes", "store")
         self.source.addItem("A JSONL file…", "file")
-        for row in (self.reward_model, self.reward_row, self.judge):
-            self.form.setRowVisible(row, kind == "grpo")
-        self.try_button.setVisible(kind == "grpo")
-        self.answers.setVisible(kind == "grpo")
-        self.form.setRowVisible(self.beta, kind in ("dpo", "grpo"))
+        present = {o.field for o in kind.all_options() if o.label}
+        for field, row in self.field_rows.items():
+            self.form.setRowVisible(row, field in present)
+            widget = self.fields[field]
+            if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+                widget.setSpecialValueText(_default_text(kind, field))
+            elif isinstance(widget, QComboBox) and self.field_options[field].form_widget == "choice":
+                widget.setItemText(0, _default_text(kind, field))
+        self._fill_adapter_pickers()
+        self.try_button.setVisible(kind.dry_run is not None)
+        self.answers.setVisible(kind.data == "prompts")
         self.refresh_counts()
 
+    def _fresh_name(self) -> str:
+        """kind-MMDD-HHMM, with -2, -3 … if an adapter already has that name."""
+        base = f"{self.current_kind()}-{time.strftime('%m%d-%H%M')}"
+        root = self.data_dir / "adapters"
+        name, n = base, 1
+        while (root / name).exists():
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
     def refresh_counts(self) -> None:
-        """How much data the chosen source holds: usable pairs, or prompts."""
+        """What the votes give each kind, and how much data the chosen source holds."""
+        kind = self._kind()
         data = self.source.currentData() or ""
         text = ""
-        if self.store is not None and data == "store":
-            counts = self.store.pair_counts()
-            text = f"{counts.get('pairs', 0)} usable pairs"
+        counts = self.store.pair_counts() if self.store is not None else None
+        if counts is not None:
+            parts = [f"{SHORT_NAMES.get(k.name, k.name)}: {job_kinds.describe_count(k, counts)}"
+                     for k in self.kinds.values() if job_kinds.describe_count(k, counts)]
+            self.vote_counts.setText("Your votes give " + " · ".join(parts))
+        if counts is not None and data == "store":
+            ties, chosen = self.fields.get("ties"), self.fields.get("chosen")
+            text = job_kinds.describe_count(
+                kind, counts, ties=ties.currentData() if ties is not None else None,
+                chosen=chosen.isChecked() if chosen is not None else None)
+            n = int(text.split()[0]) if text[:1].isdigit() else 0
+            if n >= 5:
+                text += f"; {max(1, round(n / 5))} held out to evaluate"
+            elif n:
+                text += "; too few to hold any out: evaluated on the training data"
         elif self.store is not None and data == "history":
             text = f"{len(self.store.recent_prompts(1000))} prompts"
         elif data.startswith("file:"):
@@ -276,35 +384,44 @@ class TrainingPanel(QWidget):
                 self.source.setCurrentIndex(0)
         self.refresh_counts()
 
+    def _option_args(self, kind: job_kinds.Kind) -> list[str]:
+        """The flags of the form rows the user set, for ``kind``."""
+        args = []
+        for option in kind.all_options():
+            widget = self.fields.get(option.field) if option.label else None
+            if widget is None:
+                continue
+            if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+                if widget.value() > widget.minimum():
+                    args += [option.cli_flag, f"{widget.value():g}"]
+            elif isinstance(widget, QComboBox):
+                if widget.currentData():
+                    args += [option.cli_flag, widget.currentData()]
+            elif isinstance(widget, QCheckBox):
+                if widget.isChecked():
+                    args.append(option.cli_flag)
+            elif widget.text().strip():
+                args += [option.cli_flag, widget.text().strip()]
+        return args
+
     def command(self, dry_run: bool = False) -> list[str]:
         """The exact ``diptych train`` command line this form describes (``--dry-run``:
         GRPO's Try it, which needs no name)."""
-        kind = self.current_kind()
+        kind = self._kind()
         args = [sys.executable, "-m", "diptych", "--data-dir", str(self.data_dir)]
         model = self.model_path() if callable(self.model_path) else self.model_path
         if model:
             args += ["--model", str(model)]
-        args += ["train", kind, *(["--dry-run"] if dry_run else ["--name", self.name.text().strip()]),
+        args += ["train", kind.name, *(["--dry-run"] if dry_run else ["--name", self.name.text().strip()]),
                  "--progress", "jsonl"]
         data = self.source.currentData() or ""
         if data.startswith("file:"):
-            args += ["--prompts-from" if kind == "grpo" else "--data", data[5:]]
+            args += ["--prompts-from" if kind.data == "prompts" else "--data", data[5:]]
         elif data.startswith("task:"):
             args += ["--task", data[5:]]
         elif data == "history":
             args += ["--prompts-from", "history"]
-        if kind == "grpo" and self.reward_model.currentData():
-            args += ["--reward-model", self.reward_model.currentData()]
-        if kind == "grpo" and self.reward_fn.text().strip():
-            args += ["--reward-fn", self.reward_fn.text().strip()]
-        if kind == "grpo" and self.judge.text().strip():
-            args += ["--judge", self.judge.text().strip()]
-        for flag, spin in (("--steps", self.steps), ("--lr", self.lr), ("--lora-r", self.lora_r)):
-            if spin.value() > spin.minimum():
-                args += [flag, f"{spin.value():g}"]
-        if kind in ("dpo", "grpo") and self.beta.value() > self.beta.minimum():
-            args += ["--beta", f"{self.beta.value():g}"]
-        return args + shlex.split(self.extra.text())
+        return args + self._option_args(kind) + shlex.split(self.extra.text())
 
     # -- the job -----------------------------------------------------------------------
 
@@ -315,19 +432,28 @@ class TrainingPanel(QWidget):
     def start(self) -> None:
         if self.running:
             return
+        name = self.name.text().strip()
         try:
-            registry.check_name(self.name.text().strip())
+            registry.check_name(name)
         except registry.AdapterError as exc:
             QMessageBox.warning(self, "Adapter name", str(exc))
             return
+        if (self.data_dir / "adapters" / name).exists():
+            QMessageBox.warning(self, "Adapter name", f"An adapter named {name} already exists: "
+                                "choose another name for the new one.")
+            return
+        self._stale_view = True  # the last job's plots stay until this one reports progress
+        self.use_button.setVisible(False)
+        self.finished_adapter = None
+        self._launch(self.command())
+
+    def _clear_view(self) -> None:
         self.history = {k: [] for k, _ in PLOTS}
         for curve in (*self.plots.values(), *self.spread, self.held_out):
             curve.setData([], [])
         self.summary.clear()
-        self.use_button.setVisible(False)
-        self.finished_adapter = None
         self.answers.clear()
-        self._launch(self.command())
+        self._stale_view = False
 
     def try_rewards(self) -> None:
         """GRPO's dry run: a few answers of the model as it is, with their rewards."""
@@ -342,8 +468,9 @@ class TrainingPanel(QWidget):
         self.trial = "--dry-run" in args
         self.log.clear()
         self.last_line = None
+        self._eta = None
         self._stdout_buffer = b""
-        self.log.appendPlainText("$ " + " ".join(args[1:]))
+        self._append_log("$ " + shlex.join(args[1:]))
         process = QProcess(self)
         process.setProgram(args[0])
         process.setArguments(args[1:])
@@ -356,9 +483,23 @@ class TrainingPanel(QWidget):
         self.phase.setText("Starting…")
         process.start()
 
-    def _browse_reward(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Reward function", "", "Python (*.py)")
+    def _append_log(self, line: str) -> None:
+        """Add a line and follow it, unless the user scrolled up to read."""
+        bar = self.log.verticalScrollBar()
+        following = bar.value() >= bar.maximum() - 2
+        self.log.appendPlainText(line)
+        if following:
+            bar.setValue(bar.maximum())
+
+    def _browse_file(self, option: job_kinds.Option) -> None:
+        """A file for a file option; a reward file also needs the function's name."""
+        reward = option.field == "reward_fn"
+        path, _ = QFileDialog.getOpenFileName(self, option.label or option.field, "",
+                                              "Python (*.py)" if reward else "")
         if not path:
+            return
+        if not reward:
+            self.fields[option.field].setText(path)
             return
         names = reward_functions(Path(path))
         if not names:
@@ -370,7 +511,7 @@ class TrainingPanel(QWidget):
                                             names, 0, False)
             if not ok:
                 return
-        self.reward_fn.setText(f"{path}:{name}")
+        self.fields[option.field].setText(f"{path}:{name}")
 
     def cancel(self) -> None:
         """SIGTERM: the job stops cleanly and leaves no adapter; SIGKILL if it lingers."""
@@ -382,6 +523,10 @@ class TrainingPanel(QWidget):
                               and proc.kill())
 
     def _set_running(self, running: bool) -> None:
+        if running:
+            self.eta_timer.start()
+        else:
+            self.eta_timer.stop()
         self.start_button.setEnabled(not running)
         self.try_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
@@ -396,10 +541,21 @@ class TrainingPanel(QWidget):
                 self.handle_line(raw.decode("utf-8", "replace"))
 
     def _read_stderr(self) -> None:
-        text = bytes(self.process.readAllStandardError()).decode("utf-8", "replace")
-        for line in text.splitlines():
-            if line.strip():
-                self.log.appendPlainText(line)
+        self.log_stderr(bytes(self.process.readAllStandardError()).decode("utf-8", "replace"))
+
+    def log_stderr(self, text: str) -> None:
+        """The job's stderr in the log, less the libraries' noise (see NOISE)."""
+        for line in re.split(r"[\r\n]+", text):  # a progress bar redraws itself with \r
+            if not NOISE.search(line):
+                self._append_log(line)
+
+    def _show_eta(self) -> None:
+        """Between steps the ETA counts down from the last step's estimate."""
+        if self._eta is None:
+            return
+        eta, at = self._eta
+        left = max(0.0, eta - (time.monotonic() - at))
+        self.progress.setFormat("step %v / %m" + (f" · ETA {_duration(left)}" if left else ""))
 
     def handle_line(self, line: str) -> None:
         """Draw one progress line of the job."""
@@ -410,7 +566,11 @@ class TrainingPanel(QWidget):
             return
         self.last_line = event
         phase = event.get("phase", "")
+        if self._stale_view and phase != "error":  # the new job is under way: its own view
+            self._clear_view()
         step, total = event.get("step"), event.get("total")
+        self._log_event(event)
+        self._eta = None
         if total:
             self.progress.setRange(0, int(total))
             self.progress.setValue(int(step or 0))
@@ -419,6 +579,8 @@ class TrainingPanel(QWidget):
                 self.progress.setFormat(f"{DRIFT_SETS.get(event.get('set'), '')}: %v / %m")
             else:
                 self.progress.setFormat("step %v / %m" + (f" · ETA {_duration(eta)}" if eta else ""))
+                if eta and phase == "train":
+                    self._eta = (float(eta), time.monotonic())
         labels = {"load": "Loading the base weights…", "eval_before": "Evaluating the base…",
                   "eval": "Training" if phase == "eval" and step else "Evaluating the base…",
                   "sample": "Sampling and scoring a few answers…",
@@ -453,13 +615,29 @@ class TrainingPanel(QWidget):
                                  "nothing was trained.")
         elif phase == "done":
             self.finished_adapter = event.get("adapter")
-            self.summary.setText(_summary(event.get("metrics") or {}, event.get("drift") or {}))
-        if phase == "error":
-            self.summary.setText(f"<span style='color:#b00'>{event.get('error')}</span>")
+            self.summary.setText(_summary(event.get("metrics") or {}, event.get("drift") or {},
+                                          event.get("data") or {}))
+        if phase == "error":  # the last job's plots and evaluation stay: only this start failed
+            self.phase.setText(f"Failed: {event.get('error')}")
+
+    def _log_event(self, event: dict) -> None:
+        """A progress line, as a person would write it in the log."""
+        phase = event.get("phase")
+        if phase == "train" and event.get("loss") is not None:
+            parts = [f"step {event.get('step')}/{event.get('total')}", f"loss {_num(event['loss'])}"]
+            parts += [f"{label} {_num(event[key])}" for key, label in
+                      (("reward", "reward/margin"), ("kl", "KL"), ("eta_s", "ETA s"))
+                      if event.get(key) is not None]
+            self._append_log("  ".join(parts))
+        elif phase == "error":
+            self._append_log(f"error: {event.get('error')}")
+        elif phase in ("load", "eval_before", "eval_after", "save", "done", "cancelled"):
+            self._append_log(f"[{phase}]" + (f" {event.get('path')}" if phase == "done" else ""))
 
     def _finished(self, code: int, _status) -> None:
         self._set_running(False)
         self.process = None
+        self._eta = None
         phase = (self.last_line or {}).get("phase")
         if phase == "done" and self.trial:
             self.progress.setRange(0, 1)
@@ -469,8 +647,9 @@ class TrainingPanel(QWidget):
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
             self.progress.setFormat("done")
-            self.use_button.setVisible(self.current_kind() != "reward")
+            self.use_button.setVisible(self._kind().writes_gguf)
             self.refresh_adapters()
+            self.name.setText(self._fresh_name())  # the next Start needs a name not yet taken
             self.adapter_ready.emit(self.finished_adapter)
         elif phase not in ("cancelled", "error"):
             self.phase.setText(f"The job ended unexpectedly (exit code {code}); no adapter was registered.")
@@ -488,17 +667,39 @@ class TrainingPanel(QWidget):
 
     def refresh_adapters(self) -> None:
         infos = registry.list_adapters(self.data_dir)
+        self._infos = infos
         self.adapter_list.clear()
-        self.reward_model.clear()
-        self.reward_model.addItem("none (use the task's reward)", "")
         for info in infos:
-            item = QListWidgetItem(registry.describe(info))
+            item = QListWidgetItem(_describe(info, self.data_dir))
             item.setData(Qt.ItemDataRole.UserRole, info.name)
             self.adapter_list.addItem(item)
-            if info.kind == "reward":
-                self.reward_model.addItem(info.name, info.name)
+        self._fill_adapter_pickers()
         self._adapter_picked()
         self.adapters_changed.emit()
+
+    def _fill_adapter_pickers(self) -> None:
+        """The adapters each adapter option can name: a reward model's kind, or (to continue
+        from) those of the chosen kind's sort: chat LoRAs, or reward models."""
+        infos = getattr(self, "_infos", [])
+        writes_gguf = self._kind().writes_gguf
+        for field, option in self.field_options.items():
+            if option.form_widget != "adapter":
+                continue
+            widget = self.fields[field]
+            chosen = widget.currentData()
+            widget.blockSignals(True)
+            widget.clear()
+            if option.adapter_kind == "reward":
+                widget.addItem("none (use the task's reward)", "")
+                names = [i.name for i in infos if i.kind == "reward"]
+            else:
+                widget.addItem("none (a new LoRA)", "")
+                names = [i.name for i in infos if i.kind != "lora" and not i.problem
+                         and (i.kind == "reward") != writes_gguf]
+            for name in names:
+                widget.addItem(name, name)
+            widget.setCurrentIndex(max(0, widget.findData(chosen)) if chosen else 0)
+            widget.blockSignals(False)
 
     def _adapter_picked(self, *_) -> None:
         """Use, Rename and Delete act on the selected adapter: off while none is."""
@@ -547,8 +748,17 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def _summary(metrics: dict, drift: dict) -> str:
-    """Before → after of each evaluation metric the job stored, and the KL it measured."""
+def _describe(info, data_dir) -> str:
+    """An adapter's line, with the adapters it continues (v1 → v2 → v3)."""
+    from diptych.training.parent import lineage
+
+    chain = lineage(info, data_dir)
+    return registry.describe(info) + (f" · from {' → '.join(chain[:-1])}" if len(chain) > 1 else "")
+
+
+def _summary(metrics: dict, drift: dict, data: dict | None = None) -> str:
+    """Before → after of each evaluation metric the job stored, on which examples, and the
+    KL it measured."""
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     rows = []
     for key in sorted(set(before) | set(after)):
@@ -558,7 +768,14 @@ def _summary(metrics: dict, drift: dict) -> str:
     took = metrics.get("seconds") or metrics.get("time_s")
     if took:
         rows.append(f"took {_duration(took)}")
-    text = "Evaluation on held-out data — " + ("; ".join(rows) if rows else "no metrics")
+    data = data or {}
+    if data.get("eval") and data.get("held_out"):
+        on = f"{data['eval']} held-out examples (not trained on)"
+    elif data.get("eval"):
+        on = f"the {data['eval']} training examples (too few to hold any out)"
+    else:
+        on = "held-out data"
+    text = f"Evaluation on {on} — " + ("; ".join(rows) if rows else "no metrics")
     kls = [f"{DRIFT_SETS[name]} {d['kl']:.3g}" for name, d in drift.items()
            if name in DRIFT_SETS and isinstance(d, dict) and d.get("kl") is not None]
     if kls:

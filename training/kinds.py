@@ -225,15 +225,17 @@ def example_counts(counts: dict, tie: str = "skip", chosen: bool = False) -> dic
     }
 
 
-def describe_count(kind: Kind, counts: dict) -> str:
-    """The Train tab's line for what the votes give ``kind``, e.g. "12 usable pairs"."""
-    tie = kind.default("tie") or "skip"
-    found = example_counts(counts, tie=tie)
+def describe_count(kind: Kind, counts: dict, ties: str | None = None, chosen: bool | None = None) -> str:
+    """The Train tab's line for what the votes give ``kind``, e.g. "12 usable pairs"
+    (``ties``, ``chosen``: the form's settings, else the kind's defaults)."""
+    found = example_counts(counts, tie=ties or kind.default("ties") or "skip",
+                           chosen=bool(kind.default("chosen") if chosen is None else chosen))
     if kind.data == "pairs":
         return f"{found['pairs']['n']} usable pairs"
     if kind.data == "labels":
         labels = found["labels"]
         return f"{labels['n']} labels ({labels['desirable']} desirable, {labels['undesirable']} undesirable)"
     if kind.data == "answers":
-        return f"{found['answers']['n']} written answers"
+        what = "written and chosen answers" if chosen else "written answers"
+        return f"{found['answers']['n']} {what}"
     return ""

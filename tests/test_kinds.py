@@ -1,0 +1,105 @@
+"""A job kind is described once: its flags reach the CLI and the Train tab's form from its
+description alone, and the counts the Train tab shows follow design.md's table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from every_vote import fill
+
+from diptych.cli import build_parser
+from diptych.training import kinds
+from diptych.training.job import JobConfig
+from diptych.training.store import Store
+
+
+@dataclass
+class FakeConfig(JobConfig):
+    knob: int = 7
+    style: str = "plain"
+    loud: bool = False
+    motto: str | None = None
+
+
+FAKE = kinds.Kind(
+    name="fake", title="Fake: a kind that only exists in this test", help="a fake kind",
+    config=FakeConfig, train=lambda job: {}, data="pairs", writes_gguf=True,
+    options=(kinds.Option("knob", "how far to turn it", kinds.positive(int), label="Knob"),
+             kinds.Option("style", "plain or fancy", choices=("plain", "fancy"), label="Style"),
+             kinds.Option("loud", "say it louder", action="store_true", label="Loud"),
+             kinds.Option("motto", "a motto", label="Motto")),
+)
+
+
+@pytest.fixture
+def fake_kind():
+    kinds.register(FAKE)
+    yield FAKE
+    kinds.unregister(FAKE.name)
+
+
+def parse(argv):
+    args = build_parser().parse_args(argv)
+    return kinds.config_from(kinds.get(args.train_kind), vars(args))
+
+
+def test_a_kinds_flags_reach_the_cli_from_its_description(fake_kind):
+    cfg = parse(["train", "fake", "--name", "f", "--knob", "3", "--style", "fancy", "--loud",
+                 "--motto", "go", "--from", "v1", "--lr", "0.01"])
+    assert cfg == FakeConfig(name="f", knob=3, style="fancy", loud=True, motto="go",
+                             from_adapter="v1", lr=0.01)
+    assert parse(["train", "fake", "--name", "f"]) == FakeConfig(name="f")  # unset: the defaults
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "fake", "--knob", "0"])
+
+
+def test_a_kinds_flags_reach_the_form_from_its_description(qtbot, fake_kind, tmp_path):
+    from diptych.desktop.training_panel import TrainingPanel
+
+    panel = TrainingPanel(tmp_path)
+    qtbot.addWidget(panel)
+    panel.kind.setCurrentIndex(panel.kind.findData("fake"))
+    assert panel.fields["knob"].specialValueText() == "default (7)"
+    panel.fields["knob"].setValue(4)
+    panel.fields["style"].setCurrentIndex(panel.fields["style"].findData("fancy"))
+    panel.fields["loud"].setChecked(True)
+    panel.fields["motto"].setText("go on")
+    command = panel.command()
+    assert command[command.index("train"):command.index("train") + 4] == ["train", "fake", "--name",
+                                                                          panel.name.text()]
+    cfg = parse(command[command.index("train"):])  # the form's command line, parsed by the CLI
+    assert (cfg.knob, cfg.style, cfg.loud, cfg.motto) == (4, "fancy", True, "go on")
+    # another kind hides the fake kind's rows and leaves its flags out
+    panel.kind.setCurrentIndex(panel.kind.findData("dpo"))
+    assert not panel.form.isRowVisible(panel.fields["knob"]) and "--knob" not in panel.command()
+    assert panel.form.isRowVisible(panel.fields["beta"]) and panel.name.text().startswith("dpo-")
+
+
+def test_every_real_kind_has_its_form_rows_and_cli_flags(qtbot, tmp_path):
+    from diptych.desktop.training_panel import TrainingPanel
+
+    panel = TrainingPanel(tmp_path)
+    qtbot.addWidget(panel)
+    parser_kinds = build_parser()._subparsers._group_actions[0].choices["train"]._subparsers \
+        ._group_actions[0].choices
+    assert list(parser_kinds) == list(kinds.kinds()) == ["dpo", "kto", "sft", "reward", "grpo"]
+    for name, kind in kinds.kinds().items():
+        flags = {a for action in parser_kinds[name]._actions for a in action.option_strings}
+        assert {o.cli_flag for o in kind.all_options()} <= flags and "--from" in flags
+        panel.kind.setCurrentIndex(panel.kind.findData(name))
+        shown = {f for f in panel.fields if panel.form.isRowVisible(panel.field_rows[f])}
+        assert shown == {o.field for o in kind.all_options() if o.label}
+
+
+def test_counts_follow_the_table_of_which_vote_feeds_which_job(data_dir):
+    with Store.open(data_dir) as store:
+        fill(store)  # 2 left, 2 right, a tie, a both-bad, 2 written answers
+        counts = store.pair_counts()
+    found = kinds.example_counts(counts)
+    assert found["pairs"] == {"n": 8}  # 4 votes + 2 written answers x 2 shown answers
+    assert found["labels"] == {"n": 12, "desirable": 6, "undesirable": 6}
+    assert found["answers"] == {"n": 2}
+    assert kinds.example_counts(counts, tie="desirable", chosen=True)["labels"]["desirable"] == 8
+    assert kinds.example_counts(counts, chosen=True)["answers"] == {"n": 6}
+    assert kinds.describe_count(kinds.get("kto"), counts) == "12 labels (6 desirable, 6 undesirable)"
