@@ -1,36 +1,26 @@
-"""The chat's wiring: two engines, one two-sided conversation, and the workers between.
+"""The Chat tab's Qt face of a ``Session``: ops in, signals out.
 
-Widgets never call llama.cpp themselves: they call this controller and listen to its
-signals. Each engine is driven by at most one worker at a time; the two sides stream at
-the same time.
+Widgets never call llama.cpp or the store: they call this controller, which runs the
+session's operations through ``ops.run_op`` (off the UI thread) and turns what comes
+back into signals. The session's queues keep each engine to one call at a time; the two
+sides stream at the same time.
 """
 
 from __future__ import annotations
 
-import random
 import threading
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from diptych.models import catalog, scoring, templates
-from diptych.models.conversation import SIDES, Conversation
-from diptych.models.engine import Completion, Engine, SamplingParams, Token
+from diptych.models.conversation import SIDES
+from diptych.models.engine import Completion, Engine
+from diptych.models.session import ChatSettings, Contender, Session
 
-from .workers import run_op, run_stream
+from . import ops
 
-ROLES = ("base", "tuned")
-
-
-@dataclass
-class ChatSettings:
-    """What both panes share, so the comparison is fair."""
-
-    system_prompt: str = ""
-    params: SamplingParams = field(default_factory=SamplingParams)
-    template_source: str | None = None  # None: the model's default template
+__all__ = ["ChatController", "ChatSettings"]
 
 
 class ChatController(QObject):
@@ -46,33 +36,65 @@ class ChatController(QObject):
     loading_changed = Signal(bool)
     scores_ready = Signal(str, object)  # side, scoring.Comparison
     scores_failed = Signal(str, str)  # side, message
-    vote_recorded = Signal(int, str)  # vote id, choice
+    vote_saving = Signal(str)  # choice: sent to the store, not yet committed
+    vote_recorded = Signal(int, str)  # vote id, choice: committed
+    vote_failed = Signal(str, str)  # choice, why: kept, and can be retried
     vote_undone = Signal(int)
+    blind_changed = Signal(str)  # what the user should know about the switch
 
     def __init__(self, parent=None, n_ctx: int = 4096):
         super().__init__(parent)
-        self.n_ctx = n_ctx
-        self.engines: dict[str, Engine] = {}
-        self.settings = ChatSettings()
-        self.conversation = Conversation()
-        self.blind = False
-        self.roles = {"left": "base", "right": "tuned"}
+        self.session = Session(n_ctx=n_ctx)
         self.partial: dict[str, str] = {s: "" for s in SIDES}
         self.last: dict[str, Completion | None] = {s: None for s in SIDES}
         self.failed: dict[str, str | None] = {s: None for s in SIDES}
-        self._running: dict[str, tuple[object, threading.Event]] = {}
+        self._running: dict[str, threading.Event] = {}  # side -> its cancel flag
         self._pending: list = []  # actions waiting for the streams to stop
         self.loading = False
-        # Reward data: every answer is recorded as it finishes, every vote on click.
-        self.store = None
-        self.conversation_id: int | None = None
-        self.response_ids: dict[str, int | None] = {s: None for s in SIDES}
-        self.vote_id: int | None = None
-        self.revealed = False  # in blind mode: has the user seen which side is which?
-        self._context: dict[str, tuple] = {}  # side -> (engine, messages, params) of its answer
-        self._score_queue: list[str] = []  # sides waiting to be scored; the first is running
+        self._loaded: dict[str, Engine] = {}  # the session's engines, once a load is done
+        self.saving_vote = False
+        self.answer_delta.connect(self._collect)
 
     # -- state -------------------------------------------------------------------------
+
+    @property
+    def store(self):
+        return self.session.store
+
+    @store.setter
+    def store(self, store) -> None:
+        self.session.store = store
+
+    @property
+    def settings(self) -> ChatSettings:
+        return self.session.settings
+
+    @property
+    def conversation(self):
+        return self.session.conversation
+
+    @conversation.setter
+    def conversation(self, conversation) -> None:
+        self.session.conversation = conversation
+
+    @property
+    def engines(self) -> dict[str, Engine]:
+        """The two engines under the panes' default roles: the left slot's as ``base``,
+        the right slot's (the toolbar's adapter) as ``tuned``."""
+        e = self._loaded
+        return {"base": e["left"], "tuned": e["right"]} if e else {}
+
+    @property
+    def blind(self) -> bool:
+        return self.session.blind
+
+    @property
+    def roles(self) -> dict[str, str]:
+        return {side: self.session.contender(side).role for side in SIDES}
+
+    @property
+    def hidden(self) -> bool:
+        return self.session.hidden
 
     @property
     def busy(self) -> bool:
@@ -82,33 +104,27 @@ class ChatController(QObject):
         return side in self._running
 
     def engine_for(self, side: str) -> Engine | None:
-        return self.engines.get(self.roles[side])
+        return self.session.engine(side)
 
-    def template(self) -> templates.ChatTemplate | None:
-        engine = self.engines.get("base")
-        return engine.template if engine else None
+    def template(self):
+        return self.session.template()
+
+    @property
+    def can_vote(self) -> bool:
+        return not self.busy and not self.saving_vote and self.session.can_vote
 
     # -- models ------------------------------------------------------------------------
 
     def load_model(self, path: str | Path, adapter: str | Path | None = None,
                    on_loaded=None) -> None:
-        """Load ``path`` into both engines off the UI thread; keep the old ones on failure."""
-        adapter = adapter if adapter is not None else self.adapter_path()
+        """Load ``path`` into both slots off the UI thread; keep the old ones on failure.
+        ``adapter``: the right slot's GGUF LoRA (default: the one it has)."""
+        def op():
+            wanted = {"right": Contender.of(adapter)} if adapter is not None else None
+            return self.session.load(path, wanted)
 
-        def load():
-            catalog.file_hash(path)  # hashed here, off the UI thread; cached for the votes
-            base = Engine(path, n_ctx=self.n_ctx)
-            tuned = Engine(path, n_ctx=self.n_ctx)
-            if adapter:
-                tuned.set_adapter(adapter)
-            return base, tuned
-
-        def loaded(engines):
-            old = list(self.engines.values())
-            self.engines = dict(zip(ROLES, engines))
-            self._apply_template()
-            for engine in old:
-                engine.close()
+        def loaded(_changes):
+            self._loaded = dict(self.session.engines)
             self._set_loading(False)
             self.engines_changed.emit()
             if on_loaded:
@@ -116,53 +132,39 @@ class ChatController(QObject):
 
         def failed(exc):
             self._set_loading(False)
-            self.error.emit("Could not open the model", str(exc))
+            self.error.emit("Could not open the model", ops.message(exc))
 
         def start():
             self._set_loading(True)
-            run_op(load, loaded, failed, self)
+            ops.run_op(self, op, loaded, failed)
 
         self._when_idle(start)
 
-    def adapter_path(self) -> Path | None:
-        tuned = self.engines.get("tuned")
-        return tuned.adapter_path if tuned else None
+    def adapter_path(self, slot: str = "right") -> Path | None:
+        return self.session.contenders[slot].adapter
 
-    def set_adapter(self, path: str | Path | None, scale: float = 1.0, on_done=None) -> None:
-        """Switch the tuned engine's LoRA (None: no adapter); the base weights stay loaded."""
-        tuned = self.engines.get("tuned")
-        if tuned is None:
+    def set_adapter(self, path: str | Path | None, scale: float = 1.0, on_done=None,
+                    slot: str = "right") -> None:
+        """Run the GGUF LoRA ``path`` (None: none) in ``slot``; queued behind the
+        answers and scores that use that engine, so it never finds it busy."""
+        if not self.session.engines:
             return
 
-        def done(seconds):
-            self._set_loading(False)
+        def done(_changes):
             self.engines_changed.emit()
             if on_done:
-                on_done(seconds)
+                on_done(0.0)
 
         def failed(exc):
-            self._set_loading(False)
-            self.error.emit("Could not use the adapter", str(exc))
+            self.error.emit("Could not use the adapter", ops.message(exc))
             self.engines_changed.emit()
 
-        def start():
-            self._set_loading(True)
-            run_op(lambda: tuned.set_adapter(path, scale), done, failed, self)
-
-        self._when_idle(start)
+        ops.run_op(self, lambda: self.session.set_contender(slot, Contender.of(path, scale)),
+                   done, failed)
 
     def set_template_source(self, source: str | None) -> None:
         """Override the chat template for both panes (None: back to the model's own)."""
-        if source is not None and self.engines:
-            templates.custom(source, self.engines["base"].info.default_template())
-        self.settings.template_source = source
-        self._apply_template()
-
-    def _apply_template(self) -> None:
-        for engine in self.engines.values():
-            default = engine.info.default_template()
-            src = self.settings.template_source
-            engine.template = templates.custom(src, default) if src else default
+        self.session.set_template_source(source)
 
     def _set_loading(self, value: bool) -> None:
         self.loading = value
@@ -171,20 +173,9 @@ class ChatController(QObject):
     # -- conversation ------------------------------------------------------------------
 
     def send(self, text: str) -> bool:
-        text = text.strip()
-        if not text or self.busy or self.loading or len(self.engines) < 2:
+        if not text.strip() or self.busy or self.loading or len(self.session.engines) < 2:
             return False
-        if not self.conversation.turns:
-            self.conversation.system = self.settings.system_prompt
-            if self.blind:  # which side shows which model: drawn once per conversation
-                self.roles = dict(zip(SIDES, random.sample(ROLES, 2)))
-            self.conversation_id = None
-        turn = self.conversation.add_user(text)
-        if self.store is not None:
-            if self.conversation_id is None:
-                self.conversation_id = self.store.new_conversation(
-                    self.conversation.system, self.blind)
-            self.store.add_user_message(self.conversation_id, turn, text)
+        self.session.add_turn(text)
         for side in SIDES:
             self._start(side)
         return True
@@ -194,85 +185,75 @@ class ChatController(QObject):
             return
         for s in [side] if side else SIDES:
             if not self.is_running(s):
-                self.conversation.set_answer(s, None)
                 self._start(s)
 
     def stop(self, side: str | None = None) -> None:
         for s in [side] if side else list(self._running):
             if s in self._running:
-                self._running[s][1].set()
+                self._running[s].set()
 
     def new_conversation(self) -> None:
         def reset():
-            self.conversation = Conversation(system=self.settings.system_prompt)
-            self.roles = {"left": "base", "right": "tuned"}
+            self.session.new_conversation()
             self.partial = {s: "" for s in SIDES}
             self.last = {s: None for s in SIDES}
-            self.conversation_id = None
-            self.response_ids = {s: None for s in SIDES}
-            self.vote_id = None
-            self.revealed = False
+            self.saving_vote = False
             self.conversation_reset.emit()
 
         self.stop()
         self._when_idle(reset)
 
     def set_blind(self, blind: bool) -> None:
-        self.blind = blind
-        if not blind:
-            self.roles = {"left": "base", "right": "tuned"}
-        self.new_conversation()
+        """Blind mode from the next conversation on; the one on screen is kept."""
+        self.session.set_blind(blind)
+        if self.conversation.turns:
+            when = "the next conversation (New conversation, Ctrl+N)"
+            self.blind_changed.emit(f"Blind mode {'on' if blind else 'off'} from {when}; "
+                                    "this one keeps its names.")
+        else:
+            self.blind_changed.emit("")
+            self.engines_changed.emit()
 
     # -- streams -----------------------------------------------------------------------
 
     def _start(self, side: str) -> None:
-        engine = self.engine_for(side)
-        messages = self.conversation.messages(side)
-        params = self.settings.params  # replaced, never mutated, when a setting changes
         cancel = threading.Event()
         self.partial[side] = ""
         self.last[side] = None
         self.failed[side] = None
-        self.response_ids[side] = None
-        self.vote_id = None
-        self._context[side] = (engine, messages, params)
-        worker = run_stream(
-            lambda: engine.stream(messages, params, cancel),
-            item=partial(self._on_item, side),
-            failure=partial(self._on_failure, side),
-            finished=partial(self._on_finished, side),
-        )
         was_busy = self.busy
-        self._running[side] = (worker, cancel)
+        self._running[side] = cancel
+        emit = partial(self.answer_delta.emit, side)  # from the engine's thread: queued
+        ops.run_op(self, lambda: self.session.answer(side, emit, cancel),
+                   partial(self._on_done, side), partial(self._on_failure, side))
         self.answer_started.emit(side)
         if not was_busy:
             self.busy_changed.emit(True)
 
-    def _on_item(self, side: str, item) -> None:
-        if isinstance(item, Token):
-            if item.text:
-                self.partial[side] += item.text
-                self.answer_delta.emit(side, item.text)
-        elif isinstance(item, Completion):
-            self.last[side] = item
-            self.conversation.set_answer(side, item.text)
-            self._record_response(side, item)
+    def _collect(self, side: str, text: str) -> None:
+        self.partial[side] += text
+
+    def _on_done(self, side: str, completion: Completion) -> None:
+        self.last[side] = completion
+        self._running.pop(side, None)
+        self.answer_finished.emit(side, completion)
+        self._finished()
 
     def _on_failure(self, side: str, exc: BaseException) -> None:
-        self.failed[side] = str(exc)
-        self.answer_failed.emit(side, str(exc))
-
-    def _on_finished(self, side: str) -> None:
+        self.failed[side] = ops.message(exc)
         self._running.pop(side, None)
-        if self.last[side] is not None:
-            self.answer_finished.emit(side, self.last[side])
-        if not self.busy:
-            self.busy_changed.emit(False)
-            if all(self.last[s] is not None for s in SIDES):
-                self.turn_complete.emit(len(self.conversation.turns) - 1)
-            pending, self._pending = self._pending, []
-            for action in pending:
-                action()
+        self.answer_failed.emit(side, self.failed[side])
+        self._finished()
+
+    def _finished(self) -> None:
+        if self.busy:
+            return
+        self.busy_changed.emit(False)
+        if all(self.last[s] is not None for s in SIDES):
+            self.turn_complete.emit(len(self.conversation.turns) - 1)
+        pending, self._pending = self._pending, []
+        for action in pending:
+            action()
 
     def _when_idle(self, action) -> None:
         """Run ``action`` now, or once the running streams have stopped."""
@@ -281,89 +262,58 @@ class ChatController(QObject):
         else:
             action()
 
-    # -- where the tuned model moved -----------------------------------------------------
+    # -- where a contender moved from the base -----------------------------------------
 
     def score(self, side: str) -> None:
-        """Score ``side``'s last answer under both models; emits ``scores_ready``.
-
-        Each scoring uses both engines, so requests for the two sides run one after the other.
-        """
-        done = self.last[side]
-        if done is None or self.busy or side not in self._context:
+        """Score ``side``'s last answer; emits ``scores_ready`` or ``scores_failed``."""
+        if self.last[side] is None or self.is_running(side):
             self.scores_failed.emit(side, "no finished answer to score")
             return
-        if side not in self._score_queue:
-            self._score_queue.append(side)
-        if len(self._score_queue) == 1:
-            self._score_next()
+        ops.run_op(self, lambda: self.session.score(side),
+                   lambda comparison: self.scores_ready.emit(side, comparison),
+                   lambda exc: self.scores_failed.emit(side, ops.message(exc)))
 
-    def _score_next(self) -> None:
-        side = self._score_queue[0]
-        engine, messages, params = self._context[side]
-        base, tuned = self.engines["base"], self.engines["tuned"]
-        # The mean log-ratio is a KL estimate only for the tuned model's own samples.
-        sampled_by_tuned = params if engine is tuned else None
-        ids = scoring.answer_ids(self.last[side])
-        self._set_loading(True)
+    # -- votes -------------------------------------------------------------------------
 
-        def finish(signal, result):
-            self._score_queue.pop(0)
-            if self._score_queue:
-                self._score_next()
-            else:
-                self._set_loading(False)
-            signal.emit(side, result)
-
-        run_op(lambda: scoring.compare(base, tuned, messages, ids, tuned_sampling=sampled_by_tuned),
-               lambda comparison: finish(self.scores_ready, comparison),
-               lambda exc: finish(self.scores_failed, str(exc)), self)
-
-    # -- reward data -------------------------------------------------------------------
-
-    def _record_response(self, side: str, done: Completion) -> None:
-        """Store an answer with everything needed to learn from a vote on it."""
-        if self.store is None or self.conversation_id is None:
-            return
-        engine, messages, params = self._context[side]
-        params = {**params.to_dict(), "seed": done.seed}
-        self.response_ids[side] = self.store.add_response(
-            self.conversation_id, len(self.conversation.turns) - 1, side, self.roles[side],
-            done.text,
-            model=engine.info.name, model_path=str(engine.info.path),
-            model_hash=catalog.file_hash(engine.info.path), adapter=engine.adapter_name,
-            adapter_path=str(engine.adapter_path) if engine.adapter_path else None,
-            adapter_scale=engine.adapter_scale if engine.adapter_path else None,
-            template_name=engine.template.name, template_source=engine.template.source,
-            params=params, prompt_messages=messages, n_tokens=done.n_tokens,
-            ttft_s=done.ttft_s, tokens_per_s=done.tokens_per_s,
-            finish_reason=done.finish_reason,
-        )
-
-    @property
-    def hidden(self) -> bool:
-        """Are the panes' model names hidden from the user right now?"""
-        return self.blind and not self.revealed
-
-    @property
-    def can_vote(self) -> bool:
-        return (self.store is not None and not self.busy and self.vote_id is None
-                and all(self.response_ids[s] is not None for s in SIDES))
-
-    def vote(self, choice: str, better_text: str | None = None) -> int | None:
-        """Record the user's verdict on the two answers shown; committed before returning."""
+    def vote(self, choice: str, better_text: str | None = None) -> bool:
+        """Send the user's verdict to the store; ``vote_recorded`` once it is committed,
+        ``vote_failed`` (the vote kept for ``retry_vote``) when it cannot be."""
         if not self.can_vote:
-            return None
-        self.vote_id = self.store.record_vote(
-            self.response_ids["left"], self.response_ids["right"], choice,
-            self.hidden, better_text=better_text,
-        )
-        self.revealed = True
-        self.vote_recorded.emit(self.vote_id, choice)
-        return self.vote_id
+            return False
+        self._save_vote(choice, lambda: self.session.vote(choice, better_text))
+        return True
+
+    def retry_vote(self) -> None:
+        pending = self.session.pending_vote
+        if pending is not None and not self.saving_vote:
+            self._save_vote(pending[0], self.session.retry_vote)
+
+    def _save_vote(self, choice: str, op) -> None:
+        self.saving_vote = True
+        self.vote_saving.emit(choice)
+
+        def done(_changes):
+            self.saving_vote = False
+            self.vote_recorded.emit(self.session.vote_id, choice)
+
+        def failed(exc):
+            self.saving_vote = False
+            self.vote_failed.emit(choice, ops.message(exc))
+
+        ops.run_op(self, op, done, failed)
 
     def undo_vote(self) -> None:
-        if self.store is not None and self.vote_id is not None:
-            vote_id, self.vote_id = self.vote_id, None
-            self.store.undo_vote(vote_id)
+        vote_id = self.session.vote_id
+        if vote_id is None or self.saving_vote:
+            return
+        self.saving_vote = True
+
+        def done(_changes):
+            self.saving_vote = False
             self.vote_undone.emit(vote_id)
 
+        def failed(exc):
+            self.saving_vote = False
+            self.error.emit("The vote was not undone", ops.message(exc))
+
+        ops.run_op(self, self.session.undo_vote, done, failed)

@@ -26,6 +26,9 @@ from . import token_view
 # the user votes on what the model wrote, so ``<b>`` must show as ``<b>``.
 MARKDOWN = (QTextDocument.MarkdownFeature.MarkdownDialectGitHub
             | QTextDocument.MarkdownFeature.MarkdownNoHTML)
+SCORES_TIP = ("Colour each token of the last answer by log p_tuned − log p_base: the pane's "
+              "adapter (or the other pane's, for a base answer) against the base; hover a "
+              "token for details")
 FOLLOW_SLACK = 4  # pixels from the bottom that still count as "at the bottom"
 
 
@@ -61,8 +64,7 @@ class ChatPane(QFrame):
         self.scores_button.setObjectName(f"{side}-scores")
         self.scores_button.setCheckable(True)
         self.scores_button.setEnabled(False)
-        self.scores_button.setToolTip("Colour each token of the last answer by "
-                                      "log p_tuned − log p_base (hover a token for details)")
+        self.scores_button.setToolTip(SCORES_TIP)
         self.scores_button.toggled.connect(self._toggle_scores)
         self.score_summary = QLabel()
         self.score_summary.setObjectName(f"{side}-score-summary")
@@ -81,6 +83,8 @@ class ChatPane(QFrame):
         layout.addWidget(self.score_summary)
         layout.addLayout(bar)
 
+        self._scoring_allowed = True  # off in blind mode until the vote
+        self._can_score = False  # a finished answer with tokens is shown
         self._conversation: Conversation | None = None
         self._shown_turns = 0
         self._partial = ""
@@ -119,7 +123,8 @@ class ChatPane(QFrame):
         self._partial = ""
         if self._last_answer() is None:  # a new turn or conversation: nothing scored to show
             self.clear_scores()
-        self.scores_button.setEnabled(bool(self._last_answer()) and not self._streaming)
+        self._can_score = bool(self._last_answer()) and not self._streaming
+        self._enable_scores()
         self.regenerate_button.setEnabled(bool(conversation.turns) and not self._streaming)
         self._render()
 
@@ -134,7 +139,8 @@ class ChatPane(QFrame):
 
     def begin_answer(self) -> None:
         self.clear_scores()
-        self.scores_button.setEnabled(False)
+        self._can_score = False
+        self._enable_scores()
         self._partial = ""
         self._streaming = True
         self.stop_button.setEnabled(True)
@@ -151,7 +157,8 @@ class ChatPane(QFrame):
         self.stop_button.setEnabled(False)
         self.regenerate_button.setEnabled(self._conversation is not None
                                           and bool(self._conversation.turns))
-        self.scores_button.setEnabled(completion is not None and completion.n_tokens > 0)
+        self._can_score = completion is not None and completion.n_tokens > 0
+        self._enable_scores()
         if error:
             self.stats.setText(f"error: {error}")
         elif completion is not None:
@@ -170,6 +177,17 @@ class ChatPane(QFrame):
         self._render()
 
     # -- log-ratio view ---------------------------------------------------------------
+
+    def set_scoring_allowed(self, allowed: bool, why: str = "") -> None:
+        """Allow "Δ vs base" (blind mode forbids it until the vote: it tells who is who)."""
+        self._scoring_allowed = allowed
+        if not allowed and self.comparison is not None:
+            self.clear_scores()
+        self.scores_button.setToolTip(why or SCORES_TIP)
+        self._enable_scores()
+
+    def _enable_scores(self) -> None:
+        self.scores_button.setEnabled(self._scoring_allowed and self._can_score)
 
     def show_scores(self, comparison) -> None:
         self.comparison = comparison

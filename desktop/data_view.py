@@ -42,8 +42,8 @@ from diptych.training.store import BASE, CHOICES, SIDES, Store, identity
 
 ANY = ""  # a filter combo's "no filter" item
 CHOICE_NAMES = {"left": "left", "right": "right", "tie": "tie", "both_bad": "both bad",
-                "better": "own answer"}
-COLUMNS = ("Time", "Prompt", "Left", "Right", "Choice", "Blind", "Better answer")
+                "better": "your answer"}
+COLUMNS = ("Time", "Prompt", "Left", "Right", "Choice", "Blind", "Your answer")
 PROMPT_COLUMN = COLUMNS.index("Prompt")
 FILE_FILTER = "JSON lines (*.jsonl);;All files (*)"
 
@@ -122,7 +122,7 @@ def _pair_html(pair: list[dict], vote: dict | None, focus: bool) -> str:
         verdict += " · <span style='color:#c62828'>deleted</span>"
     if focus:
         verdict = "▶ " + verdict + " <i>(the selected vote)</i>"
-    better = (f"<p><b>Your better answer:</b><br>{_text(vote['better_text'])}</p>"
+    better = (f"<p><b>Your answer:</b><br>{_text(vote['better_text'])}</p>"
               if vote["better_text"] else "")
     return f"{table}<p>{verdict}</p>{better}"
 
@@ -165,7 +165,7 @@ class DataView(QWidget):
 
         self.counts = QLabel(objectName="pair-counts")
         self.counts.setWordWrap(True)  # a long count line must not set the window's width
-        self.counts.setToolTip("Left, right and own-answer votes are preference pairs (an own "
+        self.counts.setToolTip("Left, right and your-answer votes are preference pairs (your "
                                "answer beats both shown answers, so it makes two). Ties and "
                                "both-bad votes are exported only when asked for.")
         self.open_button = QPushButton("Open conversation", objectName="open-conversation")
@@ -311,7 +311,7 @@ class DataView(QWidget):
         kinds = ", ".join(f"{CHOICE_NAMES[c]} {counts[c]}" for c in ("left", "right", "better"))
         self.counts.setText(
             f"Showing {shown} of {counts['votes']} votes · {counts['pairs']} preference pairs "
-            f"({kinds}; an own answer makes 2) · not pairs: tie {counts['tie']}, "
+            f"({kinds}; your answer makes 2) · not pairs: tie {counts['tie']}, "
             f"both bad {counts['both_bad']}")
 
     def _update_buttons(self) -> None:

@@ -13,12 +13,14 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QDockWidget,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -31,8 +33,10 @@ from PySide6.QtWidgets import (
 from diptych.models import adapters as adapter_registry
 from diptych.models import catalog
 from diptych.models.conversation import SIDES
+from diptych.models.session import Changes, Contender
 from diptych.training.store import Store, StoreVersionError
 
+from . import ops
 from .chat_controller import ChatController
 from .chat_pane import ChatPane
 from .data_view import DataView
@@ -84,25 +88,34 @@ class MainWindow(QMainWindow):
             self.store = Store.open(data_dir)
         except StoreVersionError as exc:  # the file is left exactly as it is
             self.store_error = str(exc)
-        self.controller.store = self.store
+        # The session writes through its own connection, on its own thread: the views'
+        # reads here never wait for a write, and a locked database never stalls the window.
+        self.controller.store = Store(self.store.path) if self.store is not None else None
 
         # Toolbar: model, adapter, conversation controls.
         toolbar = QToolBar("Models")
         toolbar.setMovable(False)
         self.addToolBar(toolbar)
         self.model_picker = QComboBox()
-        self.model_picker.setMinimumWidth(260)
-        self.adapter_picker = QComboBox()
-        self.adapter_picker.setMinimumWidth(260)
-        # Long adapter descriptions must not widen the window past the screen: show ~60
-        # characters, the popup shows them whole.
-        self.adapter_picker.setSizeAdjustPolicy(
+        self.model_picker.setMinimumWidth(200)
+        self.model_picker.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.adapter_picker.setMinimumContentsLength(60)
+        self.model_picker.setMinimumContentsLength(24)
+        # Each pane runs a contender: the base, or the base plus any adapter. The pickers
+        # name adapters by their stable id, so a rename or delete is followed.
+        self.pickers = {side: QComboBox(objectName=f"{side}-contender") for side in SIDES}
+        self.adapter_picker = self.pickers["right"]  # the tuned pane's, by default
         toolbar.addWidget(QLabel(" Model "))
         toolbar.addWidget(self.model_picker)
-        toolbar.addWidget(QLabel("  Tuned pane adapter "))
-        toolbar.addWidget(self.adapter_picker)
+        for side in SIDES:
+            picker = self.pickers[side]
+            # Long adapter descriptions must not widen the window: show ~36 characters,
+            # the popup shows them whole.
+            picker.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            picker.setMinimumContentsLength(36)
+            toolbar.addWidget(QLabel(f"  {side.title()} pane "))
+            toolbar.addWidget(picker)
         toolbar.addSeparator()
         self.new_action = QAction("New conversation", self)
         self.new_action.setShortcut(QKeySequence("Ctrl+N"))
@@ -130,12 +143,23 @@ class MainWindow(QMainWindow):
         self.stop_button.setEnabled(False)
         self.regenerate_button = QPushButton("Regenerate both")
         self.regenerate_button.setEnabled(False)  # nothing sent yet
+        self.new_button = QPushButton("New conversation")
+        self.new_button.setObjectName("new-conversation")
+        self.new_button.setToolTip("Forget the turns so far (Ctrl+N): both panes start afresh")
+        self.turn_label = QLabel(objectName="turn-count")
+        self.turn_label.setStyleSheet("color: gray")
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)
         buttons.addWidget(self.regenerate_button)
+        prompt_column = QVBoxLayout()
+        turn_row = QHBoxLayout()
+        turn_row.addWidget(self.turn_label, 1)
+        turn_row.addWidget(self.new_button)
+        prompt_column.addLayout(turn_row)
+        prompt_column.addWidget(self.prompt)
         prompt_row = QHBoxLayout()
-        prompt_row.addWidget(self.prompt, 1)
+        prompt_row.addLayout(prompt_column, 1)
         prompt_row.addLayout(buttons)
         chat = QWidget()
         self.chat_layout = QVBoxLayout(chat)
@@ -151,9 +175,9 @@ class MainWindow(QMainWindow):
             self.stats_view = StatsView(self.store, model_path=lambda: self.model_path)
             self.stats_view.drift_recorded.connect(lambda _name: self.refresh_adapters())
             self.tabs.addTab(self.data_view, "Data")
-            self.tabs.addTab(self.stats_view, "Stats")
+            self.tabs.addTab(_scrolling(self.stats_view), "Stats")
         self.training = TrainingPanel(data_dir, self.store, model_path=lambda: self.model_path)
-        self.tabs.addTab(self.training, "Train")
+        self.tabs.addTab(_scrolling(self.training), "Train")
         self.setCentralWidget(self.tabs)
 
         self.settings = SettingsPanel()
@@ -227,7 +251,7 @@ class MainWindow(QMainWindow):
 
     def _in_data_tab(self, action) -> None:
         """Run one of the Data tab's actions where its result is reported."""
-        self.tabs.setCurrentWidget(self.data_view)
+        self.tabs.setCurrentIndex(self.tabs.indexOf(self.data_view))
         action()
 
     def shortcuts(self) -> list[tuple[str, str]]:
@@ -283,21 +307,26 @@ class MainWindow(QMainWindow):
         self.vote_bar.voted.connect(self.vote)
         self.vote_bar.better_written.connect(lambda text: self.vote("better", text))
         self.vote_bar.undo_requested.connect(c.undo_vote)
+        self.vote_bar.retry_requested.connect(c.retry_vote)
         c.turn_complete.connect(self._offer_vote)
+        c.vote_saving.connect(self.vote_bar.show_saving)
         c.vote_recorded.connect(self._on_vote_recorded)
+        c.vote_failed.connect(self.vote_bar.show_failed)
         c.vote_undone.connect(lambda _id: self._offer_vote())
+        c.blind_changed.connect(self._on_blind_changed)
         self.blind_action.toggled.connect(c.set_blind)
         self.training.use_adapter.connect(self._use_trained_adapter)
         self.training.adapters_changed.connect(self.refresh_adapters)
-        c.vote_recorded.connect(lambda *_: self._votes_changed())
-        c.vote_undone.connect(lambda *_: self._votes_changed())
-        if self.data_view is not None:
-            self.data_view.votes_changed.connect(self._votes_changed)
+        ops.hub().changed.connect(self._on_changes)
+        if self.data_view is not None:  # it has redrawn itself: the others follow
+            self.data_view.votes_changed.connect(
+                lambda: self._on_changes(Changes(votes=True), data_view=False))
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=lambda: c.stop())
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(lambda: c.stop())
         self.regenerate_button.clicked.connect(lambda: c.regenerate())
         self.new_action.triggered.connect(c.new_conversation)
+        self.new_button.clicked.connect(c.new_conversation)
         self.raw_action.toggled.connect(
             lambda raw: [pane.set_raw(raw) for pane in self.panes.values()])
         for pane in self.panes.values():
@@ -308,7 +337,7 @@ class MainWindow(QMainWindow):
 
         c.answer_started.connect(self._on_answer_started)
         c.answer_delta.connect(lambda side, text: self.panes[side].append(text))
-        c.answer_finished.connect(lambda side, comp: self.panes[side].end_answer(comp))
+        c.answer_finished.connect(self._on_answer_finished)
         c.answer_failed.connect(lambda side, msg: self.panes[side].end_answer(error=msg))
         c.busy_changed.connect(self._on_busy)
         c.loading_changed.connect(self._on_loading)
@@ -325,7 +354,8 @@ class MainWindow(QMainWindow):
         s.template_override_changed.connect(self._override_template)
 
         self.model_picker.activated.connect(self._on_model_picked)
-        self.adapter_picker.activated.connect(self._on_adapter_picked)
+        for side, picker in self.pickers.items():
+            picker.activated.connect(lambda index, side=side: self._on_adapter_picked(index, side))
 
     # -- actions -----------------------------------------------------------------------
 
@@ -356,39 +386,64 @@ class MainWindow(QMainWindow):
 
         self.controller.load_model(path, adapter=adapter, on_loaded=loaded)
 
-    def use_adapter(self, path: str | Path | None) -> None:
-        self.controller.set_adapter(Path(path) if path else None)
+    def use_adapter(self, path: str | Path | None, side: str = "right") -> None:
+        """Run the GGUF LoRA ``path`` (None: the base alone) in ``side``'s pane."""
+        self.controller.set_adapter(Path(path) if path else None, slot=side)
 
-    def _votes_changed(self) -> None:
-        self.training.refresh_counts()
-        if self.data_view is not None:
-            self.data_view.refresh()
-            self.stats_view.refresh()
+    def _on_changes(self, changes: Changes, data_view: bool = True) -> None:
+        """Redraw what shows what changed, once per operation."""
+        if changes.votes:
+            self.training.refresh_counts()
+            if self.data_view is not None:
+                if data_view:
+                    self.data_view.refresh()
+                self.stats_view.refresh()
+        if changes.adapters:
+            self.refresh_adapters()
 
     def _use_trained_adapter(self, path: str) -> None:
         self.use_adapter(path)
         self.tabs.setCurrentIndex(0)
 
     def refresh_adapters(self) -> None:
-        """List registered adapters (kind, date, key metric) and select the one in use."""
-        picker = self.adapter_picker
-        picker.blockSignals(True)
-        picker.clear()
-        picker.addItem("No adapter (both panes sample the base)", NO_ADAPTER)
+        """List registered adapters (kind, date, key metric) in both pickers and select
+        each pane's. A pane follows its adapter by stable id: to its new name after a
+        rename; back to the base, with a word, after a delete."""
         infos = adapter_registry.list_adapters(self.data_dir)
-        for info in infos:
-            if info.gguf_path is not None:  # a reward model is not run by llama.cpp
-                picker.addItem(adapter_registry.describe(info), str(info.gguf_path))
-        picker.addItem("Open adapter file…", OPEN_FILE)
+        runnable = [info for info in infos if info.gguf_path is not None]  # not reward models
+        by_id = {adapter_registry.stable_id(info): info for info in runnable}
         if self.stats_view is not None:
             self.stats_view.set_adapters(infos)
-        current = self.controller.adapter_path()
-        index = picker.findData(str(current)) if current else 0
-        if current and index < 0:
-            picker.insertItem(1, current.name, str(current))
-            index = 1
-        picker.setCurrentIndex(index)
-        picker.blockSignals(False)
+        session = self.controller.session
+        for side, picker in self.pickers.items():
+            current = session.contenders[side]
+            if current.adapter is not None and session.engines:
+                info = by_id.get(current.adapter_id)
+                if info is not None and info.gguf_path != current.adapter:  # renamed
+                    session.contenders[side] = Contender(info.gguf_path, current.adapter_id,
+                                                         info.name, current.scale)
+                    self._update_headers(refresh=False)
+                elif info is None and not current.adapter.exists():  # deleted
+                    self.statusBar().showMessage(f"The {side} pane's adapter {current.name} "
+                                                 "was deleted: the pane shows the base again.",
+                                                 15_000)
+                    self.use_adapter(None, side)
+            picker.blockSignals(True)
+            picker.clear()
+            picker.addItem("Base (no adapter)", NO_ADAPTER)
+            for info in runnable:
+                picker.addItem(adapter_registry.describe(info), adapter_registry.stable_id(info))
+                picker.setItemData(picker.count() - 1, str(info.gguf_path), Qt.ItemDataRole.ToolTipRole)
+            picker.addItem("Open adapter file…", OPEN_FILE)
+            index = picker.findData(current.adapter_id) if current.adapter is not None else 0
+            if current.adapter is not None and index < 0:  # a file outside the registry
+                picker.insertItem(1, current.adapter.name, current.adapter_id)
+                index = 1
+            picker.setCurrentIndex(index)
+            picker.blockSignals(False)
+        self._adapter_paths = {c.adapter_id: c.adapter for c in session.contenders.values()
+                               if c.adapter is not None}
+        self._adapter_paths.update({adapter_id: i.gguf_path for adapter_id, i in by_id.items()})
 
     # -- slots -------------------------------------------------------------------------
 
@@ -401,12 +456,12 @@ class MainWindow(QMainWindow):
         elif Path(path) != self.model_path:
             self.open_model(path)
 
-    def choose_adapter_file(self) -> None:
-        """Model → Open adapter file… (and the adapter picker's last item)."""
+    def choose_adapter_file(self, side: str = "right") -> None:
+        """Model → Open adapter file… (and the adapter pickers' last item)."""
         path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF LoRA adapter", "",
                                               "GGUF LoRA (*.gguf);;All files (*)")
         if path:
-            self.use_adapter(path)
+            self.use_adapter(path, side)
         else:
             self.refresh_adapters()
 
@@ -417,12 +472,12 @@ class MainWindow(QMainWindow):
         elif data and Path(data) != self.model_path:
             self.open_model(data)
 
-    def _on_adapter_picked(self, index: int) -> None:
-        data = self.adapter_picker.itemData(index)
+    def _on_adapter_picked(self, index: int, side: str = "right") -> None:
+        data = self.pickers[side].itemData(index)
         if data == OPEN_FILE:
-            self.choose_adapter_file()
+            self.choose_adapter_file(side)
         else:
-            self.use_adapter(data or None)
+            self.use_adapter(self._adapter_paths.get(data) if data else None, side)
 
     def _override_template(self, source) -> None:
         try:
@@ -434,6 +489,11 @@ class MainWindow(QMainWindow):
     def _on_answer_started(self, side: str) -> None:
         self.panes[side].begin_answer()
         self.vote_bar.show_idle()
+        self._show_turns()
+
+    def _on_answer_finished(self, side: str, completion) -> None:
+        self.panes[side].end_answer(completion)
+        self._update_score_buttons()
 
     def _offer_vote(self, *_):
         c = self.controller
@@ -446,8 +506,29 @@ class MainWindow(QMainWindow):
                 self.vote_bar.prompt_label.setText("Votes are off: the database could not be opened.")
 
     def _on_vote_recorded(self, vote_id: int, choice: str) -> None:
-        self.vote_bar.show_recorded(choice, vote_id)
+        self.vote_bar.show_recorded(choice, self.controller.session.vote_count)
         self._update_headers()  # blind mode: reveal who was who
+
+    def _on_blind_changed(self, note: str) -> None:
+        if note:
+            self.statusBar().showMessage(note, 15_000)
+        self._update_headers()
+
+    def _show_turns(self) -> None:
+        """Multi-turn is easy to miss: say how many turns the panes remember."""
+        n = len(self.controller.conversation.turns)
+        self.turn_label.setText(
+            "New conversation: the panes remember nothing yet" if n == 0 else
+            f"Turn {n} of this conversation: both panes see the earlier turns"
+            if n > 1 else "Turn 1: a follow-up prompt continues this conversation")
+        self.new_button.setEnabled(n > 0)
+
+    def _update_score_buttons(self) -> None:
+        """Δ vs base says which model moved, so in blind mode it waits for the vote."""
+        c = self.controller
+        for side, pane in self.panes.items():
+            pane.set_scoring_allowed(not c.hidden, "Δ vs base tells the models apart: "
+                                     "it is available once you have voted" if c.hidden else "")
 
     def _update_buttons(self) -> None:
         """Enable what can act now: nothing to stop when idle, nothing to regenerate
@@ -477,29 +558,43 @@ class MainWindow(QMainWindow):
         for pane in self.panes.values():
             pane.show_conversation(self.controller.conversation)
             pane.stats.setText("")
+        self._show_turns()
         self._update_headers()
 
-    def _update_headers(self) -> None:
+    def _update_headers(self, refresh: bool = True) -> None:
         c = self.controller
+        session = c.session
         for side, pane in self.panes.items():
             engine = c.engine_for(side)
-            pane.set_identity(c.roles[side], engine.label if engine else "no model loaded",
-                              hidden=c.hidden)
+            contender = session.contender(side)
+            if engine is None:
+                label = "no model loaded"
+            elif contender.adapter is None:
+                label = f"{engine.info.name} · no adapter"
+            else:
+                scale = f" ×{contender.scale:g}" if contender.scale != 1.0 else ""
+                label = f"{engine.info.name} + LoRA {contender.name}{scale}"
+            pane.set_identity(contender.role, label, hidden=c.hidden)
+        self._update_score_buttons()
         template = c.template()
         if template is not None:
             self.settings.show_template(template.name, template.source)
         self._show_engine_status()
-        self.refresh_adapters()
+        if refresh:
+            self.refresh_adapters()
 
     def _show_engine_status(self) -> None:
-        tuned = self.controller.engines.get("tuned")
-        if tuned is not None:
+        engine = self.controller.engines.get("tuned")
+        if engine is not None:
             self.status.setText(
-                f"{tuned.info.label} · context {tuned.n_ctx} · {tuned.n_threads} thread(s) per pane"
+                f"{engine.info.label} · context {engine.n_ctx} · {engine.n_threads} thread(s) per pane"
             )
+        elif not self.controller.loading:
+            self.status.setText("")
 
     def _show_error(self, title: str, message: str) -> None:
-        self.status.setText(f"{title}: {message}")
+        # The dialog says it; the status line keeps saying what the window runs.
+        self._show_engine_status()
         box = QMessageBox(QMessageBox.Icon.Warning, title, message, parent=self)
         box.setObjectName("error-dialog")
         box.open()
@@ -519,3 +614,12 @@ class MainWindow(QMainWindow):
     def _select_model_item(self, path: Path | None) -> None:
         index = self.model_picker.findData(str(path)) if path else 0
         self.model_picker.setCurrentIndex(max(index, 0))
+
+
+def _scrolling(widget: QWidget) -> QScrollArea:
+    """A tab that scrolls in a small window instead of squeezing its plots and footers."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidget(widget)
+    return area

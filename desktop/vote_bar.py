@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -31,6 +33,7 @@ class VoteBar(QWidget):
     voted = Signal(str)  # choice
     better_written = Signal(str)  # the user's own answer
     undo_requested = Signal()
+    retry_requested = Signal()  # record the vote the store could not take
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -55,7 +58,14 @@ class VoteBar(QWidget):
         self.undo_button = QPushButton("Undo")
         self.undo_button.setObjectName("vote-undo")
         self.undo_button.clicked.connect(self.undo_requested.emit)
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.setObjectName("vote-retry")
+        self.retry_button.setToolTip("Record the vote again (nothing was written)")
+        self.retry_button.clicked.connect(self.retry_requested.emit)
+        # A long reason must not widen the window: it wraps, the tooltip has it whole.
+        self.recorded.setWordWrap(True)
         row.addWidget(self.recorded, 1)
+        row.addWidget(self.retry_button)
         row.addWidget(self.undo_button)
         self.answers: dict[str, str] = {}
         self.prompt = ""  # the prompt both answers answer
@@ -73,17 +83,33 @@ class VoteBar(QWidget):
         self._set(voting=True, recorded=None)
         self.prompt_label.setText("Which answer is better?")
 
-    def show_recorded(self, choice: str, vote_id: int) -> None:
-        self._set(voting=False, recorded=f"Recorded: <b>{LABELS[choice]}</b> (vote #{vote_id})")
+    def show_saving(self, choice: str) -> None:
+        """Sent to the store, not yet committed: no "Recorded" until it is."""
+        self._set(voting=False, recorded=f"Saving: <b>{LABELS[choice]}</b>…", undo=False)
 
-    def _set(self, voting: bool, recorded: str | None) -> None:
+    def show_recorded(self, choice: str, votes: int | None = None) -> None:
+        """Committed. ``votes``: how many votes count now (this one included)."""
+        total = f" · {votes} vote{'s' if votes != 1 else ''} in all" if votes else ""
+        self._set(voting=False, recorded=f"Recorded: <b>{LABELS[choice]}</b>{total}")
+
+    def show_failed(self, choice: str, why: str) -> None:
+        """The store did not take the vote: say so, keep it, offer to try again."""
+        self._set(voting=False, undo=False, retry=True,
+                  recorded=f"<span style='color:#c62828'>Not recorded: <b>{LABELS[choice]}"
+                           f"</b></span> ({html.escape(why)}). Your vote is kept: Retry.")
+        self.recorded.setToolTip(why)
+
+    def _set(self, voting: bool, recorded: str | None, undo: bool = True,
+             retry: bool = False) -> None:
         for button in (*self.buttons.values(), self.write_button):
             button.setVisible(recorded is None)
             button.setEnabled(voting)
         self.prompt_label.setVisible(recorded is None)
         self.recorded.setVisible(recorded is not None)
         self.recorded.setText(recorded or "")
-        self.undo_button.setVisible(recorded is not None)
+        self.recorded.setToolTip("")
+        self.undo_button.setVisible(recorded is not None and undo)
+        self.retry_button.setVisible(retry)
 
     @property
     def voting(self) -> bool:

@@ -22,6 +22,20 @@ def window(qtbot, data_dir):
     return win
 
 
+def register_lora(data_dir, name, base, seed=0):
+    """A registered adapter: a small random GGUF LoRA in ``adapters/<name>/``."""
+    import json
+
+    from diptych import paths
+    from test_scoring import write_random_lora
+
+    folder = paths.adapters_dir(data_dir) / name
+    folder.mkdir(parents=True)
+    write_random_lora(folder / "adapter.gguf", base, seed=seed)
+    (folder / "meta.json").write_text(json.dumps({"name": name, "kind": "dpo"}))
+    return folder
+
+
 def send(qtbot, win, text):
     win.prompt.setPlainText(text)
     with qtbot.waitSignal(win.controller.busy_changed, timeout=5_000):
@@ -34,7 +48,6 @@ def wait_idle(qtbot, win, timeout=60_000):
 
 def test_one_prompt_fills_both_panes(qtbot, window):
     assert "Base" in window.panes["left"].header.text()
-    assert "Tuned" in window.panes["right"].header.text()
     assert "no adapter" in window.panes["right"].header.text()
     send(qtbot, window, "What is the capital of France?")
     assert window.controller.is_running("left") and window.controller.is_running("right")
@@ -116,17 +129,22 @@ def test_vote_with_a_key_is_stored_and_undone(qtbot, window):
     stored = window.store.vote(vote_id)
     assert stored["choice"] == "right" and stored["deleted_at"] is None
     assert "Right is better" in window.vote_bar.recorded.text()
-    window.vote_bar.undo_button.click()
+    with qtbot.waitSignal(window.controller.vote_undone, timeout=2_000):
+        window.vote_bar.undo_button.click()
     assert window.store.vote(vote_id)["deleted_at"] is not None
     assert window.vote_bar.voting
-    window.vote_bar.buttons["tie"].click()
+    with qtbot.waitSignal(window.controller.vote_recorded, timeout=2_000):
+        window.vote_bar.buttons["tie"].click()
     assert window.store.votes()[-1]["choice"] == "tie"
+    # numbered by the votes that count: the undone one is not counted
+    assert "1 vote in all" in window.vote_bar.recorded.text()
 
 
 def test_vote_keeps_exact_texts_and_sampling(qtbot, window):
     send(qtbot, window, "Name a fruit.")
     wait_idle(qtbot, window)
-    window.vote_bar.buttons["left"].click()
+    with qtbot.waitSignal(window.controller.vote_recorded, timeout=2_000):
+        window.vote_bar.buttons["left"].click()
     vote = window.store.votes()[-1]
     for side in ("left", "right"):
         response = vote[side]
@@ -137,14 +155,19 @@ def test_vote_keeps_exact_texts_and_sampling(qtbot, window):
         assert response["model_sha256"]
 
 
-def test_blind_mode_hides_labels_until_the_vote(qtbot, window):
+def test_blind_mode_hides_labels_until_the_vote(qtbot, window, bundled_model):
+    register_lora(window.data_dir, "v1", bundled_model)
+    window.refresh_adapters()
+    with qtbot.waitSignal(window.controller.engines_changed, timeout=10_000):
+        window.adapter_picker.activated.emit(1)
     window.blind_action.setChecked(True)
     send(qtbot, window, "Hello there.")
     wait_idle(qtbot, window)
     for pane in window.panes.values():
         assert "hidden until you vote" in pane.header.text()
         assert "Gemma" not in pane.header.text()
-    qtbot.keyClick(window.prompt, Qt.Key.Key_3)
+    with qtbot.waitSignal(window.controller.vote_recorded, timeout=2_000):
+        qtbot.keyClick(window.prompt, Qt.Key.Key_3)
     headers = [p.header.text() for p in window.panes.values()]
     assert all("Gemma" in h for h in headers)
     assert {"Base" in headers[0], "Base" in headers[1]} == {True, False}
@@ -154,11 +177,13 @@ def test_blind_mode_hides_labels_until_the_vote(qtbot, window):
 def test_a_vote_shows_in_the_data_view(qtbot, window):
     send(qtbot, window, "Name an animal.")
     wait_idle(qtbot, window)
-    window.vote_bar.buttons["left"].click()
-    table = window.data_view.findChild(QTableView, "votes-table") or window.data_view.findChild(QTableWidget, "votes-table")
-    assert table.model().rowCount() == 1
-    window.vote_bar.undo_button.click()
-    assert table.model().rowCount() == 0
+    table = window.data_view.findChild(QTableWidget, "votes-table")
+    with qtbot.waitSignal(window.controller.vote_recorded, timeout=2_000):
+        window.vote_bar.buttons["left"].click()
+    qtbot.waitUntil(lambda: table.model().rowCount() == 1, timeout=2_000)
+    with qtbot.waitSignal(window.controller.vote_undone, timeout=2_000):
+        window.vote_bar.undo_button.click()
+    qtbot.waitUntil(lambda: table.model().rowCount() == 0, timeout=2_000)
 
 
 def test_log_ratio_view_colours_tokens(qtbot, window):

@@ -62,8 +62,8 @@ def fake_dialogs(monkeypatch, path) -> list[tuple]:
 def test_shows_every_vote_with_counts(view):
     assert view.table.rowCount() == 4
     assert column(view, "Prompt")[0] == "Write a poem"  # newest first
-    assert set(column(view, "Choice")) == {"left (base)", "tie", "right (v1)", "own answer"}
-    assert column(view, "Better answer").count("yes") == 1
+    assert set(column(view, "Choice")) == {"left (base)", "tie", "right (v1)", "your answer"}
+    assert column(view, "Your answer").count("yes") == 1
     adapters = [view.adapter_filter.itemData(i) for i in range(view.adapter_filter.count())]
     assert adapters == ["", "base", "v1", "v2"]
     assert "4 of 4 votes" in view.counts.text() and "4 preference pairs" in view.counts.text()
@@ -115,7 +115,7 @@ def test_open_conversation_shows_both_answers_and_the_vote(qtbot, view):
     dialog = view.findChild(data_view.QDialog, "conversation-dialog")
     assert dialog.isVisible()
     text = view.conversation_browser.toPlainText()
-    for expected in ("Write a poem", "v1 says 4", "v2 says 4", "own answer", "Roses are red"):
+    for expected in ("Write a poem", "v1 says 4", "v2 says 4", "your answer", "Roses are red"):
         assert expected in text
 
 

@@ -351,6 +351,7 @@ def test_the_window_offers_the_prompt_to_the_dialog(qtbot, data_dir):
     assert win.vote_bar.voting and win.vote_bar.prompt == "Name a <b>colour</b>."
     assert win.regenerate_button.isEnabled()
     assert "Name a <b>colour</b>." in win.panes["left"].text()
-    win.vote("better", "Blue.")
+    with qtbot.waitSignal(win.controller.vote_recorded, timeout=5_000):
+        win.vote("better", "Blue.")
     assert "Your answer" in win.vote_bar.recorded.text()
     assert win.store.votes()[-1]["choice"] == "better"

@@ -1,0 +1,466 @@
+"""A chat session: two contenders answering one conversation, and what the user thought.
+
+The Qt-free core of the desktop's Chat tab (Anki's pattern: the collection in the core,
+the GUI a thin layer of operations on it). A session holds
+
+- the conversation (``Conversation``: shared user turns, each side its own answers);
+- two engine slots, ``left`` and ``right``, each running one contender: the base, or the
+  base plus a GGUF LoRA adapter. Which slot shows on which side is ``shown``: in blind
+  mode it is drawn once per conversation, so the user cannot tell who is where;
+- one serial work queue per slot: streaming, scoring, adapter switches and reloads of an
+  engine run one after the other in the order asked, so they never collide (llama.cpp
+  contexts cannot run two calls at once), and a store queue for the database;
+- the recording of every answer and vote. A write that fails (another process holds the
+  database's write lock past the busy timeout) leaves what it was writing pending:
+  the next write, or the user's retry of a vote, writes it. Nothing is dropped.
+
+Every method may block (it waits for its queue): call them off the UI thread. Those
+that change what a view shows return ``Changes``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+from . import catalog, scoring, templates
+from .conversation import SIDES, Conversation
+from .engine import Completion, Engine, SamplingParams, Token
+from .errors import UserError
+
+SLOTS = SIDES  # an engine slot is named after the side it shows on outside blind mode
+BASE = "base"
+
+
+class SessionError(UserError):
+    """An operation the session cannot do now; says why in one line."""
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What an operation changed, so each view redraws only what it shows."""
+
+    conversation: bool = False  # turns or answers
+    contenders: bool = False  # models, adapters in the panes, or who shows where
+    votes: bool = False  # votes were recorded, undone, deleted, restored or imported
+    adapters: bool = False  # the adapter registry: a new, renamed or deleted adapter
+    blind: bool = False
+
+    def __or__(self, other: Changes) -> Changes:
+        return Changes(**{f.name: getattr(self, f.name) or getattr(other, f.name)
+                          for f in fields(self)})
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass(frozen=True)
+class Contender:
+    """What one pane runs: the base alone, or the base plus a GGUF LoRA."""
+
+    adapter: Path | None = None  # the GGUF LoRA file
+    adapter_id: str | None = None  # the adapter's stable id (survives a rename)
+    name: str | None = None  # the adapter's name when it was chosen
+    scale: float = 1.0
+
+    @classmethod
+    def of(cls, adapter: str | Path | None, scale: float = 1.0) -> Contender:
+        """The contender running the GGUF LoRA at ``adapter`` (None: the base alone)."""
+        if adapter is None:
+            return cls()
+        path = Path(adapter)
+        name = path.parent.name if path.name == "adapter.gguf" else path.stem
+        return cls(path, catalog.file_hash(path), name, scale)
+
+    @property
+    def identity(self) -> str:
+        return (self.name or BASE) if self.adapter is not None else BASE
+
+    @property
+    def role(self) -> str:
+        """The store's word for it: ``base`` without an adapter, ``tuned`` with one."""
+        return "tuned" if self.adapter is not None else "base"
+
+
+@dataclass
+class ChatSettings:
+    """What both panes share, so the comparison is fair."""
+
+    system_prompt: str = ""
+    params: SamplingParams = field(default_factory=SamplingParams)
+    template_source: str | None = None  # None: the model's default template
+
+
+@dataclass
+class Answer:
+    """One side's latest answer to the last turn, with what produced it."""
+
+    messages: list[dict]
+    params: SamplingParams
+    contender: Contender
+    engine: Engine
+    completion: Completion | None = None
+    response_id: int | None = None  # its row in the store, once written
+
+
+class WorkQueue:
+    """One thread running what it is given, one call at a time, in order."""
+
+    def __init__(self, name: str):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def submit(self, fn: Callable, *args) -> Future:
+        return self._pool.submit(fn, *args)
+
+    def run(self, fn: Callable, *args):
+        return self.submit(fn, *args).result()
+
+    @contextmanager
+    def hold(self):
+        """Own the queue for the length of the block: work behind it waits."""
+        started, release = threading.Event(), threading.Event()
+
+        def wait():
+            started.set()
+            release.wait()
+
+        done = self.submit(wait)
+        started.wait()
+        try:
+            yield
+        finally:
+            release.set()
+            done.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+class Session:
+    def __init__(self, store=None, n_ctx: int = 4096):
+        self.store = store  # a training.store.Store used from the store queue only
+        self.n_ctx = n_ctx
+        self.settings = ChatSettings()
+        self.queues = {slot: WorkQueue(f"engine-{slot}") for slot in SLOTS}
+        self.store_queue = WorkQueue("store")
+        self.engines: dict[str, Engine] = {}
+        self.contenders = {slot: Contender() for slot in SLOTS}
+        self.shown = dict(zip(SIDES, SLOTS))  # side -> slot
+        self.blind = False
+        self.conversation = Conversation()
+        self.answers: dict[str, Answer | None] = {s: None for s in SIDES}
+        self.revealed = False  # in blind mode: has the user seen who is who?
+        self.vote_id: int | None = None
+        self.pending_vote: tuple[str, str | None] | None = None  # a vote not yet committed
+        self.vote_count: int | None = None  # votes that count, after the last one recorded
+        self._conversation_id: int | None = None
+        self._messages_written = 0  # user turns of this conversation in the store
+        self._lock = threading.RLock()  # guards the recording state across queues
+
+    # -- who is where ------------------------------------------------------------------
+
+    def contender(self, side: str) -> Contender:
+        return self.contenders[self.shown[side]]
+
+    def engine(self, side: str) -> Engine | None:
+        return self.engines.get(self.shown[side])
+
+    @property
+    def hidden(self) -> bool:
+        """Are the panes' model names hidden from the user right now?"""
+        return self.blind and not self.revealed
+
+    @property
+    def model_path(self) -> Path | None:
+        engine = self.engines.get(SLOTS[0])
+        return engine.info.path if engine else None
+
+    def template(self) -> templates.ChatTemplate | None:
+        engine = self.engines.get(SLOTS[0])
+        return engine.template if engine else None
+
+    # -- models ------------------------------------------------------------------------
+
+    def load(self, path: str | Path, contenders: dict[str, Contender] | None = None) -> Changes:
+        """Open ``path`` in both slots, each with its contender's adapter (``contenders``
+        replaces some); the old engines and contenders stay when it fails."""
+        catalog.file_hash(path)  # hashed once here; cached for the recorded answers
+        wanted = {**self.contenders, **(contenders or {})}
+        with self._holding(SLOTS):
+            engines = {}
+            try:
+                for slot in SLOTS:
+                    engines[slot] = Engine(path, n_ctx=self.n_ctx)
+                    c = wanted[slot]
+                    if c.adapter is not None:
+                        engines[slot].set_adapter(c.adapter, c.scale)
+            except BaseException:
+                for engine in engines.values():
+                    engine.close()
+                raise
+            old, self.engines = self.engines, engines
+            self.contenders = wanted
+            self._apply_template()
+            for engine in old.values():
+                engine.close()
+        return Changes(contenders=True)
+
+    def set_contender(self, slot: str, contender: Contender) -> Changes:
+        """Run ``contender`` in ``slot`` from now on (after the work already queued)."""
+        def switch():
+            engine = self.engines.get(slot)
+            if engine is not None:
+                engine.set_adapter(contender.adapter, contender.scale)
+            self.contenders[slot] = contender
+
+        self.queues[slot].run(switch)
+        return Changes(contenders=True)
+
+    def set_template_source(self, source: str | None) -> None:
+        """Override the chat template for both slots (None: the model's own); a template
+        that does not render is refused here."""
+        if source is not None and self.engines:
+            templates.custom(source, self.engines[SLOTS[0]].info.default_template())
+        self.settings.template_source = source
+        self._apply_template()
+
+    def _apply_template(self) -> None:
+        for engine in self.engines.values():
+            default = engine.info.default_template()
+            src = self.settings.template_source
+            engine.template = templates.custom(src, default) if src else default
+
+    def close(self) -> None:
+        for queue in (*self.queues.values(), self.store_queue):
+            queue.close()
+        for engine in self.engines.values():
+            engine.close()
+        self.engines = {}
+
+    # -- the conversation --------------------------------------------------------------
+
+    def new_conversation(self) -> Changes:
+        with self._lock:
+            self.conversation = Conversation(system=self.settings.system_prompt)
+            self.answers = {s: None for s in SIDES}
+            self.shown = dict(zip(SIDES, SLOTS))
+            self.revealed = False
+            self.vote_id = None
+            self.pending_vote = None
+            self._conversation_id = None
+            self._messages_written = 0
+        return Changes(conversation=True, contenders=True)
+
+    def set_blind(self, blind: bool) -> Changes:
+        """Blind mode from the next conversation on; the one shown keeps its names."""
+        self.blind = blind
+        if not self.conversation.turns:
+            self.shown = dict(zip(SIDES, SLOTS))
+        return Changes(blind=True)
+
+    def add_turn(self, text: str) -> Changes:
+        """Start a turn with the user's ``text``; both sides answer it next."""
+        text = text.strip()
+        if not text:
+            raise SessionError("type a prompt first")
+        if len(self.engines) < len(SLOTS):
+            raise SessionError("no model is loaded yet")
+        with self._lock:
+            if not self.conversation.turns:
+                self.conversation.system = self.settings.system_prompt
+                self._blind_now = self.blind
+                if self.blind:  # which slot shows on which side: drawn once per conversation
+                    self.shown = dict(zip(SIDES, random.sample(SLOTS, 2)))
+            self.conversation.add_user(text)
+            self.answers = {s: None for s in SIDES}
+            self.vote_id = None
+            self.pending_vote = None
+        return Changes(conversation=True)
+
+    @property
+    def conversation_blind(self) -> bool:
+        """Was this conversation started in blind mode?"""
+        return bool(self.conversation.turns) and getattr(self, "_blind_now", False)
+
+    def answer(self, side: str, on_token: Callable[[str], None] | None = None,
+               cancel: threading.Event | None = None) -> Completion:
+        """Sample ``side``'s answer to the last turn (on its slot's queue), streaming each
+        piece of text to ``on_token`` from that queue's thread; then record it."""
+        if not self.conversation.turns:
+            raise SessionError("nothing to answer: send a prompt first")
+        slot = self.shown[side]
+        with self._lock:
+            self.conversation.set_answer(side, None)
+            messages = self.conversation.messages(side)
+            params = self.settings.params  # replaced, never mutated, when a setting changes
+            self.vote_id = None
+            self.pending_vote = None
+
+        def run() -> Completion:
+            engine = self.engines[slot]
+            answer = Answer(messages, params, self.contenders[slot], engine)
+            with self._lock:
+                self.answers[side] = answer
+            for item in engine.stream(messages, params, cancel):
+                if isinstance(item, Token):
+                    if item.text and on_token is not None:
+                        on_token(item.text)
+                elif isinstance(item, Completion):
+                    answer.completion = item
+            return answer.completion
+
+        completion = self.queues[slot].run(run)
+        with self._lock:
+            self.conversation.set_answer(side, completion.text)
+        try:
+            self.store_queue.run(self._write_pending)
+        except Exception:  # noqa: BLE001 - kept pending: the vote writes it, or says why not
+            pass
+        return completion
+
+    # -- where one contender moved from the base --------------------------------------
+
+    def score_plan(self, side: str) -> tuple[str | None, str | None]:
+        """The identities a score of ``side``'s answer compares: (moved, reference)."""
+        this, other = self.contender(side), self.contender(_other(side))
+        moved = this if this.adapter is not None else other
+        return moved.identity, BASE
+
+    def score(self, side: str) -> scoring.Comparison:
+        """Score ``side``'s last answer under a contender with an adapter and under the
+        base: this side's contender if it has one, else the other side's. Where both
+        sides run adapters, the other slot drops its adapter for the scoring and takes it
+        back after; its queue is held meanwhile, so nothing else runs on it."""
+        answer = self.answers.get(side)
+        if answer is None or answer.completion is None:
+            raise SessionError("no finished answer to score")
+        here, there = self.shown[side], self.shown[_other(side)]
+        ids = scoring.answer_ids(answer.completion)
+        with self._holding(SLOTS):
+            this, other = self.contenders[here], self.contenders[there]
+            if this.adapter is None:  # the base's answer under the other contender
+                base, moved, restore = self.engines[here], self.engines[there], None
+            else:
+                base, moved = self.engines[there], self.engines[here]
+                restore = other if other.adapter is not None else None
+                if restore is not None:
+                    base.set_adapter(None)
+            try:
+                # The mean log-ratio is a KL estimate only for the moved model's own samples.
+                sampled = answer.params if moved is answer.engine else None
+                return scoring.compare(base, moved, answer.messages, ids, tuned_sampling=sampled)
+            finally:
+                if restore is not None:
+                    base.set_adapter(restore.adapter, restore.scale)
+
+    # -- votes -------------------------------------------------------------------------
+
+    @property
+    def can_vote(self) -> bool:
+        return (self.store is not None and self.vote_id is None and bool(self.conversation.turns)
+                and all(a is not None and a.completion is not None for a in self.answers.values()))
+
+    def vote(self, choice: str, better_text: str | None = None) -> Changes:
+        """Record the user's verdict on the two answers shown; committed on return.
+
+        When the database cannot take it (locked, full), the vote stays pending, the
+        error is raised, and calling ``vote`` again (or ``retry_vote``) writes it."""
+        if not self.can_vote:
+            raise SessionError("nothing to vote on: both answers must be in")
+        with self._lock:
+            self.pending_vote = (choice, better_text)
+        return self.retry_vote()
+
+    def retry_vote(self) -> Changes:
+        if self.pending_vote is None:
+            raise SessionError("no vote is waiting to be recorded")
+        choice, better_text = self.pending_vote
+        hidden = self.hidden
+
+        def write():
+            self._write_pending()
+            ids = [self.answers[s].response_id for s in SIDES]
+            vote_id = self.store.record_vote(*ids, choice, hidden, better_text=better_text)
+            try:  # the vote is committed: a count that cannot be read must not undo that
+                self.vote_count = self.store.pair_counts()["votes"]
+            except Exception:  # noqa: BLE001
+                self.vote_count = None
+            return vote_id
+
+        vote_id = self.store_queue.run(write)
+        with self._lock:
+            self.vote_id, self.pending_vote = vote_id, None
+            self.revealed = True
+        return Changes(votes=True, contenders=hidden)
+
+    def undo_vote(self) -> Changes:
+        if self.vote_id is None:
+            raise SessionError("no vote to undo")
+        vote_id = self.vote_id
+        self.store_queue.run(self.store.undo_vote, vote_id)
+        self.vote_id = None
+        return Changes(votes=True)
+
+    def live_votes(self) -> int:
+        """How many votes count now (deleted ones do not)."""
+        if self.store is None:
+            return 0
+        return self.store_queue.run(lambda: self.store.pair_counts()["votes"])
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _write_pending(self) -> None:
+        """Write what the store lacks: the conversation, user turns, finished answers.
+        Runs on the store queue; each row is its own transaction, so what was written
+        stays written when a later row fails."""
+        if self.store is None:
+            return
+        with self._lock:
+            conv = self.conversation
+            turns = [t.user for t in conv.turns]
+            answers = {s: a for s, a in self.answers.items()
+                       if a is not None and a.completion is not None and a.response_id is None}
+            blind = self.conversation_blind
+        if self._conversation_id is None and turns:
+            self._conversation_id = self.store.new_conversation(conv.system, blind)
+        while self._messages_written < len(turns):
+            turn = self._messages_written
+            self.store.add_user_message(self._conversation_id, turn, turns[turn])
+            self._messages_written += 1
+        for side, answer in answers.items():
+            answer.response_id = self._write_response(side, answer, len(turns) - 1)
+
+    def _write_response(self, side: str, answer: Answer, turn: int) -> int:
+        done, engine, c = answer.completion, answer.engine, answer.contender
+        return self.store.add_response(
+            self._conversation_id, turn, side, c.role, done.text,
+            model=engine.info.name, model_path=str(engine.info.path),
+            model_hash=catalog.file_hash(engine.info.path), adapter=c.name if c.adapter else None,
+            adapter_path=str(c.adapter) if c.adapter else None,
+            adapter_scale=c.scale if c.adapter else None,
+            template_name=engine.template.name, template_source=engine.template.source,
+            params={**answer.params.to_dict(), "seed": done.seed},
+            prompt_messages=answer.messages, n_tokens=done.n_tokens, ttft_s=done.ttft_s,
+            tokens_per_s=done.tokens_per_s, finish_reason=done.finish_reason,
+        )
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @contextmanager
+    def _holding(self, slots):
+        """Own the queues of ``slots`` (always in the same order, so two holders cannot
+        wait for each other)."""
+        with ExitStack() as stack:
+            for slot in sorted(slots):
+                stack.enter_context(self.queues[slot].hold())
+            yield
+
+
+def _other(side: str) -> str:
+    return SIDES[1 - SIDES.index(side)]
+
