@@ -566,7 +566,7 @@ class TrainingPanel(QWidget):
             return
         self.last_line = event
         phase = event.get("phase", "")
-        if self._stale_view and phase != "error":  # the new job is under way: its own view
+        if self._stale_view and phase not in ("load", "error"):  # the new job has data: its own view
             self._clear_view()
         step, total = event.get("step"), event.get("total")
         self._log_event(event)

@@ -23,6 +23,12 @@ def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted):
     qtbot.waitUntil(lambda: not panel.running, timeout=600_000)
     assert panel.last_line["phase"] == "done", panel.log.toPlainText()[-2000:]
     assert panel.history["loss"], "progress lines with a loss arrived and were plotted"
+    # issue 14, defect 5: the live "KL from base" plot of a DPO job gets points
+    assert panel.history["kl"] and all(kl >= 0 for _, kl in panel.history["kl"])
+    assert len(panel.plots["kl"].getData()[0]) == len(panel.history["kl"])
+    assert "held-out examples" in panel.summary.text()
+    # defect 7: the next job gets a name no adapter has, so a second Start works
+    assert panel.name.text() != "panel-dpo" and panel.name.text().startswith("dpo-")
     assert "pair_accuracy" in panel.summary.text() or "→" in panel.summary.text()
     # the job measured the adapter's KL from the base through llama.cpp, and stored it
     assert "KL from the base per token" in panel.summary.text()
@@ -39,16 +45,85 @@ def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted):
     assert window.controller.engines["tuned"].adapter_name == "panel-dpo"
 
 
+LAST_JOB = ('{"phase": "train", "step": 1, "total": 2, "loss": 0.7, "reward": 0.1, "kl": 0.01, "eta_s": 3}',
+            '{"phase": "done", "adapter": "earlier", "metrics": {"before": {"pair_accuracy": 0.5}, '
+            '"after": {"pair_accuracy": 1.0}}, "drift": {}, "data": {"eval": 2, "held_out": true}}')
+
+
 def test_a_failing_job_shows_its_error_and_leaves_the_app_alone(qtbot, data_dir, weights_cache):
     window = build_window(argparse.Namespace(data_dir=str(data_dir), model=None, adapter=None))
     qtbot.addWidget(window)
     panel = window.training
+    for line in LAST_JOB:  # what the last job drew
+        panel.handle_line(line)
+    summary = panel.summary.text()
+    assert "2 held-out examples" in summary
     panel.name.setText("no-data")  # an empty store: no pairs to learn from
     panel.start_button.click()
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
     assert panel.last_line["phase"] == "error"
-    assert panel.last_line["error"] in panel.summary.text()
+    assert panel.last_line["error"] in panel.phase.text() and "error:" in panel.log.toPlainText()
+    # issue 14, defect 7: a failed start keeps the last job's plots and evaluation
+    assert panel.history["loss"] == [(1, 0.7)] and panel.summary.text() == summary
     assert panel.adapter_list.count() == 0
+
+
+def test_train_tab_defects_of_a_new_user(qtbot, data_dir, monkeypatch):
+    """Issue 14, defect 7, the parts that need no job: a name already taken is refused in
+    words before any job starts; the log keeps what a person reads and follows it;
+    "default" says what the default is; held-out examples are mentioned; the ETA counts
+    down between steps. Defect 5: KL lines reach the KL plot."""
+    import time
+
+    from PySide6.QtWidgets import QMessageBox
+
+    from diptych import paths
+    from diptych.desktop.training_panel import TrainingPanel
+    from diptych.training.store import Store
+
+    from every_vote import fill
+
+    with Store.open(data_dir) as store:
+        fill(store)
+        panel = TrainingPanel(data_dir, store)
+        qtbot.addWidget(panel)
+        assert "8 usable pairs; 2 held out to evaluate" in panel.source_count.text()
+        assert "KTO: 12 labels" in panel.vote_counts.text()
+        assert panel.steps.specialValueText() == "default (5 epochs)"
+        panel.kind.setCurrentIndex(panel.kind.findData("grpo"))
+        assert panel.steps.specialValueText() == "default (60)"
+        panel.kind.setCurrentIndex(panel.kind.findData("sft"))
+        assert panel.source_count.text().startswith("2 written answers")
+        panel.fields["chosen"].setChecked(True)
+        assert panel.source_count.text().startswith("6 written and chosen answers")
+
+        taken = panel.name.text()
+        (paths.adapters_dir(data_dir) / taken).mkdir()
+        warnings = []
+        monkeypatch.setattr(QMessageBox, "warning", lambda *args: warnings.append(args[2]))
+        panel.start_button.click()
+        assert not panel.running and "already exists" in warnings[0]
+        panel.kind.setCurrentIndex(panel.kind.findData("dpo"))
+        panel.kind.setCurrentIndex(panel.kind.findData("sft"))
+        assert panel.name.text() == taken + "-2"  # a fresh name skips the taken one
+
+    panel.log_stderr(" 50%|█████     | 1/2 [00:01<00:01,  1.20s/it]\r100%|██████████| 2/2 [00:02<00:00]\n"
+                     "{'loss': '0.5', 'grad_norm': '1.95'}\n"
+                     "/x/training_args.py:1541: FutureWarning: `gradient_checkpointing` is deprecated\n"
+                     "  warnings.warn(f\"old\", FutureWarning)\n"
+                     "Traceback (most recent call last):\n")
+    assert panel.log.toPlainText().splitlines()[-1] == "Traceback (most recent call last):"
+    assert "%|" not in panel.log.toPlainText() and "grad_norm" not in panel.log.toPlainText()
+    for step in range(1, 301):
+        panel.handle_line(f'{{"phase": "train", "step": {step}, "total": 400, "loss": 0.5, '
+                          f'"reward": null, "kl": 0.002, "eta_s": 100}}')
+    bar = panel.log.verticalScrollBar()
+    assert bar.maximum() > 0 and bar.value() == bar.maximum()  # follows the new lines
+    assert panel.log.toPlainText().splitlines()[-1].startswith("step 300/400  loss 0.5")
+    assert len(panel.plots["kl"].getData()[0]) == 300  # defect 5
+    time.sleep(1.1)
+    panel._show_eta()  # what the one-second timer does while a job runs
+    assert "ETA 1 min 38 s" in panel.progress.format() or "ETA 1 min 39 s" in panel.progress.format()
 
 
 def test_grpo_try_it_shows_scored_answers_and_the_live_view_draws_a_job(qtbot, data_dir):

@@ -194,3 +194,52 @@ def read_jsonl(path: str | Path, label_required: bool = True) -> list[dict]:
             except prefs._Problem as exc:
                 raise prefs.ImportFormatError(number, str(exc)) from None
     return out
+
+
+# -- import ---------------------------------------------------------------------------
+
+def import_jsonl(store: Store, path: str | Path) -> int:
+    """Add the votes of an unpaired file written by :func:`export_jsonl`, all or none;
+    returns the pair-format lines their votes make (as ``preferences.import_jsonl`` counts).
+
+    Every line is checked, then each vote is rebuilt from its lines (a left/right or
+    both-bad vote needs both sides' lines) and imported through the pair format's import,
+    which checks the votes again against each other and the store."""
+    import os
+    import tempfile
+
+    lines, numbers = [], []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if raw.strip():
+                numbers.append(number)
+    records = read_jsonl(path)  # every line checked; errors name the line
+    lines = list(zip(numbers, records))
+    pairs = sorted(to_pair_records(lines), key=lambda item: item[0])
+    for number, record in pairs:
+        try:
+            prefs.check_record(record)
+        except prefs._Problem as exc:
+            raise prefs.ImportFormatError(number, str(exc)) from None
+    fd, tmp = tempfile.mkstemp(suffix=".jsonl", prefix=".diptych-unpaired-")
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for _, r in pairs)
+        try:
+            return prefs.import_jsonl(store, tmp)
+        except prefs.ImportFormatError as exc:  # name the line of the file the user gave
+            raise prefs.ImportFormatError(pairs[exc.line - 1][0], exc.problem) from None
+    finally:
+        os.unlink(tmp)
+
+
+def is_unpaired_file(path: str | Path) -> bool:
+    """Whether a JSON lines file's first record is in the unpaired format."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.strip():
+                try:
+                    return is_unpaired(json.loads(raw))
+                except ValueError:
+                    return False
+    return False

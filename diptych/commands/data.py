@@ -4,7 +4,10 @@
   base, Bradley-Terry ratings.
 - ``diptych data export [--out FILE] [--include-ties]``: preference pairs as JSON lines
   (TRL's conversational format), to stdout unless ``--out``.
-- ``diptych data import FILE``: add a preference file's votes, all or none.
+- ``diptych data export --format unpaired [--ties skip|desirable]``: every vote as
+  labelled answers (TRL's unpaired format: ``prompt``, ``completion``, ``label``), as KTO
+  trains on them.
+- ``diptych data import FILE``: add the votes of a file in either format, all or none.
 
 A bad file or a database from a newer Diptych is a one-line error and exit code 2,
 with nothing changed.
@@ -31,10 +34,15 @@ def register(subparsers) -> None:
     export.add_argument("--out", help="file to write (default: stdout)")
     export.add_argument("--include-ties", action="store_true",
                         help="also write ties and both-bad votes (not pairs)")
+    export.add_argument("--format", choices=["pairs", "unpaired"], default="pairs",
+                        help="pairs: prompt, chosen, rejected (DPO); unpaired: prompt, completion, "
+                             "label, every vote as labelled answers (KTO)")
+    export.add_argument("--ties", choices=["skip", "desirable"], default="skip",
+                        help="unpaired: what a tie gives (default: nothing)")
     export.set_defaults(handler=lambda args: _run(args, _export))
 
     imp = commands.add_parser("import", help="add the votes of a JSON lines file")
-    imp.add_argument("file", help="a file written by 'diptych data export'")
+    imp.add_argument("file", help="a file written by 'diptych data export' (either format)")
     imp.set_defaults(handler=lambda args: _run(args, _import))
 
 
@@ -87,16 +95,22 @@ def _stats(store, args) -> int:
 
 
 def _export(store, args) -> int:
+    from diptych.training import unpaired
     from diptych.training.preferences import export_jsonl
 
-    count = export_jsonl(store, args.out or sys.stdout, include_ties=args.include_ties)
+    if args.format == "unpaired":
+        count = unpaired.export_jsonl(store, args.out or sys.stdout, ties=args.ties)
+    else:
+        count = export_jsonl(store, args.out or sys.stdout, include_ties=args.include_ties)
     print(f"exported {count} records" + (f" to {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 
 
 def _import(store, args) -> int:
+    from diptych.training import unpaired
     from diptych.training.preferences import import_jsonl
 
-    count = import_jsonl(store, args.file)
+    read = unpaired.import_jsonl if unpaired.is_unpaired_file(args.file) else import_jsonl
+    count = read(store, args.file)
     print(f"imported {count} records from {args.file}", file=sys.stderr)
     return 0
