@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -125,3 +126,30 @@ def test_a_user_error_is_one_line_and_a_bug_says_so(data_dir, monkeypatch, capsy
     assert cli.main(["data", "stats"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "KeyError: 'oops'" in err and "this is a bug in Diptych" in err
+
+
+@contextmanager
+def small_disk(folder: Path, size: str):
+    """A tmpfs of ``size`` mounted on ``folder``: a disk that fills up."""
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", folder],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here to fill a disk")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", folder], check=True)
+
+
+def test_a_full_disk_during_a_job_is_one_line_and_keeps_nothing(voted, tmp_path):
+    with small_disk(tmp_path / "full", "1m") as home:
+        shutil.copy(paths.db_path(voted), paths.db_path(home))
+        job = subprocess.run(
+            [sys.executable, "-m", "diptych", "--data-dir", str(home), "train", "dpo", "--name", "x",
+             "--steps", "1", "--batch-size", "2", "--max-length", "48", "--eval-size", "1",
+             "--no-drift", "--progress", "jsonl"], capture_output=True, text=True)
+        assert job.returncode == 2, job.stderr[-2000:]
+        error = [json.loads(line) for line in job.stdout.splitlines()][-1]
+        assert error["phase"] == "error" and "no space left" in error["error"]
+        assert "Traceback" not in job.stderr
+        assert list((home / "adapters").iterdir()) == []

@@ -25,9 +25,11 @@ and writes files.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -41,7 +43,7 @@ from typing import Callable
 
 from diptych import paths
 from diptych.models import adapters, catalog
-from diptych.models.errors import UserError
+from diptych.models.errors import UserError, one_line
 
 PARTIAL = ".partial-"
 EXIT_USAGE = 2
@@ -363,6 +365,30 @@ def _measure_drift(job: Job) -> dict:
     return {name: d.to_dict() for name, d in results.items()}
 
 
+def _no_space(exc: BaseException, root: Path) -> str | None:
+    """One line for a write that failed because the disk is full; None for other errors.
+
+    Libraries say it their own way: an OSError with ENOSPC, safetensors' "No space left
+    on device (os error 28)", numpy's "10240 requested and 3880 written" (no errno).
+    """
+    chain = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    full = any(getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+               or os.strerror(errno.ENOSPC) in str(e) for e in chain)
+    short = any(re.search(r"\d+ requested and \d+ written", str(e)) for e in chain)
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        free = None
+    if not (full or (short and free is not None and free < 2**20)):
+        return None
+    left = f" ({free / 2**20:.1f} MiB free)" if free is not None else ""
+    return (f"no space left on the disk of {root}{left} while the job wrote its files; "
+            "nothing was kept: free some space and run the job again")
+
+
 def usage_errors() -> tuple:
     from .export_gguf import ExportError
     from .preferences import ImportFormatError
@@ -424,8 +450,9 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
         progress("cancelled")
         return 128 + exc.signum
     except Exception as exc:
-        if isinstance(exc, usage_errors()):
-            progress("error", error=str(exc))
+        full = _no_space(exc, root)
+        if isinstance(exc, (UserError, *usage_errors())) or full:
+            progress("error", error=full or one_line(exc))
             return EXIT_USAGE
         traceback.print_exc(file=sys.stderr)  # a crash: the details on stderr, one line for the app
         progress("error", error=f"{type(exc).__name__}: {exc}")
