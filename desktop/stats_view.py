@@ -85,9 +85,16 @@ def _fill(table: QTableWidget, rows: list[list[str]], numbers: range) -> None:
     table.setFixedHeight(height + 2 + table.horizontalScrollBar().sizeHint().height())
 
 
+MIN_GAMES = 5  # fewer, and a bootstrap interval says nothing (two games resample to one)
+
+
 def _interval(rating: Rating) -> str:
     if rating.model == BASE:
         return "reference"  # the scale is anchored on the base: its interval is 0 … 0
+    if rating.games < MIN_GAMES:
+        return f"needs {MIN_GAMES}+ games"
+    if rating.high - rating.low < 1:  # every resample the same: no spread to read off
+        return "wide: every game went one way"
     return f"{rating.low:+.0f} … {rating.high:+.0f}"
 
 
@@ -122,6 +129,7 @@ class StatsView(QWidget):
         self.kl: dict[str, float] = {}
         self.adapters: list[AdapterInfo] = []  # those llama.cpp can run, newest first
         self.measuring: str | None = None
+        self.aliases: dict[str, str] = {}  # an adapter's former names -> its name now
         self._generation = 0  # drops ratings that a newer refresh has overtaken
 
         explainer = QLabel(HOW_TIES_COUNT, objectName="ties-note")
@@ -199,7 +207,7 @@ class StatsView(QWidget):
     def refresh(self) -> None:
         """Recompute from the store: the table and plots now, the ratings when the
         bootstrap is done (``ratings_updated``)."""
-        votes = self.store.votes()
+        votes = [self._current_names(vote) for vote in self.store.votes()]
         self.winrates = adapter_winrates(votes)
         self._show_winrates()
         self._plot_winrates()
@@ -210,6 +218,12 @@ class StatsView(QWidget):
         run_op(lambda: (generation, ratings(votes)), success=self._show_ratings,
                failure=self._ratings_failed, parent=self)
 
+    def _current_names(self, vote: dict) -> dict:
+        """The vote with each adapter under its current name (a rename keeps its votes)."""
+        renamed = {side: self.aliases[vote[side]["adapter"]] for side in ("left", "right")
+                   if vote[side]["adapter"] in self.aliases}
+        return {**vote, **{side: {**vote[side], "adapter": name} for side, name in renamed.items()}}
+
     def set_kl(self, kl: dict[str, float]) -> None:
         """Each adapter's KL from the base; adapters with a win rate get a point on the KL plot."""
         self.kl = dict(kl)
@@ -217,7 +231,12 @@ class StatsView(QWidget):
 
     def set_adapters(self, infos: Iterable[AdapterInfo]) -> None:
         """List the adapters llama.cpp can run with their stored drift; plot the held-out KL."""
+        infos = list(infos)
         self.adapters = [info for info in infos if info.gguf_path is not None]
+        aliases = {old: info.name for info in infos for old in registry.names(info)[1:]}
+        if aliases != self.aliases:
+            self.aliases = aliases
+            self.refresh()
         self._show_drift()
         self.set_kl({info.name: kl for info in self.adapters
                      if (kl := registry.drift_kl(info)) is not None})
@@ -289,7 +308,11 @@ class StatsView(QWidget):
         if selected in names:
             self.drift_table.selectRow(names.index(selected))
         if not rows:
-            self.drift_status.setText("No adapters yet: train one on the Train tab.")
+            self.drift_status.setText("No adapter llama.cpp can run is registered: train one "
+                                      "on the Train tab." if self.winrates else
+                                      "No adapters yet: train one on the Train tab.")
+        elif self.drift_status.text().startswith("No adapter"):
+            self.drift_status.setText("")
         self._update_measure_button()
 
     def _selected_adapter(self) -> str | None:

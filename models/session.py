@@ -21,6 +21,7 @@ that change what a view shows return ``Changes``.
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -39,6 +40,11 @@ BASE = "base"
 
 class SessionError(UserError):
     """An operation the session cannot do now; says why in one line."""
+
+
+class StoreWriteError(SessionError):
+    """The database refused a write (another program holds its write lock, the disk is
+    full); nothing of it was written, and it can be tried again."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ class Session:
     @property
     def hidden(self) -> bool:
         """Are the panes' model names hidden from the user right now?"""
-        return self.blind and not self.revealed
+        return self.conversation_blind and not self.revealed
 
     @property
     def model_path(self) -> Path | None:
@@ -392,7 +398,11 @@ class Session:
                 self.vote_count = None
             return vote_id
 
-        vote_id = self.store_queue.run(write)
+        try:
+            vote_id = self.store_queue.run(write)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreWriteError(f"the database did not take the vote ({exc}); "
+                                  "it is kept and can be retried") from exc
         with self._lock:
             self.vote_id, self.pending_vote = vote_id, None
             self.revealed = True
@@ -402,7 +412,10 @@ class Session:
         if self.vote_id is None:
             raise SessionError("no vote to undo")
         vote_id = self.vote_id
-        self.store_queue.run(self.store.undo_vote, vote_id)
+        try:
+            self.store_queue.run(self.store.undo_vote, vote_id)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreWriteError(f"the database did not take the undo ({exc})") from exc
         self.vote_id = None
         return Changes(votes=True)
 
