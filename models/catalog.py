@@ -13,7 +13,7 @@ import mmap
 import os
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -50,9 +50,20 @@ class ModelInfo:
         return f"{self.name}{size} ({self.path.name})"
 
     def default_template(self) -> templates.ChatTemplate:
-        return templates.for_model(
+        template = templates.for_model(
             self.architecture, self.chat_template, self.bos_token, self.eos_token
         )
+        return _own_stops(template) if self.chat_template else template
+
+
+def _own_stops(template: templates.ChatTemplate) -> templates.ChatTemplate:
+    """A file's own template stops at its own end-of-turn token: a ChatML template in a
+    llama or phi3 file ends turns with <|im_end|>, whatever the architecture's family uses."""
+    for family in ("chatml", "llama3", "gemma"):
+        stop = templates.BUILTIN[family].stop
+        if stop[0] in template.source:
+            return replace(template, stop=stop)
+    return template
 
 
 @lru_cache(maxsize=1)
@@ -276,6 +287,11 @@ def read_header_fields(path: str | os.PathLike) -> tuple[dict, list]:
     return header.fields, header.tensors
 
 
+def _shown(data: bytes) -> str:
+    """Bytes as a person reads them: printable ASCII as is, anything else as \\xNN."""
+    return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in data)
+
+
 def read_info(path: str | os.PathLike) -> ModelInfo:
     """Read and check a GGUF file's header and tensor table; raise ModelFileError if bad."""
     path = Path(path).expanduser()
@@ -286,7 +302,7 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         magic = fh.read(4)
     if magic != GGUF_MAGIC:
         raise ModelFileError(
-            f"{path.name} is not a GGUF file (it starts with {magic!r}, not b'GGUF'). "
+            f"{path.name} is not a GGUF file (it starts with “{_shown(magic)}”, not “GGUF”). "
             "Diptych runs models in llama.cpp's GGUF format."
         )
     try:
