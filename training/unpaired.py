@@ -240,6 +240,6 @@ def is_unpaired_file(path: str | Path) -> bool:
             if raw.strip():
                 try:
                     return is_unpaired(json.loads(raw))
-                except ValueError:
+                except (ValueError, RecursionError):  # the importer says why, with the line
                     return False
     return False
