@@ -69,16 +69,23 @@ def _list(args) -> int:
 
     found = adapters.list_adapters(args.data_dir)
     if args.json:
+        from diptych.training.parent import lineage
+
         rows = [{**asdict(a), "path": str(a.path), "gguf_path": a.gguf_path and str(a.gguf_path),
-                 "key_metric": adapters.key_metric(a)} for a in found]
+                 "key_metric": adapters.key_metric(a), "lineage": lineage(a, args.data_dir)}
+                for a in found]
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
     if not found:
         print("no adapters yet: train one with 'diptych train dpo --name NAME'")
+    from diptych.training.parent import lineage
+
     for a in found:
         damaged = f"  (damaged: {a.problem})" if a.problem else ""
+        chain = lineage(a, args.data_dir)  # the adapters it continues: v1 -> v2 -> v3
+        continues = f"  (from {' -> '.join(chain[:-1])})" if len(chain) > 1 else ""
         print(f"{a.name:24} {a.kind:7} {a.created_at[:16].replace('T', ' ')}  "
-              f"{adapters.key_metric(a)}{damaged}")
+              f"{adapters.key_metric(a)}{continues}{damaged}")
     return 0
 
 

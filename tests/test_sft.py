@@ -1,0 +1,76 @@
+"""SFT on written answers, and a round that continues an adapter (--from): real jobs with
+a few steps on the bundled model."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+from every_vote import fill
+from test_jobs import finish, run_job, steps, train
+
+from diptych.models import adapters
+from diptych.training.store import Store
+
+# 6 answers (2 written + 4 chosen), one held out: each step sees the same 5 as one batch
+ONE_BATCH = ["--chosen", "--batch-size", "8", "--eval-size", "1", "--max-length", "64",
+             "--lr", "1e-3", "--no-drift"]
+
+
+@pytest.fixture
+def every_vote(data_dir, weights_cache):
+    with Store.open(data_dir) as store:
+        fill(store)
+    return data_dir
+
+
+def folder_hash(path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.name.encode() + file.read_bytes())
+    return digest.hexdigest()
+
+
+def test_sft_learns_the_written_answers(every_vote):
+    lines, info = run_job(every_vote, "sft", "--name", "imitate", "--steps", "3", "--lr", "1e-3",
+                          "--batch-size", "2", "--max-length", "64", "--no-drift")
+    data = info.meta["data"]
+    assert data["examples"] == 2 and not data["chosen"] and not data["held_out"]  # too few to hold out
+    assert [s["step"] for s in steps(lines)] == [1, 2, 3]
+    assert all(s["kl"] is not None for s in steps(lines))  # the live KL from the base
+    before, after = info.meta["metrics"]["before"], info.meta["metrics"]["after"]
+    assert after["answer_logp"] > before["answer_logp"] + 0.5  # it writes them more readily
+    assert info.meta["parent"] is None and info.gguf_path.is_file()
+
+
+def test_from_continues_an_adapter_and_leaves_it_untouched(every_vote):
+    parent_lines, parent = run_job(every_vote, "sft", "--name", "v1", "--steps", "3", *ONE_BATCH)
+    parent_losses = [s["loss"] for s in steps(parent_lines)]
+    assert parent_losses[-1] < parent_losses[0] - 0.3
+    before = folder_hash(parent.path)
+
+    lines, child = run_job(every_vote, "sft", "--name", "v2", "--from", "v1", "--steps", "1", *ONE_BATCH)
+    first = steps(lines)[0]["loss"]
+    # it starts where the parent ended (one more step on the same batch), not from scratch
+    assert abs(first - parent_losses[-1]) < abs(first - parent_losses[0]) / 2, (parent_losses, first)
+    # the reference is still the base: the parent's weights are already a KL away from it
+    assert child.meta["metrics"]["before"]["kl"] > 0.01
+    assert child.meta["parent"]["name"] == "v1" and folder_hash(parent.path) == before
+
+    listing = subprocess.run([sys.executable, "-m", "diptych", "--data-dir", str(every_vote),
+                              "adapters", "list"], capture_output=True, text=True, timeout=60)
+    assert "(from v1)" in listing.stdout
+    _, grandchild = run_job(every_vote, "sft", "--name", "v3", "--from", "v2", "--steps", "1", *ONE_BATCH)
+    from diptych.training.parent import lineage
+
+    assert lineage(grandchild, every_vote) == ["v1", "v2", "v3"]
+
+    for args, message in [
+        (["--from", "v1", "--lora-r", "8"], "its LoRA has r = 16, this job 8"),
+        (["--from", "nobody"], "no adapter named 'nobody'"),
+    ]:
+        code, out, err = finish(train(every_vote, "sft", "--name", "v9", "--steps", "1", *ONE_BATCH, *args))
+        assert code == 2 and out[-1]["phase"] == "error" and message in out[-1]["error"], err[-2000:]
+    assert sorted(a.name for a in adapters.list_adapters(every_vote)) == ["v1", "v2", "v3"]
