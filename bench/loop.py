@@ -2,7 +2,8 @@
 
     python bench/loop.py [--rounds 3] [--prompts 16] [--held-out 16] [--samples 2]
                          [--max-tokens 128] [--steps N] [--job-args "..."]
-                         [--grpo-steps N] [--grpo-args "..."] [--skip-grpo] [--json FILE]
+                         [--grpo-steps N] [--grpo-args "..."] [--skip-grpo] [--mode retrain|continue]
+                         [--json FILE]
 
 Quick check: ``python bench/loop.py --rounds 1 --prompts 4 --held-out 2 --samples 1
 --max-tokens 32 --steps 2 --grpo-steps 1 --grpo-args "--eval-size 2 --max-prompts 2"``.
@@ -35,9 +36,12 @@ Each round, exactly as the app would do it:
    add_user_message, add_response with the same fields the chat controller records,
    record_vote) in the loop's data dir.
 3. train: ``python -m diptych --data-dir DIR train dpo --name loop-round<N> --progress
-   jsonl [--steps N] [job args]``, the command the Train tab runs, as a subprocess. Every
-   round trains a fresh adapter from the base on all votes so far (the job's own
-   defaults otherwise: it holds out a fifth of the pairs for its before/after numbers).
+   jsonl [--steps N] [job args]``, the command the Train tab runs, as a subprocess. With
+   ``--mode retrain`` (the default) every round trains a fresh adapter from the base on
+   all votes so far (the job's own defaults otherwise: it holds out a fifth of the pairs
+   for its before/after numbers). With ``--mode continue``, from the second round on,
+   the job continues the last round's adapter (``--from loop-round<N-1>``) on that
+   round's votes only (``--data``), so a round's cost does not grow with the votes.
    A round with no pair yet skips training and keeps the previous adapter.
 4. load: ``Engine.set_adapter`` on the tuned engine, as "Use in tuned pane" does.
 5. judge: the tuned engine answers the held-out prompts ``--samples`` times each, with
@@ -264,6 +268,10 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, help="GRPO steps (default: the job's)")
     parser.add_argument("--grpo-args", default="", help="more options for the GRPO job")
     parser.add_argument("--skip-grpo", action="store_true")
+    parser.add_argument("--mode", choices=["retrain", "continue"], default="retrain",
+                        help="retrain: each round a fresh adapter from the base on all votes; "
+                             "continue: from round 2 on, the last adapter continued (--from) on "
+                             "that round's votes only")
     parser.add_argument("--data-dir", help="keep the store and adapters here (default: a temp dir)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
@@ -314,7 +322,7 @@ def main() -> None:
         seconds["answer"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        choices = []
+        choices, vote_ids = [], []
         for i, q in enumerate(train_prompts):
             conversation = store.new_conversation("", False)
             store.add_user_message(conversation, 0, q)
@@ -323,8 +331,17 @@ def main() -> None:
             right_id = record(store, conversation, "right", "tuned", tuned, q,
                               work[1][1][i][1], right[i])
             choices.append(verdict(q, left[i], right[i]))
-            store.record_vote(left_id, right_id, choices[-1], False)
+            vote_ids.append(store.record_vote(left_id, right_id, choices[-1], False))
         pairs = store.pair_counts()["pairs"]
+        continuing = args.mode == "continue" and any(row.get("train") for row in rounds)
+        if continuing:  # this round's votes only, written as the job's --data
+            from diptych.training.preferences import vote_records
+
+            new = [line for vid in vote_ids for line in vote_records(store.vote(vid))
+                   if "chosen" in line]
+            round_data = data_dir / f"round{r}.jsonl"
+            round_data.write_text("".join(json.dumps(x) + "\n" for x in new), encoding="utf-8")
+            pairs = len(new)
         seconds["vote"] = time.perf_counter() - t
 
         row = {"round": r, "votes": {c: choices.count(c) for c in ("left", "right", "tie")},
@@ -335,6 +352,9 @@ def main() -> None:
             name = f"loop-round{r}"
             steps = ["--steps", str(args.steps)] if args.steps else []
             argv = ["dpo", "--name", name, *steps, *shlex.split(args.job_args)]
+            if continuing:
+                last = next(row["adapter"] for row in reversed(rounds) if row.get("train"))
+                argv += ["--from", last, "--data", str(round_data)]
             done = run_job(data_dir, argv, log)
             seconds["train"] = time.perf_counter() - t
             row["train"] = done["metrics"].get("train")

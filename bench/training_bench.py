@@ -1,6 +1,7 @@
-"""What training costs: the base weights' first load, our DPO job against plain TRL, GRPO's step.
+"""What training costs: the base weights' first load, our DPO job against plain TRL, GRPO's step,
+KTO's and SFT's steps.
 
-    python bench/training_bench.py [--parts abc] [--steps 10] [--repeats 2]
+    python bench/training_bench.py [--parts abcd] [--steps 10] [--repeats 2]
                                    [--cached-repeats 3] [--grpo-steps 4] [--json FILE]
 
 Quick check: ``python bench/training_bench.py --steps 2 --repeats 1 --cached-repeats 1
@@ -43,6 +44,13 @@ Quick check: ``python bench/training_bench.py --steps 2 --repeats 1 --cached-rep
     the first. Also: a step's answers sampled by llama.cpp in one batch (``GroupSampler``)
     against the reference, the same answers one after another through a pane's
     ``Engine``: tokens per second.
+
+(d) KTO and SFT: our jobs (``train kto`` and ``train sft --data pairs.jsonl``, which read
+    the pairs as 24 labelled answers and 12 answers) with bf16 autocast where the CPU has
+    bf16 instructions, against the reference, the same job with ``--fp32``: seconds a step.
+
+Part (b) also runs our job with ``--fp32`` and shows the held-out pair accuracy and
+log-prob margin after training for both, so a faster step is not bought with accuracy.
 
 Defaults take about 8 minutes on two CPU cores: (a) about 1.5 minutes, (b) 4 runs of
 about 0.5-1 minute, (c) about 2.5 minutes.
@@ -262,19 +270,23 @@ def part_b(work: Path, env: dict, log, log_path: Path, args) -> dict:
         "lora_alpha": cfg.lora_alpha or 2 * cfg.lora_r, "lora_dropout": cfg.lora_dropout,
         "lora_targets": cfg.lora_targets,
     }
-    ours, plain = [], []
+    ours, ours_fp32, plain = [], [], []
     for i in range(args.repeats):  # alternate, so noise on this machine hits both alike
-        home = work / f"home-{i}"
-        command = [sys.executable, "-m", "diptych", "--data-dir", str(home), "train", "dpo",
-                   "--name", f"bench-{i}", "--data", str(data), "--steps", str(args.steps),
-                   "--batch-size", str(batch_size), "--max-length", str(max_length),
-                   "--eval-size", "2", "--progress", "jsonl"]
-        out, wall, rss = checked(child(command, env, log), "our DPO job", log_path)
-        train = last_json(out)["metrics"]["train"]
-        step_ends = [t for t, line in out if json.loads(line)["phase"] == "train"
-                     and json.loads(line)["step"]]
-        ours.append({"steps": train["steps"], "train_s": train["seconds"],
-                     "steady_s_per_step": steady(step_ends), "wall_s": wall, "rss": rss})
+        for rows, extra in ((ours, []), (ours_fp32, ["--fp32"])):
+            home = work / f"home-{i}{''.join(extra)}"
+            command = [sys.executable, "-m", "diptych", "--data-dir", str(home), "train", "dpo",
+                       "--name", f"bench-{i}", "--data", str(data), "--steps", str(args.steps),
+                       "--batch-size", str(batch_size), "--max-length", str(max_length),
+                       "--eval-size", "2", "--no-drift", "--progress", "jsonl", *extra]
+            out, wall, rss = checked(child(command, env, log), "our DPO job", log_path)
+            metrics = last_json(out)["metrics"]
+            train = metrics["train"]
+            step_ends = [t for t, line in out if json.loads(line)["phase"] == "train"
+                         and json.loads(line)["step"]]
+            rows.append({"steps": train["steps"], "train_s": train["seconds"],
+                         "steady_s_per_step": steady(step_ends), "wall_s": wall, "rss": rss,
+                         "held_out_accuracy": metrics["after"]["pair_accuracy"],
+                         "held_out_margin": metrics["after"]["margin"]})
         out, wall, rss = checked(
             child([sys.executable, "-c", PLAIN_DPO_CHILD, json.dumps(plain_cfg)], env, log),
             "plain TRL DPO", log_path)
@@ -290,21 +302,76 @@ def part_b(work: Path, env: dict, log, log_path: Path, args) -> dict:
                 "wall_s": median([r["wall_s"] for r in rows]),
                 "peak_rss": median([r["rss"] for r in rows]), "runs": rows}
 
-    result = {"ours": summary(ours), "plain": summary(plain), "steps": args.steps,
-              "batch_size": batch_size, "max_length": max_length, "train_pairs": len(train_pairs)}
+    result = {"ours": summary(ours), "ours_fp32": summary(ours_fp32), "plain": summary(plain),
+              "steps": args.steps, "batch_size": batch_size, "max_length": max_length,
+              "train_pairs": len(train_pairs), "cpu_bf16": _cpu_bf16()}
     o, p = result["ours"], result["plain"]
+    for key in ("ours", "ours_fp32"):
+        rows = result[key]["runs"]
+        result[key]["held_out_accuracy"] = median([r["held_out_accuracy"] for r in rows])
+        result[key]["held_out_margin"] = median([r["held_out_margin"] for r in rows])
     print(f"(b) DPO, {args.steps} steps of batch {batch_size} on {len(train_pairs)} pairs, "
-          f"max length {max_length}, median of {args.repeats}")
-    for label, row in (("our job (diptych train dpo)", o), ("plain TRL script (reference)", p)):
+          f"max length {max_length}, median of {args.repeats}; our job autocasts to bf16: "
+          f"{'yes' if result['cpu_bf16'] else 'no (no bf16 instructions: fp32)'}")
+    for label, row in (("our job (diptych train dpo)", o), ("our job, --fp32", result["ours_fp32"]),
+                       ("plain TRL script (reference)", p)):
         after = row["steady_s_per_step"]
         print(f"    {label:30s} {row['steps_per_s']:.3f} steps/s ({row['s_per_step']:.2f} s/step"
               + (f"; {after:.2f} after the first" if after else "") + "), "
               f"peak RSS {row['peak_rss'] / 2**20:6.0f} MiB, whole process {row['wall_s']:.0f} s")
+    for label, key in (("our job", "ours"), ("our job, --fp32", "ours_fp32")):
+        row = result[key]
+        print(f"    held-out pairs after training, {label:16s} accuracy {row['held_out_accuracy']:.2f}, "
+              f"log-prob margin {row['held_out_margin']:+.3f}")
     print(f"    ratio ours/plain: steps/s {o['steps_per_s'] / p['steps_per_s']:.2f}"
           + (f" ({p['steady_s_per_step'] / o['steady_s_per_step']:.2f} after the first step)"
              if o["steady_s_per_step"] and p["steady_s_per_step"] else "")
           + f", peak RSS {o['peak_rss'] / p['peak_rss']:.2f}, "
           f"whole process {o['wall_s'] / p['wall_s']:.2f}")
+    return result
+
+
+def _cpu_bf16() -> bool:
+    from diptych.training.job import cpu_has_bf16
+
+    return cpu_has_bf16()
+
+
+# -- (d) -----------------------------------------------------------------------------------
+
+def part_d(work: Path, env: dict, log, log_path: Path, args) -> dict:
+    """KTO and SFT: seconds a step of our jobs on the same pairs, with bf16 autocast where
+    the CPU has it and with --fp32 (the reference)."""
+    records = [{"prompt": [{"role": "user", "content": q}],
+                "chosen": [{"role": "assistant", "content": a}],
+                "rejected": [{"role": "assistant", "content": b}]} for q, a, b in PAIRS]
+    data = work / "pairs-d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    result = {}
+    print(f"(d) KTO (24 labelled answers) and SFT (12 answers), {args.steps} steps of batch 4, "
+          f"median of {args.repeats}")
+    for kind in ("kto", "sft"):
+        runs = {"bf16": [], "fp32": []}
+        for i in range(args.repeats):
+            for label, extra in (("bf16", []), ("fp32", ["--fp32"])):
+                home = work / f"home-{kind}-{label}-{i}"
+                command = [sys.executable, "-m", "diptych", "--data-dir", str(home), "train", kind,
+                           "--name", "bench", "--data", str(data), "--steps", str(args.steps),
+                           "--batch-size", "4", "--eval-size", "2", "--no-drift",
+                           "--progress", "jsonl", *extra]
+                out, wall, rss = checked(child(command, env, log), f"our {kind} job", log_path)
+                metrics = last_json(out)["metrics"]
+                step_ends = [t for t, line in out if json.loads(line)["phase"] == "train"
+                             and json.loads(line)["step"]]
+                runs[label].append({"s_per_step": metrics["train"]["s_per_step"],
+                                    "steady_s_per_step": steady(step_ends), "after": metrics["after"]})
+        result[kind] = {label: {"s_per_step": median([r["s_per_step"] for r in rows]),
+                                "steady_s_per_step": median([r["steady_s_per_step"] for r in rows
+                                                             if r["steady_s_per_step"] is not None]),
+                                "runs": rows} for label, rows in runs.items()}
+        b, f = result[kind]["bf16"], result[kind]["fp32"]
+        print(f"    {kind}: {b['s_per_step']:.2f} s/step with bf16 autocast, {f['s_per_step']:.2f} with "
+              f"--fp32 (reference): {f['s_per_step'] / b['s_per_step']:.2f}x")
     return result
 
 
@@ -423,7 +490,7 @@ def part_c(work: Path, env: dict, log, log_path: Path, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="abc", help="which measurements: any of a, b, c")
+    parser.add_argument("--parts", default="abcd", help="which measurements: any of a, b, c, d")
     parser.add_argument("--cached-repeats", type=int, default=3, help="(a) cached loads")
     parser.add_argument("--steps", type=int, default=10, help="(b) DPO optimizer steps")
     parser.add_argument("--repeats", type=int, default=2, help="(b) runs of each side")
@@ -448,6 +515,8 @@ def main() -> None:
                 results["b"] = part_b(work, env, log, log_path, args)
             if "c" in args.parts:
                 results["c"] = part_c(work, env, log, log_path, args)
+            if "d" in args.parts:
+                results["d"] = part_d(work, env, log, log_path, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
 
