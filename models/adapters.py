@@ -340,16 +340,16 @@ def key_metric(info: AdapterInfo) -> str:
     return ", ".join(parts) or "no metrics"
 
 
-def _check_trained_base(adapter_path: Path, base: "catalog.ModelInfo") -> None:
-    """Refuse a LoRA whose folder's meta.json says it was trained on another base file
+def check_trained_base(folder: str | os.PathLike, base_gguf_path: str | os.PathLike) -> None:
+    """Refuse an adapter folder whose meta.json says it was trained on another base file
     (a fine-tune of the same shape would pass the shape checks and answer garbage)."""
-    meta, _ = _read_meta(adapter_path.parent)
+    folder, base = Path(folder), Path(base_gguf_path)
+    meta, _ = _read_meta(folder)
     trained = (meta.get("base") or {}).get("sha256")
-    if trained and trained != catalog.file_hash(base.path):
+    if trained and trained != catalog.file_hash(base):
         was = (meta.get("base") or {}).get("name") or "another model"
-        raise AdapterError(f"{adapter_path.parent.name} was trained on {was} "
-                           f"(sha256 {trained[:12]}), not on {base.path.name} "
-                           f"(sha256 {catalog.file_hash(base.path)[:12]})")
+        raise AdapterError(f"{folder.name} was trained on {was} (sha256 {trained[:12]}), "
+                           f"not on {base.name} (sha256 {catalog.file_hash(base)[:12]})")
 
 
 def check_compatible(adapter_gguf_path: str | os.PathLike, base_gguf_path: str | os.PathLike) -> None:
@@ -371,7 +371,7 @@ def check_compatible(adapter_gguf_path: str | os.PathLike, base_gguf_path: str |
     if info.architecture != base.architecture:
         raise AdapterError(f"{name} is a LoRA for '{info.architecture}' models, but the base "
                            f"model {base.path.name} is '{base.architecture}'")
-    _check_trained_base(adapter_path, base)
+    check_trained_base(adapter_path.parent, base.path)
     base_shapes = {t[0]: list(t[1]) for t in catalog.read_header_fields(base.path)[1]}
     tensors = {t[0]: list(t[1]) for t in table}
     targets = [n[: -len(".lora_a")] for n in tensors if n.endswith(".lora_a")]

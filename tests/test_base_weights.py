@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 
@@ -37,6 +39,7 @@ def test_conversion_is_cached_by_hash(loaded, bundled_model, weights_cache):
     model, tokenizer, first, cached = loaded
     folder = weights_cache / catalog.file_hash(bundled_model)
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert (folder / "manifest.json").is_file()
     assert [p.name for p in weights_cache.iterdir()] == [folder.name]  # no temporary leftovers
     assert model.config.num_hidden_layers == 18 and model.config.hidden_size == 640
     assert "quantization_config" not in model.config.to_dict()  # a plain dense model
@@ -113,3 +116,74 @@ def test_generation_stops_where_the_panes_stop(loaded):
     model, tokenizer, _, _ = loaded
     stops = set(model.generation_config.eos_token_id)
     assert {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")} <= stops
+
+
+@pytest.fixture
+def tiny_cache(tmp_path, monkeypatch):
+    """A tiny Qwen2 GGUF (tests/tiny_models.py) and an empty cache of its own."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import tiny_models
+
+    monkeypatch.setenv("DIPTYCH_CACHE", str(tmp_path / "cache"))
+    return tiny_models.build("qwen2", tmp_path / "tiny.gguf"), tmp_path / "cache"
+
+
+def _damage(folder: Path, how: str) -> None:
+    weights = folder / "model.safetensors"
+    if how == "truncated":
+        with open(weights, "r+b") as fh:
+            fh.truncate(weights.stat().st_size // 2)
+    elif how == "changed":  # same size, one byte different: only the hash tells
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        weights.write_bytes(bytes(data))
+    elif how == "missing file":
+        (folder / "tokenizer.json").unlink()
+    elif how == "no manifest":
+        (folder / "manifest.json").unlink()
+    elif how == "another converter":
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["transformers"] = "0.0.1"
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("how", ["truncated", "changed", "missing file", "no manifest",
+                                 "another converter"])
+def test_a_damaged_cache_is_converted_again(tiny_cache, how, capfd):
+    from diptych.training.base_weights import MANIFEST, check_cache, ensure_cached, load_base
+
+    gguf_path, root = tiny_cache
+    folder = ensure_cached(gguf_path)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["gguf_sha256"] == folder.name == catalog.file_hash(gguf_path)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(manifest["files"])
+    _damage(folder, how)
+    assert check_cache(folder, folder.name, "qwen2") is not None
+    assert ensure_cached(gguf_path) == folder
+    assert "are damaged" in capfd.readouterr().err
+    assert check_cache(folder, folder.name, "qwen2") is None
+    assert [p.name for p in root.iterdir()] == [folder.name]  # nothing set aside is left
+    model, _ = load_base(gguf_path)
+    assert model.config.model_type == "qwen2"
+
+
+def test_leftovers_of_dead_conversions_are_removed(tiny_cache):
+    import subprocess
+    import sys
+
+    from diptych.training.base_weights import ensure_cached
+
+    gguf_path, root = tiny_cache
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    root.mkdir()
+    killed = root / f".tmp-{'0' * 64}-{int(dead.stdout)}"  # a conversion killed halfway
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"\0" * 4096)
+    running = root / f".tmp-{'1' * 64}-{os.getppid()}"  # a live process's conversion
+    running.mkdir()
+    folder = ensure_cached(gguf_path)
+    assert not killed.exists() and running.is_dir()
+    assert sorted(p.name for p in root.iterdir()) == sorted([folder.name, running.name])

@@ -3,9 +3,19 @@
 transformers reads a GGUF with ``gguf_file=`` and dequantizes it to dense tensors. That
 takes about half a minute for the bundled 270M model (the tokenizer alone about ten
 seconds), so the result is saved as safetensors + tokenizer + config in a cache folder
-named by the GGUF's sha256; later jobs load it in a few seconds. The cache is written to a
-temporary folder and renamed into place, so a conversion killed halfway leaves nothing a
-later job could mistake for a cache.
+named by the GGUF's sha256; later jobs load it in a few seconds.
+
+The cache is trusted only as far as its manifest (``manifest.json``: each file's size and
+sha256, the GGUF's hash and the transformers version that converted it) vouches for it:
+
+- it is written to a temporary folder and renamed into place with its manifest, so a
+  conversion killed halfway leaves nothing a later job could mistake for a cache;
+- on load every file is checked against the manifest (about a second for 1 GB); a folder
+  with a missing, cut-short or changed file, or no manifest, is converted again;
+- a conversion by another transformers version, or one whose config no longer says the
+  GGUF's architecture, is converted again: the key is the GGUF *and* what its conversion
+  produced;
+- the temporary folders of conversions whose process is gone are removed.
 
 The tokenizer's chat template is set to the template the panes render with
 (``diptych.models.templates``), so TRL formats training examples exactly as the app
@@ -17,12 +27,16 @@ that the ids equal llama.cpp's).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import platformdirs
 import torch
+import transformers
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -33,6 +47,9 @@ from transformers import (
 from diptych.models import catalog
 
 ENV_VAR = "DIPTYCH_CACHE"
+MANIFEST = "manifest.json"
+TMP = ".tmp-"
+_verified: set = set()  # (folder, its files' sizes and mtimes) already checked in this process
 
 
 def cache_root() -> Path:
@@ -45,14 +62,94 @@ def cache_dir(gguf_path: str | os.PathLike) -> Path:
     return cache_root() / catalog.file_hash(gguf_path)
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _write_manifest(folder: Path, gguf_hash: str, architecture: str) -> None:
+    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.iterdir()) if p.is_file()}
+    manifest = {"gguf_sha256": gguf_hash, "architecture": architecture,
+                "transformers": transformers.__version__, "files": files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+
+
+def check_cache(folder: Path, gguf_hash: str, architecture: str) -> str | None:
+    """Why ``folder`` is not a sound conversion of this GGUF (None when it is)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except FileNotFoundError:
+        return "no manifest"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "an unreadable manifest"
+    if manifest.get("gguf_sha256") != gguf_hash or manifest.get("architecture") != architecture:
+        return "a manifest of another model"
+    if manifest.get("transformers") != transformers.__version__:
+        return f"converted by transformers {manifest.get('transformers')}"
+    if "config.json" not in files or "model.safetensors" not in files:
+        return "no weights or config listed"
+    stamp = [str(folder)]
+    for name, entry in sorted(files.items()):
+        try:
+            stat = (folder / name).stat()
+        except OSError:
+            return f"{name} is missing"
+        if stat.st_size != entry.get("size"):
+            return f"{name} has {stat.st_size:,} bytes, not {entry.get('size'):,}"
+        stamp.append((name, stat.st_size, stat.st_mtime_ns))
+    if tuple(stamp) in _verified:
+        return None
+    for name, entry in files.items():
+        if _sha256(folder / name) != entry.get("sha256"):
+            return f"{name} has changed since it was written"
+    _verified.add(tuple(stamp))
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_leftovers(root: Path) -> list[Path]:
+    """Remove the temporary folders of conversions whose process is gone."""
+    removed = []
+    for path in root.glob(f"{TMP}*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or (int(pid) != os.getpid() and not _alive(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def ensure_cached(gguf_path: str | os.PathLike) -> Path:
-    """The cache folder of ``gguf_path``, converting the GGUF first if it is not there."""
-    target = cache_dir(gguf_path)
-    if (target / "config.json").is_file():
-        return target
+    """The cache folder of ``gguf_path``, converting the GGUF first if it is not there or
+    its manifest does not vouch for it."""
     gguf_path = Path(gguf_path).resolve()
+    target = cache_dir(gguf_path)
+    gguf_hash, arch = target.name, catalog.read_info(gguf_path).architecture
+    problem = check_cache(target, gguf_hash, arch) if target.exists() else None
+    if target.exists() and problem is None:
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+    clean_leftovers(target.parent)
+    if problem is not None:  # move it aside first: a rename, so no job loads a half-removed cache
+        print(f"converted weights in {target} are damaged ({problem}): converting again",
+              file=sys.stderr)
+        aside = target.parent / f"{TMP}damaged-{target.name}-{os.getpid()}"
+        try:
+            os.rename(target, aside)
+        except OSError:
+            pass  # another job moved it first
+        shutil.rmtree(aside, ignore_errors=True)
+    tmp = target.parent / f"{TMP}{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -66,10 +163,13 @@ def ensure_cached(gguf_path: str | os.PathLike) -> Path:
         )
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        del model
+        _write_manifest(tmp, gguf_hash, arch)
         try:
             os.rename(tmp, target)
         except OSError:
-            if not (target / "config.json").is_file():  # not a concurrent job's finished copy
+            # a concurrent job's finished copy is as good as ours
+            if check_cache(target, gguf_hash, arch) is not None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,13 +3,20 @@
 The same mapping as llama.cpp's own ``convert_lora_to_gguf.py``, without its model
 classes: each PEFT module name goes through the ``gguf`` package's tensor-name map for the
 base's architecture (``model.layers.3.self_attn.q_proj`` -> ``blk.3.attn_q``), and
-``lora_A`` / ``lora_B`` are written unchanged as ``<name>.weight.lora_a`` / ``.lora_b``.
-llama.cpp scales the product by ``adapter.lora.alpha / rank``, as PEFT does with
-``lora_alpha / r``.
+``lora_A`` / ``lora_B`` are written as ``<name>.weight.lora_a`` / ``.lora_b``. llama.cpp
+scales the product by ``adapter.lora.alpha / rank``, as PEFT does with ``lora_alpha / r``.
 
-Only architectures whose Hugging Face weights reach GGUF unpermuted are accepted: the
-Llama converter permutes the rows of q/k, and a LoRA would need the same permutation of
-``lora_B`` (not done here, so refused rather than silently wrong).
+Where the converter changed a weight on its way to GGUF, the LoRA gets the same change:
+
+- llama (and Mistral, which is llama in GGUF): ``convert_hf_to_gguf.py`` permutes the rows
+  of q and k (Hugging Face's rotary halves -> llama.cpp's interleaved pairs). The LoRA's
+  update is ``B @ A``, so ``lora_B``'s rows get that permutation and ``lora_A`` none.
+- phi3: q, k and v are one fused ``qkv_proj`` and gate and up one ``gate_up_proj`` in
+  Hugging Face as in GGUF (``attn_qkv``, ``ffn_up``), in the same row order: the LoRA maps
+  one to one.
+- Gemma's norm weights are stored as 1 + w, but a LoRA never targets a norm.
+
+Any other architecture is refused with one line naming it.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ import numpy as np
 from diptych.models import adapters, catalog
 from diptych.models.errors import UserError
 
-SUPPORTED = ("gemma", "gemma2", "gemma3", "qwen2", "qwen3")
+SUPPORTED = ("gemma", "gemma2", "gemma3", "llama", "phi3", "qwen2", "qwen3")
 # Hugging Face config ``model_type`` -> GGUF ``general.architecture``
 MODEL_TYPES = {"gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3", "gemma3_text": "gemma3",
-               "qwen2": "qwen2", "qwen3": "qwen3"}
+               "llama": "llama", "mistral": "llama", "phi3": "phi3", "qwen2": "qwen2",
+               "qwen3": "qwen3"}
 PEFT_PREFIX = "base_model.model."
 PARTS = {".lora_A.weight": "lora_a", ".lora_B.weight": "lora_b"}
 
@@ -90,8 +98,8 @@ def _trained_on(config: dict) -> str | None:
         return None
     model_type = json.loads(base.read_text(encoding="utf-8")).get("model_type", "")
     if model_type not in MODEL_TYPES:
-        raise ExportError(f"the adapter was trained on a '{model_type}' model; GGUF export supports "
-                          f"{', '.join(SUPPORTED)}")
+        raise ExportError(f"cannot map a LoRA of a '{model_type}' model to GGUF; export supports "
+                          f"{', '.join(SUPPORTED)} (and mistral as llama)")
     return MODEL_TYPES[model_type]
 
 
@@ -115,6 +123,10 @@ def export(peft_dir: str | os.PathLike, out_path: str | os.PathLike,
     config = _peft_config(peft_dir)
     arch = _check_arch(base_gguf)
     trained_on = _trained_on(config)
+    try:
+        adapters.check_trained_base(peft_dir, base_gguf)
+    except adapters.AdapterError as exc:
+        raise ExportError(str(exc)) from None
     if trained_on and trained_on != arch:
         raise ExportError(f"the adapter was trained on a '{trained_on}' model, but "
                           f"{Path(base_gguf).name} is '{arch}'")
@@ -124,9 +136,28 @@ def export(peft_dir: str | os.PathLike, out_path: str | os.PathLike,
 def _check_arch(base_gguf) -> str:
     arch = catalog.read_info(base_gguf).architecture
     if arch not in SUPPORTED:
-        raise ExportError(f"GGUF LoRA export does not support '{arch}' models "
+        raise ExportError(f"cannot map a LoRA to GGUF for '{arch}' models "
                           f"(supported: {', '.join(SUPPORTED)})")
     return arch
+
+
+def llama_permute(rows: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's ``LlamaModel.permute`` of q/k rows (``n_head``: the heads these rows hold):
+    each head's two rotary halves become interleaved pairs."""
+    return (rows.reshape(n_head, 2, rows.shape[0] // n_head // 2, *rows.shape[1:])
+            .swapaxes(1, 2).reshape(rows.shape))
+
+
+def _converted(name: str, array: np.ndarray, arch: str, fields: dict) -> np.ndarray:
+    """The LoRA tensor as the converter would have changed its weight (see the docstring)."""
+    if arch == "llama" and name.endswith((".attn_q.weight.lora_b", ".attn_k.weight.lora_b")):
+        heads = fields[f"{arch}.attention.head_count"]
+        if ".attn_k." in name:
+            heads = fields.get(f"{arch}.attention.head_count_kv") or heads
+        if not isinstance(heads, int) or array.shape[0] % (2 * heads):
+            raise ExportError(f"{name}: cannot permute {array.shape[0]} rows for {heads!r} heads")
+        return llama_permute(array, heads)
+    return array
 
 
 def write(tensors: dict, config: dict, out_path: str | os.PathLike,
@@ -139,7 +170,8 @@ def write(tensors: dict, config: dict, out_path: str | os.PathLike,
     out_path = Path(out_path)
     base = catalog.read_info(base_gguf)
     arch = _check_arch(base_gguf)
-    n_blocks = int(catalog.read_header_fields(base.path)[0][f"{arch}.block_count"])
+    fields = catalog.read_header_fields(base.path)[0]
+    n_blocks = int(fields[f"{arch}.block_count"])
     names = gguf.get_tensor_name_map(next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch),
                                      n_blocks)
     alpha = float(config["lora_alpha"])
@@ -157,7 +189,8 @@ def write(tensors: dict, config: dict, out_path: str | os.PathLike,
             if not np.isfinite(array).all():  # a diverged run: llama.cpp would answer garbage
                 raise ExportError(f"{key.removeprefix(PEFT_PREFIX)} holds NaN or infinite values: "
                                   "the training diverged (try a lower learning rate)")
-            writer.add_tensor(_gguf_name(key, names, arch), np.ascontiguousarray(array))
+            name = _gguf_name(key, names, arch)
+            writer.add_tensor(name, np.ascontiguousarray(_converted(name, array, arch, fields)))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
