@@ -99,7 +99,8 @@ Q = "base_model.model.model.layers.0.self_attn.q_proj"
     ("no config", "no adapter_config.json"),
     ("reward model", "reward model"),
     ("dora", "DoRA"),
-    ("llama base", "trained on a 'llama' model"),
+    ("unmappable base", "cannot map a LoRA of a 'gpt2' model to GGUF"),
+    ("another base file", "was trained on Other 1B"),
     ("unmapped module", "has no GGUF tensor name"),
     ("not lora", "is not a LoRA tensor"),
     ("wrong shapes", "do not fit the base tensor"),
@@ -115,10 +116,14 @@ def test_unexportable_adapters_get_a_clear_error(bundled_model, tmp_path, case, 
         folder = _peft_dir(tmp_path, good, task_type="SEQ_CLS")
     elif case == "dora":
         folder = _peft_dir(tmp_path, good, use_dora=True)
-    elif case == "llama base":
+    elif case == "unmappable base":
         (tmp_path / "base").mkdir()
-        (tmp_path / "base" / "config.json").write_text('{"model_type": "llama"}')
+        (tmp_path / "base" / "config.json").write_text('{"model_type": "gpt2"}')
         folder = _peft_dir(tmp_path / "peft", good, base_model_name_or_path=str(tmp_path / "base"))
+    elif case == "another base file":  # meta.json: trained on a file with another hash
+        folder = _peft_dir(tmp_path, good)
+        (folder / "meta.json").write_text(json.dumps({"base": {"name": "Other 1B",
+                                                                "sha256": "ab" * 32}}))
     elif case == "unmapped module":
         folder = _peft_dir(tmp_path, {"base_model.model.model.mystery.lora_A.weight": torch.zeros(2, 4)})
     elif case == "not lora":
