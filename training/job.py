@@ -1,7 +1,7 @@
 """One training job of any kind: progress lines, clean cancellation, an adapter that appears whole.
 
-``diptych train dpo|reward|grpo`` runs here; ``dpo.py``, ``reward.py`` and ``grpo.py``
-only say how to train. The runner:
+``diptych train KIND`` runs here; each kind's module (``dpo.py``, ``kto.py``, ``sft.py``,
+``reward.py``, ``grpo.py``; see ``kinds.py``) only says how to train. The runner:
 
 1. refuses a name already taken, and removes the folders killed jobs left behind;
 2. lets the trainer write its PEFT adapter into ``adapters/.partial-<name>-<pid>/``;
