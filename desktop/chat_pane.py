@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QTextBrowser,
     QToolTip,
     QVBoxLayout,
@@ -53,6 +54,9 @@ class ChatPane(QFrame):
         self.stats = QLabel("")
         self.stats.setObjectName(f"{side}-stats")
         self.stats.setStyleSheet("color: gray")
+        # A long line of numbers or an error must never widen the window: it is cut at the
+        # pane's edge (the tooltip has it whole).
+        self.stats.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.regenerate_button = QPushButton("Regenerate")
         self.regenerate_button.setToolTip("Sample this pane's last answer again")
         self.regenerate_button.clicked.connect(lambda: self.regenerate_requested.emit(self.side))
@@ -161,6 +165,7 @@ class ChatPane(QFrame):
         self._enable_scores()
         if error:
             self.stats.setText(f"error: {error}")
+            self.stats.setToolTip(error)
         elif completion is not None:
             stopped = " · stopped" if completion.finish_reason == "cancelled" else ""
             self.stats.setText(

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -148,6 +149,7 @@ class MainWindow(QMainWindow):
         self.new_button.setToolTip("Forget the turns so far (Ctrl+N): both panes start afresh")
         self.turn_label = QLabel(objectName="turn-count")
         self.turn_label.setStyleSheet("color: gray")
+        self.turn_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         buttons = QVBoxLayout()
         buttons.addWidget(self.send_button)
         buttons.addWidget(self.stop_button)

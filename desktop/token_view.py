@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import html
 import math
+import unicodedata
 
 SCALE = 2.0  # nats at which the colour saturates
+BOXES = {"Cc", "Cf", "Co", "Cn", "Cs"}  # categories a font draws as a box (or not at all)
 
 
 def colour(log_ratio: float) -> str:
@@ -32,11 +34,21 @@ def legend_html() -> str:
             f"{cells}<td>&nbsp;tuned more likely (log-ratio, nats)</td></tr></table>")
 
 
+def shown_text(text: str, token_id: int) -> str:
+    """A token as the user can see it: its text, or ``⟨id N⟩`` where a character would
+    show as a missing-glyph box: part of a UTF-8 sequence (U+FFFD), a control, a
+    private-use or unassigned code point (fonts fall back for every assigned one)."""
+    visible = text.replace("\n", "").replace("\t", "")
+    if any(ch == "\ufffd" or unicodedata.category(ch) in BOXES for ch in visible):
+        return f"⟨id {token_id}⟩"
+    return text
+
+
 def tokens_html(comparison) -> str:
     """The answer as coloured, hoverable token spans."""
     out = []
     for i, tok in enumerate(comparison.tokens):
-        text = html.escape(tok.text).replace("\n", "↵<br>")
+        text = html.escape(shown_text(tok.text, tok.id)).replace("\n", "↵<br>")
         out.append(
             f"<a href='tok:{i}' style='background:{colour(tok.log_ratio)}; color:#000; "
             f"text-decoration:none'>{text or '∅'}</a>"
@@ -64,7 +76,7 @@ def tooltip_html(comparison, index: int) -> str:
         )
 
     return (
-        f"<b>{html.escape(repr(tok.text))}</b><br>"
+        f"<b>{html.escape(repr(tok.text))}</b> · token id {tok.id}<br>"
         f"p base {math.exp(tok.logp_base):.2%} · p tuned {math.exp(tok.logp_tuned):.2%} · "
         f"log-ratio {tok.log_ratio:+.2f}<br>"
         "<table><tr><th align='left'>base would pick</th><th></th>"

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -38,6 +39,8 @@ class VoteBar(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.prompt_label = QLabel("Which answer is better?")
+        # The buttons set the bar's width, never a message: a narrow window cuts it.
+        self.prompt_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.buttons: dict[str, QPushButton] = {}
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
@@ -64,6 +67,7 @@ class VoteBar(QWidget):
         self.retry_button.clicked.connect(self.retry_requested.emit)
         # A long reason must not widen the window: it wraps, the tooltip has it whole.
         self.recorded.setWordWrap(True)
+        self.recorded.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         row.addWidget(self.recorded, 1)
         row.addWidget(self.retry_button)
         row.addWidget(self.undo_button)
