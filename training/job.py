@@ -409,8 +409,9 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
     out_dir = None
     try:
         with _cancellable() as disarm:
-            _check_free(root, cfg.name)
-            clean_stale(root)
+            if is_main_process():  # the others would see rank 0's folder as a running job
+                _check_free(root, cfg.name)
+                clean_stale(root)
             out_dir = root / f"{PARTIAL}{cfg.name}-{os.getpid()}"
             job = Job(kind, cfg, progress, out_dir)
             job.writes_gguf = kind != "reward" if writes_gguf is None else writes_gguf
@@ -422,7 +423,7 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
                 job.parent = parent.resolve(cfg.from_adapter, cfg.data_dir, job.base, job.writes_gguf)
             if job.main:
                 out_dir.mkdir()
-            progress("load")
+            progress("load", processes=int(os.environ.get("WORLD_SIZE", "1")))
             result = train(job)
             if not job.main:
                 return 0
