@@ -355,3 +355,109 @@ def test_the_window_offers_the_prompt_to_the_dialog(qtbot, data_dir):
         win.vote("better", "Blue.")
     assert "Your answer" in win.vote_bar.recorded.text()
     assert win.store.votes()[-1]["choice"] == "better"
+
+
+# -- the window keeps the size the user gives it, and small windows scroll ------------------
+
+
+def settle(qtbot):
+    qtbot.wait(50)
+
+
+def test_the_window_never_widens_itself(qtbot, window):
+    window.resize(1280, 800)
+    settle(qtbot)
+    long_line = "x" * 400
+    window.controller.conversation = conversation(prompt=long_line, answer=long_line)
+    for pane in window.panes.values():
+        pane.show_conversation(window.controller.conversation)
+        pane.end_answer(error="llama.cpp could not decode: " + long_line)
+    window.vote_bar.show_failed("left", "database is locked " + long_line)
+    window.vote_bar.show_voting({"left": long_line, "right": long_line}, prompt=long_line)
+    window._show_turns()
+    settle(qtbot)
+    assert window.width() == 1280
+    window.resize(1024, 700)
+    settle(qtbot)
+    assert (window.width(), window.height()) == (1024, 700)
+
+
+def test_at_1024x700_tabs_scroll_instead_of_clipping(qtbot, window):
+    from PySide6.QtWidgets import QScrollArea
+
+    window.resize(1024, 700)
+    for view in (window.stats_view, window.training):
+        index = next(i for i in range(window.tabs.count())
+                     if window.tabs.widget(i).isAncestorOf(view))
+        window.tabs.setCurrentIndex(index)
+        settle(qtbot)
+        area = window.tabs.widget(index)
+        assert isinstance(area, QScrollArea)
+        assert view.height() >= view.minimumSizeHint().height()  # whole, not squeezed
+
+
+# -- blind mode ----------------------------------------------------------------------------
+
+
+def test_blind_mode_keeps_the_conversation_and_holds_back_delta(qtbot, window):
+    session = window.controller.session
+    window.controller.conversation = conversation(answer="Yes.")
+    for pane in window.panes.values():
+        pane.show_conversation(window.controller.conversation)
+    window.blind_action.setChecked(True)  # mid-conversation: kept, and the user is told
+    assert window.controller.conversation.turns
+    assert "next conversation" in window.statusBar().currentMessage()
+    assert all(pane.scores_button.isEnabled() for pane in window.panes.values())
+    session._blind_now = True  # a conversation started blind, not voted on yet
+    window._update_headers()
+    for pane in window.panes.values():
+        assert "hidden until you vote" in pane.header.text()
+        assert not pane.scores_button.isEnabled()  # Δ vs base would tell who is who
+        assert "once you have voted" in pane.scores_button.toolTip()
+    session.revealed = True
+    window._update_headers()
+    assert all(pane.scores_button.isEnabled() for pane in window.panes.values())
+
+
+# -- errors: a dialog line, not a status line or a bytes repr -------------------------------
+
+
+def test_an_error_is_one_dialog_line_and_leaves_the_status_bar(qtbot, window, tmp_path):
+    bad = tmp_path / "notes.gguf"
+    bad.write_bytes(b"PK\x03\x04 not a model")
+    window.open_model(bad)
+    box = window.findChild(QMessageBox, "error-dialog")
+    assert box is not None and "is not a GGUF file" in box.text()
+    assert "b'" not in box.text() and "\n" not in box.text()
+    assert "GGUF" not in window.status.text()  # said once, in the dialog
+
+
+# -- multi-turn shows ------------------------------------------------------------------------
+
+
+def test_the_turn_count_shows_and_new_conversation_is_a_button(qtbot, window):
+    window._show_turns()
+    assert not window.new_button.isEnabled() and "remember nothing" in window.turn_label.text()
+    conv = conversation(answer="Yes.")
+    conv.add_user("And then?")
+    window.controller.conversation = conv
+    window._show_turns()
+    assert "Turn 2" in window.turn_label.text() and window.new_button.isEnabled()
+    with qtbot.waitSignal(window.controller.conversation_reset, timeout=2_000):
+        window.new_button.click()
+    assert "remember nothing" in window.turn_label.text()
+
+
+# -- tokens a font cannot draw ---------------------------------------------------------------
+
+
+def test_a_token_that_would_be_a_box_shows_its_id(pane):
+    from types import SimpleNamespace
+
+    from diptych.desktop import token_view
+
+    tokens = [SimpleNamespace(id=i, text=text, log_ratio=0.0)
+              for i, text in ((10, "Hi"), (11, "\ufffd"), (12, "\ue000"), (13, " 日本"))]
+    rendered = token_view.tokens_html(SimpleNamespace(tokens=tokens))
+    assert "Hi" in rendered and " 日本" in rendered
+    assert "⟨id 11⟩" in rendered and "⟨id 12⟩" in rendered and "\ufffd" not in rendered

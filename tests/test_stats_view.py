@@ -130,3 +130,26 @@ def test_measure_an_adapter_from_the_view(qtbot, store, data_dir, bundled_model,
     assert view.measure_button.isEnabled()
     x, _ = view.kl_points.getData()
     assert list(x) == [stored["held_out"]["kl"]]
+
+
+def test_few_games_get_no_point_interval_and_a_listed_adapter_is_not_missing(qtbot, store):
+    record_sample_vote(store, "right", right="v1")
+    record_sample_vote(store, "right", right="v1")
+    view = make_view(qtbot, store)
+    table = view.ratings_table
+    rows = {table.item(r, 0).text(): table.item(r, 2).text() for r in range(table.rowCount())}
+    assert rows["v1"] == "needs 5+ games"  # two games resample to one point
+    view.set_adapters([])  # before the first job
+    assert "No adapter" in view.drift_status.text()
+    view.set_adapters([fake_adapter("v1")])
+    assert "No adapter" not in view.drift_status.text()
+
+
+def test_a_renamed_adapter_keeps_its_votes(qtbot, store):
+    record_sample_vote(store, "right", right="v1")
+    view = make_view(qtbot, store)
+    renamed = fake_adapter("v1-final")
+    renamed.meta["former_names"] = ["v1"]
+    with qtbot.waitSignal(view.ratings_updated, timeout=5000):
+        view.set_adapters([renamed])
+    assert [(w.adapter, w.wins) for w in view.winrates] == [("v1-final", 1)]
