@@ -5,6 +5,7 @@ else may come out (another exception, a hang, a native abort)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import struct
 from contextlib import contextmanager
@@ -16,10 +17,11 @@ from hypothesis import strategies as st
 
 from diptych.models import adapters, catalog
 from diptych.models.errors import UserError
+from diptych.training import unpaired
 from diptych.training.preferences import export_jsonl, import_jsonl, read_jsonl
 from diptych.training.store import Store
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)), deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 
@@ -140,13 +142,24 @@ def test_the_adapter_list_reads_any_meta_json(tmp_path, raw):
 
 # -- preference JSONL -------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def exported_line(tmp_path_factory) -> dict:
+@pytest.fixture(scope="module", params=["pairs", "unpaired"])
+def exported_lines(request, tmp_path_factory) -> list[dict]:
+    """The exported lines of one vote in either exchange format (unpaired: one a side)."""
     folder = tmp_path_factory.mktemp("line")
     with Store(folder / "s.sqlite") as store:
         record_sample_vote(store)
-        export_jsonl(store, folder / "one.jsonl")
-    return json.loads((folder / "one.jsonl").read_text())
+        write = unpaired.export_jsonl if request.param == "unpaired" else export_jsonl
+        write(store, folder / "one.jsonl")
+    return [json.loads(line) for line in (folder / "one.jsonl").read_text().splitlines()]
+
+
+def import_any(store: Store, path) -> int:
+    """What ``diptych data import`` does: either format, told apart by its first line."""
+    if unpaired.is_unpaired_file(path):
+        unpaired.read_jsonl(path)
+        return unpaired.import_jsonl(store, path)
+    read_jsonl(path)
+    return import_jsonl(store, path)
 
 
 def _paths(value: object) -> list[tuple]:
@@ -168,7 +181,10 @@ def _replace(value, path: tuple, new):
 
 @FUZZ
 @given(data=st.data())
-def test_the_importer_reads_or_refuses_in_one_line(exported_line, tmp_path, data):
+def test_the_importer_reads_or_refuses_in_one_line(exported_lines, tmp_path, data):
+    lines = [json.dumps(line) for line in exported_lines]
+    at = data.draw(st.integers(0, len(lines) - 1))
+    exported_line = exported_lines[at]
     choice = data.draw(st.sampled_from(["replace", "drop", "bytes"]))
     if choice == "bytes":
         raw = data.draw(st.binary(max_size=200))
@@ -184,18 +200,19 @@ def test_the_importer_reads_or_refuses_in_one_line(exported_line, tmp_path, data
             line = _replace(exported_line, path, data.draw(json_values))
         raw = json.dumps(line).encode()
     source = tmp_path / "fuzzed.jsonl"
-    source.write_bytes(raw + b"\n")
+    source.write_bytes(b"\n".join(l.encode() for l in lines[:at]) + (b"\n" if at else b"")
+                      + raw + b"\n" + b"".join(l.encode() + b"\n" for l in lines[at + 1:]))
     try:
         with within(5):
-            read_jsonl(source)
             with Store(tmp_path / "target.sqlite") as store:
-                import_jsonl(store, source)
+                import_any(store, source)
     except UserError as exc:
         one_line_refusal(exc)
 
 
-def test_an_untouched_line_imports(exported_line, tmp_path):
-    source = tmp_path / "line.jsonl"
-    source.write_text(json.dumps(exported_line) + "\n")
+def test_an_untouched_vote_imports(exported_lines, tmp_path):
+    source = tmp_path / "vote.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in exported_lines))
     with Store(tmp_path / "target.sqlite") as store:
-        assert import_jsonl(store, source) == 1
+        assert import_any(store, source) >= 1
+        assert len(store.votes()) == 1

@@ -93,6 +93,9 @@ def check_line(record, label_required: bool = True) -> dict:
     label = prefs._field(record, "label", bool)
     if "vote_uid" not in record:
         return record  # a bare TRL line: a training example
+    prefs._field(record, "vote_uid", str)  # lines are grouped by it, and by side
+    if prefs._field(record, "side", str) not in ("left", "right", "written"):
+        raise prefs._Problem("'side' must be 'left', 'right' or 'written'")
     pair = _as_pair_records(record, prompt, answer, label)
     for one in pair:
         prefs.check_record(one)
