@@ -40,6 +40,8 @@ from superqt.utils import qdebounced
 from diptych.training.preferences import ImportFormatError, export_jsonl, import_jsonl
 from diptych.training.store import BASE, CHOICES, SIDES, Store, identity
 
+from . import ops
+
 ANY = ""  # a filter combo's "no filter" item
 CHOICE_NAMES = {"left": "left", "right": "right", "tie": "tie", "both_bad": "both bad",
                 "better": "your answer"}
@@ -132,9 +134,13 @@ class DataView(QWidget):
 
     votes_changed = Signal()  # a delete, an undo or an import changed which votes count
 
-    def __init__(self, store: Store, parent=None):
+    def __init__(self, store: Store, parent=None, writer=None):
         super().__init__(parent)
-        self.store = store
+        self.store = store  # read here, on the UI thread
+        # Writes go through ``writer(fn)``, which runs ``fn(store)`` where the app's store
+        # writes run (the session's store queue) and returns its result; it is called off
+        # the UI thread, so a database another process holds never stalls the window.
+        self.writer = writer or (lambda fn: fn(store))
         self._undo_ids: list[int] = []
         self._dialog: QDialog | None = None
         self.conversation_browser: QTextBrowser | None = None
@@ -348,20 +354,42 @@ class DataView(QWidget):
         ids = self.selected_ids()
         if not ids:
             return
-        for vote_id in ids:
-            self.store.delete_vote(vote_id)
-        self._undo_ids = ids
-        self._say(f"Deleted {len(ids)} vote{'s' if len(ids) > 1 else ''}.", undo=True)
-        self.refresh()
-        self.votes_changed.emit()
+
+        def done(_):
+            self._undo_ids = ids
+            self._say(f"Deleted {len(ids)} vote{'s' if len(ids) > 1 else ''}.", undo=True)
+            self.refresh()
+            self.votes_changed.emit()
+
+        self._write(lambda store: _each(store, store.delete_vote, ids), done, "The votes were not deleted")
 
     def undo_delete(self) -> None:
-        for vote_id in self._undo_ids:
-            self.store.restore_vote(vote_id)
-        restored, self._undo_ids = self._undo_ids, []
-        self.message_bar.hide()
-        self.refresh(select=restored)
-        self.votes_changed.emit()
+        restored = self._undo_ids
+
+        def done(_):
+            self._undo_ids = []
+            self.message_bar.hide()
+            self.refresh(select=restored)
+            self.votes_changed.emit()
+
+        self._write(lambda store: _each(store, store.restore_vote, restored), done,
+                    "The votes were not restored")
+
+    def _write(self, fn, done, title: str) -> None:
+        """Run the store write ``fn(store)`` off the UI thread; say why when it fails."""
+        self.delete_button.setEnabled(False)
+        self.undo_button.setEnabled(False)
+
+        def failed(exc):
+            self._update_buttons()
+            self.undo_button.setEnabled(True)
+            QMessageBox.warning(self, title, ops.message(exc))
+
+        def finished(result):
+            self.undo_button.setEnabled(True)
+            done(result)
+
+        ops.run_op(self, lambda: self.writer(fn), finished, failed)
 
     def export(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
@@ -381,22 +409,24 @@ class DataView(QWidget):
         if not path:
             return
         name = Path(path).name
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            lines = import_jsonl(self.store, path)  # checks the whole file before writing
-        except (ImportFormatError, OSError) as exc:
-            lines = None
-            problem = str(exc)
-        finally:
-            QApplication.restoreOverrideCursor()
-        if lines is None:
-            QMessageBox.warning(self, "Import failed",
-                                f"{name}: {problem}\n\nNothing was imported.")
-            return
-        already = "" if lines else " (the store already held all its votes)"
-        self._say(f"Imported {lines} line{'s' if lines != 1 else ''} from {name}{already}.")
-        self.refresh()
-        self.votes_changed.emit()
+        self._say(f"Importing {name}…")
+        self.import_button.setEnabled(False)
+
+        def done(lines):
+            self.import_button.setEnabled(True)
+            already = "" if lines else " (the store already held all its votes)"
+            self._say(f"Imported {lines} line{'s' if lines != 1 else ''} from {name}{already}.")
+            self.refresh()
+            self.votes_changed.emit()
+
+        def failed(exc):
+            self.import_button.setEnabled(True)
+            self.message_bar.hide()
+            problem = str(exc) if isinstance(exc, (ImportFormatError, OSError)) else ops.message(exc)
+            QMessageBox.warning(self, "Import failed", f"{name}: {problem}\n\nNothing was imported.")
+
+        # checks the whole file before writing
+        ops.run_op(self, lambda: self.writer(lambda store: import_jsonl(store, path)), done, failed)
 
     def _say(self, text: str, undo: bool = False) -> None:
         if not undo:
@@ -404,3 +434,10 @@ class DataView(QWidget):
         self.message.setText(text)
         self.undo_button.setVisible(undo)
         self.message_bar.show()
+
+
+def _each(store: Store, action, ids: list[int]) -> None:
+    """``action(id)`` for each id, in one transaction: all of them or none."""
+    with store.transaction():
+        for vote_id in ids:
+            action(vote_id)

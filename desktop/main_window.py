@@ -173,7 +173,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(chat, "Chat")
         self.data_view = self.stats_view = None
         if self.store is not None:
-            self.data_view = DataView(self.store)
+            session = self.controller.session
+            self.data_view = DataView(
+                self.store, writer=lambda fn: session.store_queue.run(fn, session.store))
             self.stats_view = StatsView(self.store, model_path=lambda: self.model_path)
             self.stats_view.drift_recorded.connect(lambda _name: self.refresh_adapters())
             self.tabs.addTab(self.data_view, "Data")

@@ -144,8 +144,8 @@ def test_import_adds_votes(qtbot, view, store, monkeypatch, tmp_path):
     assert "Imported 1 line" in view.message.text()
 
 
-def test_import_of_a_malformed_file_shows_the_line_and_imports_nothing(view, store, monkeypatch,
-                                                                        tmp_path):
+def test_import_of_a_malformed_file_shows_the_line_and_imports_nothing(qtbot, view, store,
+                                                                        monkeypatch, tmp_path):
     good = tmp_path / "good.jsonl"
     data_view.export_jsonl(store, good)
     bad = tmp_path / "bad.jsonl"
@@ -154,7 +154,27 @@ def test_import_of_a_malformed_file_shows_the_line_and_imports_nothing(view, sto
     bad.write_text(json.dumps(first) + "\n" + '{"prompt": "not a list"}\n')
     warnings = fake_dialogs(monkeypatch, bad)
     view.import_button.click()
+    qtbot.waitUntil(lambda: bool(warnings), timeout=5_000)  # checked off the UI thread
     assert len(warnings) == 1
     title, text = warnings[0]
     assert title == "Import failed" and "line 2" in text and "Nothing was imported" in text
     assert len(store.votes()) == 4 and view.table.rowCount() == 4
+
+
+def test_a_delete_the_database_cannot_take_is_told_and_changes_nothing(qtbot, view, store,
+                                                                       monkeypatch, tmp_path):
+    import sqlite3
+
+    warnings = fake_dialogs(monkeypatch, tmp_path / "unused.jsonl")
+    store.db.execute("PRAGMA busy_timeout = 200")
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process is writing
+    vote_id = select_prompt(view, "Say hello")
+    view.delete_button.click()  # runs off the UI thread: the click returns at once
+    assert "Say hello" in column(view, "Prompt")
+    qtbot.waitUntil(lambda: bool(warnings), timeout=5_000)
+    other.rollback()
+    other.close()
+    title, text = warnings[0]
+    assert title == "The votes were not deleted" and "locked" in text
+    assert store.vote(vote_id)["deleted_at"] is None and "Say hello" in column(view, "Prompt")

@@ -156,7 +156,8 @@ def test_file_menu_imports_through_the_data_tab(qtbot, window, tmp_path, monkeyp
     warnings = []
     monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: warnings.append(a[1:]))
     menu_action(window, "File", "Import votes").trigger()
-    assert warnings and warnings[0][0] == "Import failed"
+    qtbot.waitUntil(lambda: bool(warnings), timeout=5_000)  # checked off the UI thread
+    assert warnings[0][0] == "Import failed"
     assert window.store.votes() == []
 
 
