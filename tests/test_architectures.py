@@ -192,3 +192,26 @@ def test_export_refuses_an_architecture_it_cannot_map(tmp_path):
         {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 2, "lora_alpha": 4}))
     with pytest.raises(ExportError, match=r"cannot map a LoRA to GGUF for 'qwen9' models"):
         export(tmp_path, tmp_path / "out.gguf", other)
+
+
+def test_reward_model_and_grpo_on_a_llama_base(tmp_path, weights_cache, pairs_file):
+    """The other job kinds on a non-Gemma base; GRPO with TRL's own generation
+    (``--sampler transformers``), the path a CUDA machine takes, and with llama.cpp's."""
+    from diptych.cli import main
+    from diptych.models import adapters
+    from diptych.training.grpo import Config, choose_sampler
+
+    assert choose_sampler(Config(), cuda=True) == "transformers"
+    path = tiny_models.build("llama", tmp_path / "tiny.gguf")
+    home = tmp_path / "home"
+    base = ["--data-dir", str(home), "train"]
+    assert main([*base, "reward", "--model", str(path), "--name", "judge", "--data", str(pairs_file),
+                 "--steps", "1", "--batch-size", "2", "--eval-size", "1"]) == 0
+    grpo = ["grpo", "--model", str(path), "--task", "length", "--steps", "1", "--max-prompts", "2",
+            "--num-generations", "2", "--max-completion-length", "6", "--batch-size", "2",
+            "--eval-size", "1", "--no-drift"]
+    for sampler in ("transformers", "llama.cpp"):
+        assert main([*base, *grpo, "--name", f"g-{sampler}", "--sampler", sampler]) == 0
+        info = adapters.resolve(f"g-{sampler}", home)
+        assert info.meta["data"]["sampler"] == sampler and info.gguf_path.is_file()
+    assert adapters.resolve("judge", home).kind == "reward"
