@@ -45,7 +45,7 @@ Quick check: ``python bench/training_bench.py --steps 2 --repeats 1 --cached-rep
     against the reference, the same answers one after another through a pane's
     ``Engine``: tokens per second.
 
-(d) KTO and SFT: our jobs (``train kto`` and ``train sft --data pairs.jsonl``, which read
+(d) KTO and SFT: our jobs (``train kto`` and ``train sft --chosen --data pairs.jsonl``, which read
     the pairs as 24 labelled answers and 12 answers) with bf16 autocast where the CPU has
     bf16 instructions, against the reference, the same job with ``--fp32``: seconds a step.
 
@@ -358,7 +358,7 @@ def part_d(work: Path, env: dict, log, log_path: Path, args) -> dict:
                 command = [sys.executable, "-m", "diptych", "--data-dir", str(home), "train", kind,
                            "--name", "bench", "--data", str(data), "--steps", str(args.steps),
                            "--batch-size", "4", "--eval-size", "2", "--no-drift",
-                           "--progress", "jsonl", *extra]
+                           "--progress", "jsonl", *(["--chosen"] if kind == "sft" else []), *extra]
                 out, wall, rss = checked(child(command, env, log), f"our {kind} job", log_path)
                 metrics = last_json(out)["metrics"]
                 step_ends = [t for t, line in out if json.loads(line)["phase"] == "train"

@@ -229,8 +229,12 @@ class TrainingPanel(QWidget):
         self.use_selected = QPushButton("Use in tuned pane")
         self.rename_button = QPushButton("Rename…")
         self.delete_button = QPushButton("Delete")
+        self.continue_button = QPushButton("Continue…")
+        self.continue_button.setObjectName("adapter-continue")
+        self.continue_button.setToolTip("Set up a job that continues the selected adapter on the "
+                                        "votes cast since it was made")
         adapter_buttons = QHBoxLayout()
-        for b in (self.use_selected, self.rename_button, self.delete_button):
+        for b in (self.use_selected, self.continue_button, self.rename_button, self.delete_button):
             adapter_buttons.addWidget(b)
 
         left = QVBoxLayout()
@@ -266,6 +270,7 @@ class TrainingPanel(QWidget):
         self.use_selected.clicked.connect(lambda: self._use(self._selected()))
         self.rename_button.clicked.connect(self._rename)
         self.delete_button.clicked.connect(self._delete)
+        self.continue_button.clicked.connect(lambda: self.continue_from(self._selected()))
         self.adapter_list.currentItemChanged.connect(self._adapter_picked)
         self._kind_changed()
         self.refresh_adapters()
@@ -703,8 +708,23 @@ class TrainingPanel(QWidget):
 
     def _adapter_picked(self, *_) -> None:
         """Use, Rename and Delete act on the selected adapter: off while none is."""
-        for button in (self.use_selected, self.rename_button, self.delete_button):
+        for button in (self.use_selected, self.continue_button, self.rename_button, self.delete_button):
             button.setEnabled(self.adapter_list.currentItem() is not None)
+
+    def continue_from(self, name: str | None) -> None:
+        """Fill the form to continue ``name`` (its own kind where that trains on votes) on
+        the votes cast since it was made; Start runs it."""
+        if not name or self.running:
+            return
+        info = next((i for i in getattr(self, "_infos", []) if i.name == name), None)
+        if info is not None and info.kind in self.kinds and self.kinds[info.kind].data != "prompts":
+            self.kind.setCurrentIndex(self.kind.findData(info.kind))
+        picker = self.fields["from_adapter"]
+        picker.setCurrentIndex(max(0, picker.findData(name)))
+        new_votes = self.fields.get("new_votes")
+        if new_votes is not None and self.form.isRowVisible(new_votes):
+            new_votes.setChecked(True)
+        self.phase.setText(f"Continue {name}: Start trains it on the votes cast since it was made.")
 
     def _selected(self) -> str | None:
         item = self.adapter_list.currentItem()

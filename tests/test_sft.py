@@ -67,8 +67,30 @@ def test_from_continues_an_adapter_and_leaves_it_untouched(every_vote):
 
     assert lineage(grandchild, every_vote) == ["v1", "v2", "v3"]
 
+    # --new-votes: a round on the votes cast since its parent was made
+    from diptych.training import sft
+    from diptych.training.job import JobError
+
+    since = sft.Config(data_dir=str(every_vote), from_adapter="v3", new_votes=True)
+    with pytest.raises(JobError, match="no written answers"):
+        sft.load_examples(since)
+    with Store.open(every_vote) as store:
+        conversation = store.new_conversation()
+        store.add_user_message(conversation, 0, "What is ice?")
+        shown = dict(model="gemma", model_path=None, model_hash=None, adapter=None, adapter_path=None,
+                     adapter_scale=None, template_name="gemma", template_source=None, params={},
+                     prompt_messages=[{"role": "user", "content": "What is ice?"}], n_tokens=None,
+                     ttft_s=None, tokens_per_s=None, finish_reason="stop")
+        ids = [store.add_response(conversation, 0, side, "base", "Is it cold?", **shown)
+               for side in ("left", "right")]
+        store.record_vote(*ids, "better", blind=False, better_text="Ice is frozen water.")
+    examples, data = sft.load_examples(since)
+    assert [e["completion"][0]["content"] for e in examples] == ["Ice is frozen water."]
+    assert data["source"].startswith("store, votes since")
+
     for args, message in [
         (["--from", "v1", "--lora-r", "8"], "its LoRA has r = 16, this job 8"),
+        (["--new-votes"], "give --from ADAPTER"),
         (["--from", "nobody"], "no adapter named 'nobody'"),
     ]:
         code, out, err = finish(train(every_vote, "sft", "--name", "v9", "--steps", "1", *ONE_BATCH, *args))

@@ -36,6 +36,12 @@ def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted):
     assert any("panel-dpo" in window.adapter_picker.itemText(i)
                for i in range(window.adapter_picker.count()))
     assert panel.adapter_list.count() == 1
+    # "Continue …": a round that continues the new adapter on the votes cast since
+    panel.adapter_list.setCurrentRow(0)
+    panel.continue_button.click()
+    command = panel.command()
+    assert command[command.index("--from") + 1] == "panel-dpo" and "--new-votes" in command
+    assert panel.current_kind() == "dpo"
     drift = adapter_registry.resolve("panel-dpo", voted).meta["drift"]
     assert drift["held_out"]["kl"] > 0 and drift["held_out"]["prompts"] == 16
     assert drift["recent"]["prompts"] == 8  # the eight questions voted on

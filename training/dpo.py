@@ -47,6 +47,9 @@ class Config(JobConfig):
 
 def load_pairs(cfg) -> tuple[list[dict], dict]:
     """(pairs with only TRL's keys, a description of the data for meta.json)."""
+    from .parent import newer, votes_since
+
+    since = votes_since(cfg)
     if cfg.data:
         from .preferences import read_jsonl
 
@@ -58,7 +61,8 @@ def load_pairs(cfg) -> tuple[list[dict], dict]:
         from .store import Store
 
         with Store.open(cfg.data_dir) as store:
-            records, source = store.preference_pairs(), "store"
+            records = newer(store.preference_pairs(), since)
+        source = "store" if since is None else f"store, votes since {since}"
     # Ties and both-bad lines are not pairs; the metadata keys mean nothing to TRL.
     pairs = [{**{k: r[k] for k in PAIR_KEYS},
               "chosen_truncated": turns.unfinished(r.get("chosen_meta")),
@@ -92,7 +96,7 @@ def train(job: Job) -> dict:
         callbacks=job.callbacks,
     )
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    job.track_kl(trainer, lambda: evaluate.answer_kl(policy, tokenizer, eval_pairs[:2], "chosen"),
+    job.track_kl(trainer, lambda: evaluate.answer_kl(policy, tokenizer, eval_pairs[:1], "chosen"),
                  every=kl_every(trainer))
     metrics = job.fit(trainer, lambda: evaluate.preference(policy, tokenizer, eval_pairs))
 
@@ -101,17 +105,17 @@ def train(job: Job) -> dict:
 
 
 def kl_every(trainer) -> int:
-    """Steps between live KL measurements: about 10 per job (each costs two forward passes
-    per held-out answer)."""
+    """Steps between live KL measurements: about 5 per job, as each costs two forward
+    passes (tuned and base) of a held-out answer, a tenth of a step."""
     args = trainer.args
     steps = args.max_steps if args.max_steps > 0 else int(
         args.num_train_epochs * -(-len(trainer.train_dataset) // args.per_device_train_batch_size))
-    return max(1, round(steps / 10))
+    return max(2, -(-steps // 5))
 
 
 KIND = kinds.Kind(
     name="dpo", title="DPO: make the answers you chose likelier (a LoRA for the tuned pane)",
     help="DPO on preference pairs: a LoRA for the tuned pane",
     config=Config, train=train, data="pairs", writes_gguf=True,
-    options=(kinds.DATA_FILE, kinds.MAX_LENGTH, kinds.NO_DRIFT, kinds.BETA, kinds.FP32),
+    options=(kinds.DATA_FILE, kinds.MAX_LENGTH, kinds.NO_DRIFT, kinds.BETA, kinds.NEW_VOTES, kinds.FP32),
 )

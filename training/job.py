@@ -70,6 +70,7 @@ class JobConfig:
     drift: bool = True  # measure the KL from the base on prompt sets (diptych.models.drift)
     progress: str | None = None  # "jsonl": machine-readable progress on stdout
     from_adapter: str | None = None  # start from this adapter's LoRA (training.parent)
+    new_votes: bool = False  # with from_adapter: only the votes cast since it was made
 
 
 class JobError(UserError):
@@ -169,15 +170,20 @@ class Job:
 
     def track_kl(self, trainer, measure: Callable[[], float], every: int) -> None:
         """Report ``measure()`` (the KL from the base on held-out answers) as the ``kl`` of
-        the train line of every ``every``-th step: for kinds whose trainer logs no KL."""
+        the train line of every ``every``-th step: for kinds whose trainer logs no KL. It
+        runs in bf16 autocast when training does (it is a cost the steps pay)."""
+        import torch
         from transformers import TrainerCallback
 
         once = self.report_once
+        autocast = torch.autocast("cuda" if self.cuda else "cpu", dtype=torch.bfloat16,
+                                  enabled=bool(trainer.args.bf16))
 
         class LiveKL(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
                 if state.global_step % every == 0 or state.global_step in (1, state.max_steps):
-                    once["kl"] = measure()
+                    with autocast:
+                        once["kl"] = measure()
 
         trainer.add_callback(LiveKL())
 

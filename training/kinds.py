@@ -153,6 +153,9 @@ NO_DRIFT = Option("drift", "skip measuring the new adapter's KL from the base "
                   "(about 20 s; 'diptych adapters drift' measures it later)",
                   flag="--no-drift", action="store_false")
 BETA = Option("beta", "weight of the KL pull to the base", positive(float), label="KL weight (beta)")
+NEW_VOTES = Option("new_votes", "with --from: train only on the votes cast since that adapter was "
+                   "made (a round that continues it)", action="store_true",
+                   label="Only votes since it was made")
 FP32 = Option("bf16", "train in fp32 even where the CPU has bf16 instructions "
               "(bf16 autocast is used there by default)", flag="--fp32", action="store_false")
 

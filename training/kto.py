@@ -55,6 +55,9 @@ def _first_record(path: Path):
 
 def load_examples(cfg: Config) -> tuple[list[dict], dict]:
     """(labelled answers with TRL's keys and ``truncated``, a description for meta.json)."""
+    from .parent import newer, votes_since
+
+    since = votes_since(cfg)
     if cfg.ties not in unpaired.TIES:
         raise JobError(f"--ties must be one of {', '.join(unpaired.TIES)}, not {cfg.ties!r}")
     if cfg.data:
@@ -76,7 +79,8 @@ def load_examples(cfg: Config) -> tuple[list[dict], dict]:
         from .store import Store
 
         with Store.open(cfg.data_dir) as store:
-            lines, source = unpaired.records(store, cfg.ties), "store"
+            lines = newer(unpaired.records(store, cfg.ties), since)
+        source = "store" if since is None else f"store, votes since {since}"
     examples, seen = [], set()
     for line in lines:
         example = {**{k: line[k] for k in EXAMPLE_KEYS},
@@ -178,6 +182,7 @@ KIND = kinds.Kind(
         kinds.DATA_FILE, kinds.MAX_LENGTH, kinds.NO_DRIFT, kinds.BETA,
         kinds.Option("ties", "what a tie gives: nothing (skip, the default) or both answers "
                      "desirable", choices=unpaired.TIES, label="Ties"),
+        kinds.NEW_VOTES,
         kinds.Option("desirable_weight", "loss weight of desirable answers (default: from the counts)",
                      kinds.positive(float)),
         kinds.Option("undesirable_weight", "loss weight of undesirable answers (default: from the counts)",

@@ -102,3 +102,29 @@ def lineage(info: adapters.AdapterInfo, data_dir=None) -> list[str]:
         if current.created_at != parent.get("created_at"):  # another adapter took the name
             break
     return chain[::-1]
+
+
+def votes_since(cfg) -> str | None:
+    """With ``--new-votes``: when the parent (``--from``) was made, so that a round trains on
+    the votes cast since; None otherwise."""
+    if not getattr(cfg, "new_votes", False):
+        return None
+    if not cfg.from_adapter:
+        raise JobError("--new-votes trains on the votes cast since the --from adapter was made: "
+                       "give --from ADAPTER")
+    if getattr(cfg, "data", None):
+        raise JobError("--new-votes picks votes from the store: leave out --data")
+    try:
+        return adapters.resolve(cfg.from_adapter, cfg.data_dir).created_at
+    except adapters.AdapterError as exc:
+        raise JobError(f"--from: {exc}") from None
+
+
+def newer(records: list[dict], since: str | None) -> list[dict]:
+    """The records (export lines with the vote's ``created_at``) of votes cast after ``since``."""
+    if since is None:
+        return records
+    from datetime import datetime
+
+    after = datetime.fromisoformat(since)
+    return [r for r in records if datetime.fromisoformat(r["created_at"]) > after]

@@ -95,5 +95,5 @@ KIND = kinds.Kind(
     name="reward", title="Reward model: learn to score answers like you do (for GRPO)",
     help="a reward model on preference pairs, for grpo --reward-model",
     config=Config, train=train, data="pairs", writes_gguf=False,
-    options=(kinds.DATA_FILE, kinds.MAX_LENGTH),
+    options=(kinds.DATA_FILE, kinds.MAX_LENGTH, kinds.NEW_VOTES),
 )

@@ -46,6 +46,9 @@ def _from_file(path: Path, chosen: bool) -> list[dict]:
 
 def load_examples(cfg: Config) -> tuple[list[dict], dict]:
     """(prompt-completion examples with ``truncated``, a description for meta.json)."""
+    from .parent import newer, votes_since
+
+    since = votes_since(cfg)
     if cfg.data:
         path = Path(cfg.data).expanduser()
         if not path.is_file():
@@ -55,10 +58,10 @@ def load_examples(cfg: Config) -> tuple[list[dict], dict]:
         from .store import Store
 
         with Store.open(cfg.data_dir) as store:
-            lines = [line for line in unpaired.records(store)
+            lines = [line for line in newer(unpaired.records(store), since)
                      if line["side"] == "written"
                      or (cfg.chosen and line["label"] and line["choice"] in ("left", "right"))]
-        source = "store"
+        source = "store" if since is None else f"store, votes since {since}"
     examples, seen = [], set()
     for line in lines:
         example = {"prompt": line["prompt"], "completion": line["completion"],
@@ -112,7 +115,7 @@ def train(job: Job) -> dict:
         callbacks=job.callbacks,
     )
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    job.track_kl(trainer, lambda: evaluate.answer_kl(policy, tokenizer, eval_examples[:2]), every=kl_every(trainer))
+    job.track_kl(trainer, lambda: evaluate.answer_kl(policy, tokenizer, eval_examples[:1]), every=kl_every(trainer))
     metrics = job.fit(trainer, lambda: evaluate_answers(policy, tokenizer, eval_examples))
     data.update(train=len(train_examples), eval=len(eval_examples), held_out=held_out)
     return {"data": data, "metrics": metrics}
@@ -126,6 +129,7 @@ KIND = kinds.Kind(
         kinds.DATA_FILE, kinds.MAX_LENGTH, kinds.NO_DRIFT,
         kinds.Option("chosen", "also learn the chosen answers of left/right votes",
                      action="store_true", label="Also chosen answers"),
+        kinds.NEW_VOTES,
         kinds.FP32,
     ),
 )
