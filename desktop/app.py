@@ -17,7 +17,10 @@ def run_app(args) -> int:
     app.setApplicationName("Diptych")
     window = build_window(args)
     window.show()
-    return app.exec()
+    code = app.exec()
+    window.controller.stop()
+    window.controller.session.close()  # waits for the engines' queues, then frees the models
+    return code
 
 
 def build_window(args) -> MainWindow:

@@ -511,7 +511,8 @@ class MainWindow(QMainWindow):
 
     def _on_vote_recorded(self, vote_id: int, choice: str) -> None:
         self.vote_bar.show_recorded(choice, self.controller.session.vote_count)
-        self._update_headers()  # blind mode: reveal who was who
+        if self.controller.session.conversation_blind:
+            self._update_headers(refresh=False)  # reveal who was who
 
     def _on_blind_changed(self, note: str) -> None:
         if note:

@@ -1,13 +1,13 @@
 """Make the README's screenshots from the real app: a real prompt, both panes answering.
 
 Run under a (virtual) display, e.g.
-    xvfb-run -a -s "-screen 0 1400x820x24" python docs/make_screenshot.py docs/screenshot.png
-    xvfb-run -a -s "-screen 0 1400x820x24" python docs/make_screenshot.py docs/delta.png \
+    xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/screenshot.png
+    xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/delta.png \
         --data-dir DIR --adapter NAME --seed 3 --delta
-    xvfb-run -a -s "-screen 0 1400x820x24" python docs/make_screenshot.py docs/stats.png \
+    xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/stats.png \
         --data-dir DIR --tab Stats
 
-    xvfb-run -a -s "-screen 0 1400x820x24" python docs/make_screenshot.py docs/grpo.png \
+    xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/grpo.png \
         --reward-fn examples/rewards/format_length.py:short_statement --grpo "--steps 14 --eval-every 3"
 
 ``--grpo OPTIONS`` starts a real GRPO job from the Train tab with those options and takes
@@ -57,7 +57,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", nargs="?", default="docs/screenshot.png")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--adapter", default=None)
+    parser.add_argument("--adapter", default=None, help="the right pane's adapter")
+    parser.add_argument("--left-adapter", default=None, help="the left pane's adapter (default: the base)")
     parser.add_argument("--seed", type=int, default=None, help="fixed seed for both panes")
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--delta", action="store_true", help="show Δ vs base in both panes")
@@ -69,7 +70,7 @@ def main() -> int:
     app = QApplication(sys.argv[:1])
     data_dir = args.data_dir or tempfile.mkdtemp()
     window = build_window(argparse.Namespace(data_dir=data_dir, model=None, adapter=args.adapter))
-    window.resize(1400, 820)
+    window.resize(1280, 800)
     window.move(0, 0)
     window.show()
     window.settings.max_tokens.setValue(80)
@@ -77,10 +78,18 @@ def main() -> int:
         window.settings.fixed_seed.setChecked(True)
         window.settings.seed.setValue(args.seed)
     scored = set()
+    left_adapter = [args.left_adapter]
 
     def ask():
         if len(window.controller.engines) < 2:
             QTimer.singleShot(200, ask)
+            return
+        if left_adapter and left_adapter[0]:  # any two contenders: an adapter in the left pane too
+            from diptych.models import adapters
+
+            path = adapters.runnable_gguf(adapters.resolve(left_adapter.pop(), data_dir))
+            window.controller.set_adapter(path, slot="left",
+                                          on_done=lambda _s: QTimer.singleShot(300, ask))
             return
         if args.grpo:
             names = [window.tabs.tabText(i) for i in range(window.tabs.count())]
