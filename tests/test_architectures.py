@@ -194,6 +194,21 @@ def test_export_refuses_an_architecture_it_cannot_map(tmp_path):
         export(tmp_path, tmp_path / "out.gguf", other)
 
 
+def test_training_refuses_an_architecture_transformers_cannot_load(tmp_path, weights_cache,
+                                                                   pairs_file, capsys):
+    from diptych.cli import main
+
+    path = tiny_models.build("qwen2", tmp_path / "tiny.gguf")
+    other = tmp_path / "other.gguf"
+    other.write_bytes(path.read_bytes().replace(b"qwen2", b"qwen9"))
+    home = tmp_path / "home"
+    assert main(["--data-dir", str(home), "train", "dpo", "--model", str(other), "--name", "x",
+                 "--data", str(pairs_file), "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "cannot load this 'qwen9' GGUF for training" in err[-1] and "Traceback" not in "".join(err)
+    assert not (home / "adapters" / "x").exists()
+
+
 def test_reward_model_and_grpo_on_a_llama_base(tmp_path, weights_cache, pairs_file):
     """The other job kinds on a non-Gemma base; GRPO with TRL's own generation
     (``--sampler transformers``), the path a CUDA machine takes, and with llama.cpp's."""

@@ -152,15 +152,21 @@ def ensure_cached(gguf_path: str | os.PathLike) -> Path:
     tmp = target.parent / f"{TMP}{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        # GGUF-loaded models are marked quantized and refuse save_pretrained. Asking for a
-        # dense model (dequantize=True) makes transformers drop that mark after loading, so
-        # the model saves like any other. It also keeps the weights trainable on machines
-        # where transformers would otherwise keep them packed in GGUF blocks.
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
-            quantization_config=GgufConfig(dequantize=True),
-        )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+            # GGUF-loaded models are marked quantized and refuse save_pretrained. Asking for a
+            # dense model (dequantize=True) makes transformers drop that mark after loading, so
+            # the model saves like any other. It also keeps the weights trainable on machines
+            # where transformers would otherwise keep them packed in GGUF blocks.
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
+                quantization_config=GgufConfig(dequantize=True),
+            )
+        except (ValueError, NotImplementedError, KeyError) as exc:  # an architecture it lacks
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise catalog.ModelFileError(
+                f"{gguf_path.name}: transformers {transformers.__version__} cannot load this "
+                f"'{arch}' GGUF for training ({reason})") from None
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         del model
