@@ -345,7 +345,7 @@ class MainWindow(QMainWindow):
         c.answer_failed.connect(lambda side, msg: self.panes[side].end_answer(error=msg))
         c.busy_changed.connect(self._on_busy)
         c.loading_changed.connect(self._on_loading)
-        c.engines_changed.connect(self._update_headers)
+        c.engines_changed.connect(lambda: self._update_headers(refresh=True))
         c.conversation_reset.connect(self._on_reset)
         c.error.connect(self._show_error)
         c.scores_ready.connect(lambda side, comp: self.panes[side].show_scores(comp))
@@ -368,6 +368,8 @@ class MainWindow(QMainWindow):
             self.prompt.clear()
             for pane in self.panes.values():
                 pane.show_conversation(self.controller.conversation)
+            if len(self.controller.conversation.turns) == 1:
+                self._update_headers()  # blind mode drew who shows where
 
     def vote(self, choice: str, better_text: str | None = None) -> None:
         if self.vote_bar.voting:
@@ -426,7 +428,7 @@ class MainWindow(QMainWindow):
                 if info is not None and info.gguf_path != current.adapter:  # renamed
                     session.contenders[side] = Contender(info.gguf_path, current.adapter_id,
                                                          info.name, current.scale)
-                    self._update_headers(refresh=False)
+                    self._update_headers()
                 elif info is None and not current.adapter.exists():  # deleted
                     self.statusBar().showMessage(f"The {side} pane's adapter {current.name} "
                                                  "was deleted: the pane shows the base again.",
@@ -512,7 +514,7 @@ class MainWindow(QMainWindow):
     def _on_vote_recorded(self, vote_id: int, choice: str) -> None:
         self.vote_bar.show_recorded(choice, self.controller.session.vote_count)
         if self.controller.session.conversation_blind:
-            self._update_headers(refresh=False)  # reveal who was who
+            self._update_headers()  # reveal who was who
 
     def _on_blind_changed(self, note: str) -> None:
         if note:
@@ -566,7 +568,9 @@ class MainWindow(QMainWindow):
         self._show_turns()
         self._update_headers()
 
-    def _update_headers(self, refresh: bool = True) -> None:
+    def _update_headers(self, refresh: bool = False) -> None:
+        """Each pane's title (or blind), the template in use, the status line; with
+        ``refresh``, the adapter pickers too (after a model or adapter change)."""
         c = self.controller
         session = c.session
         for side, pane in self.panes.items():

@@ -132,7 +132,8 @@ class SettingsPanel(QWidget):
     def show_template(self, name: str, source: str) -> None:
         self.template.blockSignals(True)  # showing is not overriding
         self.template_name.setText(f"In use: <b>{name}</b>")
-        self.template.setPlainText(source)
+        if self.template.toPlainText() != source:  # a new conversation changes nothing here
+            self.template.setPlainText(source)
         self.template.blockSignals(False)
 
     def _emit_params(self, *_):
