@@ -34,6 +34,10 @@ import shutil
 import sys
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows: conversions are not serialised, each still lands whole
+    fcntl = None
 import platformdirs
 import torch
 import transformers
@@ -135,10 +139,24 @@ def ensure_cached(gguf_path: str | os.PathLike) -> Path:
     gguf_path = Path(gguf_path).resolve()
     target = cache_dir(gguf_path)
     gguf_hash, arch = target.name, catalog.read_info(gguf_path).architecture
-    problem = check_cache(target, gguf_hash, arch) if target.exists() else None
-    if target.exists() and problem is None:
+    if target.exists() and check_cache(target, gguf_hash, arch) is None:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # One conversion at a time per file: the processes of an `accelerate launch` (or two
+    # jobs) wait for the first instead of each holding a dequantized copy in memory. The
+    # lock is on the GGUF itself (read-only is enough), so the cache gets no lock files.
+    with open(gguf_path, "rb") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        problem = check_cache(target, gguf_hash, arch) if target.exists() else None
+        if target.exists() and problem is None:
+            return target  # converted while this process waited
+        _convert(gguf_path, target, arch, problem)
+    return target
+
+
+def _convert(gguf_path: Path, target: Path, arch: str, problem: str | None) -> None:
+    gguf_hash = target.name
     clean_leftovers(target.parent)
     if problem is not None:  # move it aside first: a rename, so no job loads a half-removed cache
         print(f"converted weights in {target} are damaged ({problem}): converting again",
@@ -179,7 +197,6 @@ def ensure_cached(gguf_path: str | os.PathLike) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def load_tokenizer(gguf_path: str | os.PathLike):
