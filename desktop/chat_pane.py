@@ -172,6 +172,7 @@ class ChatPane(QFrame):
                 f"{completion.n_tokens} tokens · {completion.tokens_per_s:.1f} tok/s · "
                 f"first token {completion.ttft_s * 1000:.0f} ms{stopped}"
             )
+            self.stats.setToolTip(self.stats.text())  # whole, where a narrow pane cuts it
         self._render()
 
     def text(self) -> str:
