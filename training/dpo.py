@@ -20,6 +20,7 @@ turns the base's questions into one-line answers that mostly end their turn.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,22 +87,34 @@ def train(job: Job) -> dict:
     train_pairs, eval_pairs, held_out = split_eval(pairs, cfg.eval_size, cfg.seed)
 
     model, tokenizer = load_base(job.base)
+    started = time.monotonic()
     trainer = turns.keeping_unfinished(DPOTrainer, UNFINISHED_COLUMNS)(
         model=model,
         args=job.training_args(DPOConfig, cpu_bf16=cfg.bf16, beta=cfg.beta, max_length=cfg.max_length,
-                               loss_type=["sigmoid", "sft"], loss_weights=[1.0, cfg.sft_weight]),
+                               loss_type=["sigmoid", "sft"], loss_weights=[1.0, cfg.sft_weight],
+                               precompute_ref_log_probs=several_epochs(cfg, len(train_pairs))),
         train_dataset=Dataset.from_list(train_pairs),
         processing_class=tokenizer,
         peft_config=job.lora("CAUSAL_LM"),
         callbacks=job.callbacks,
     )
+    prepared = round(time.monotonic() - started, 1)
     policy = trainer.accelerator.unwrap_model(trainer.model)
     job.track_kl(trainer, lambda: evaluate.answer_kl(policy, tokenizer, eval_pairs[:1], "chosen"),
                  every=kl_every(trainer))
     metrics = job.fit(trainer, lambda: evaluate.preference(policy, tokenizer, eval_pairs))
+    metrics["train"]["prepare_seconds"] = prepared  # tokenizing, and the reference log-probs
 
     data.update(train=len(train_pairs), eval=len(eval_pairs), held_out=held_out)
     return {"data": data, "metrics": metrics}
+
+
+def several_epochs(cfg, n_train: int) -> bool:
+    """Whether training sees each pair more than once: then the base's log-probs of every
+    pair are computed once before training (TRL's precompute_ref_log_probs) instead of
+    again at every pass."""
+    passes = cfg.epochs if cfg.steps is None else cfg.steps * cfg.batch_size / max(n_train, 1)
+    return passes > 1
 
 
 def kl_every(trainer) -> int:

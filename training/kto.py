@@ -142,6 +142,7 @@ def train(job: Job) -> dict:
     from trl import KTOConfig, KTOTrainer
 
     from .base_weights import load_base
+    from .dpo import several_epochs
 
     cfg: Config = job.cfg
     examples, data = load_examples(cfg)
@@ -161,7 +162,8 @@ def train(job: Job) -> dict:
         model=model,
         args=job.training_args(KTOConfig, cpu_bf16=cfg.bf16, beta=cfg.beta, max_length=cfg.max_length,
                                desirable_weight=desirable_weight,
-                               undesirable_weight=undesirable_weight),
+                               undesirable_weight=undesirable_weight,
+                               precompute_ref_log_probs=several_epochs(cfg, len(train_examples))),
         train_dataset=Dataset.from_list(train_examples),
         processing_class=tokenizer,
         peft_config=job.lora("CAUSAL_LM"),
