@@ -3,7 +3,8 @@
 Run under a (virtual) display, e.g.
     xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/screenshot.png
     xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/delta.png \
-        --data-dir DIR --adapter NAME --seed 3 --delta
+        --data-dir DIR --adapter NAME --seed 4 --delta \
+        --prompt "What is the capital of Canada?"
     xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/stats.png \
         --data-dir DIR --tab Stats
 
