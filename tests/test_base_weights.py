@@ -40,7 +40,8 @@ def test_conversion_is_cached_by_hash(loaded, bundled_model, weights_cache):
     folder = weights_cache / catalog.file_hash(bundled_model)
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
     assert (folder / "manifest.json").is_file()
-    assert [p.name for p in weights_cache.iterdir()] == [folder.name]  # no temporary leftovers
+    # no temporary leftovers (other tests' models may share this cache)
+    assert folder.is_dir() and not [p.name for p in weights_cache.iterdir() if p.name.startswith(".")]
     assert model.config.num_hidden_layers == 18 and model.config.hidden_size == 640
     assert "quantization_config" not in model.config.to_dict()  # a plain dense model
     assert cached < 15, f"a cached load took {cached:.1f}s (first load {first:.1f}s)"
