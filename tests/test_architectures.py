@@ -230,3 +230,30 @@ def test_reward_model_and_grpo_on_a_llama_base(tmp_path, weights_cache, pairs_fi
         info = adapters.resolve(f"g-{sampler}", home)
         assert info.meta["data"]["sampler"] == sampler and info.gguf_path.is_file()
     assert adapters.resolve("judge", home).kind == "reward"
+
+
+def test_answers_stop_at_the_files_end_of_turn_token(tmp_path, weights_cache):
+    """A model whose likeliest token is always ChatML's <|im_end|> (not its EOS): the pane's
+    engine and transformers' generation (GRPO's CUDA sampler) both stop there at once."""
+    import torch
+
+    from diptych.models.engine import Engine, SamplingParams
+    from diptych.training.base_weights import load_base
+
+    path = tiny_models.build("llama", tmp_path / "ends.gguf", ends_at_once=True)
+    engine = Engine(path)
+    try:
+        answer = engine.generate([{"role": "user", "content": "Hello there"}],
+                                 SamplingParams(temperature=0.0, max_tokens=16))
+    finally:
+        engine.close()
+    assert engine.template.stop[0] == "<|im_end|>"
+    assert (answer.text, answer.finish_reason) == ("", "stop") and answer.n_tokens <= 1
+
+    model, tokenizer = load_base(path)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Hello there"}],
+                                           add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(prompt, max_new_tokens=16, do_sample=False)
+    assert out[0, prompt.shape[1]:].tolist() == [tokenizer.convert_tokens_to_ids("<|im_end|>")]

@@ -117,8 +117,27 @@ def llama_permute(weights: np.ndarray, n_head: int, n_head_kv: int | None = None
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def build(arch: str, path: Path, seed: int = 0, chat_template: str | None = CHATML) -> Path:
-    """Write a tiny random-weight GGUF of ``arch`` (one of ARCHITECTURES) to ``path``."""
+def _answer_ends_at_once(model, end_id: int) -> None:
+    """Make the end-of-turn token the likeliest next token everywhere: the residual stream's
+    first dimension is 1 for every token and no layer writes to it, the final norm keeps only
+    that dimension, and only the end-of-turn row of the (untied) output layer reads it."""
+    import torch
+
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0] = 0.0
+            layer.mlp.down_proj.weight[0] = 0.0
+        model.model.norm.weight.zero_()
+        model.model.norm.weight[0] = 1.0
+        model.lm_head.weight[:, 0] = 0.0
+        model.lm_head.weight[end_id, 0] = 10.0
+
+
+def build(arch: str, path: Path, seed: int = 0, chat_template: str | None = CHATML,
+          ends_at_once: bool = False) -> Path:
+    """Write a tiny random-weight GGUF of ``arch`` (one of ARCHITECTURES) to ``path``;
+    ``ends_at_once`` (llama only): a model whose every answer is its end-of-turn token."""
     import gguf
     import torch
     from transformers import AutoModelForCausalLM
@@ -130,6 +149,8 @@ def build(arch: str, path: Path, seed: int = 0, chat_template: str | None = CHAT
         config.initializer_range = 0.15
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if ends_at_once:
+        _answer_ends_at_once(model, tokens.index("<|im_end|>"))
     gguf_arch = "llama" if arch == "mistral" else arch
     n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or WIDTH // n_head
