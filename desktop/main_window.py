@@ -414,22 +414,24 @@ class MainWindow(QMainWindow):
     def refresh_adapters(self) -> None:
         """List registered adapters (kind, date, key metric) in both pickers and select
         each pane's. A pane follows its adapter by stable id: to its new name after a
-        rename; back to the base, with a word, after a delete."""
+        rename; back to the base, with a word, after a delete. (Ids are hashes: only an
+        adapter whose file has gone is looked for by id, so a refresh hashes nothing new.)"""
         infos = adapter_registry.list_adapters(self.data_dir)
         runnable = [info for info in infos if info.gguf_path is not None]  # not reward models
-        by_id = {adapter_registry.stable_id(info): info for info in runnable}
         if self.stats_view is not None:
             self.stats_view.set_adapters(infos)
         session = self.controller.session
         for side, picker in self.pickers.items():
             current = session.contenders[side]
-            if current.adapter is not None and session.engines:
-                info = by_id.get(current.adapter_id)
-                if info is not None and info.gguf_path != current.adapter:  # renamed
-                    session.contenders[side] = Contender(info.gguf_path, current.adapter_id,
-                                                         info.name, current.scale)
+            if current.adapter is not None and session.engines and not current.adapter.exists():
+                info = next((i for i in runnable
+                             if adapter_registry.stable_id(i) == current.adapter_id), None)
+                if info is not None:  # renamed: the engine keeps the LoRA it has loaded
+                    current = Contender(info.gguf_path, current.adapter_id, info.name,
+                                        current.scale)
+                    session.contenders[side] = current
                     self._update_headers()
-                elif info is None and not current.adapter.exists():  # deleted
+                else:  # deleted
                     self.statusBar().showMessage(f"The {side} pane's adapter {current.name} "
                                                  "was deleted: the pane shows the base again.",
                                                  15_000)
@@ -438,18 +440,16 @@ class MainWindow(QMainWindow):
             picker.clear()
             picker.addItem("Base (no adapter)", NO_ADAPTER)
             for info in runnable:
-                picker.addItem(adapter_registry.describe(info), adapter_registry.stable_id(info))
-                picker.setItemData(picker.count() - 1, str(info.gguf_path), Qt.ItemDataRole.ToolTipRole)
+                picker.addItem(adapter_registry.describe(info), str(info.gguf_path))
+                picker.setItemData(picker.count() - 1, str(info.gguf_path),
+                                   Qt.ItemDataRole.ToolTipRole)
             picker.addItem("Open adapter file…", OPEN_FILE)
-            index = picker.findData(current.adapter_id) if current.adapter is not None else 0
+            index = picker.findData(str(current.adapter)) if current.adapter is not None else 0
             if current.adapter is not None and index < 0:  # a file outside the registry
-                picker.insertItem(1, current.adapter.name, current.adapter_id)
+                picker.insertItem(1, current.adapter.name, str(current.adapter))
                 index = 1
             picker.setCurrentIndex(index)
             picker.blockSignals(False)
-        self._adapter_paths = {c.adapter_id: c.adapter for c in session.contenders.values()
-                               if c.adapter is not None}
-        self._adapter_paths.update({adapter_id: i.gguf_path for adapter_id, i in by_id.items()})
 
     # -- slots -------------------------------------------------------------------------
 
@@ -483,7 +483,7 @@ class MainWindow(QMainWindow):
         if data == OPEN_FILE:
             self.choose_adapter_file(side)
         else:
-            self.use_adapter(self._adapter_paths.get(data) if data else None, side)
+            self.use_adapter(data or None, side)
 
     def _override_template(self, source) -> None:
         try:
