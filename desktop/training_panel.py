@@ -770,7 +770,7 @@ def _duration(seconds: float) -> str:
 
 def _describe(info, data_dir) -> str:
     """An adapter's line, with the adapters it continues (v1 → v2 → v3)."""
-    from diptych.training.parent import lineage
+    from diptych.training.lineage import lineage
 
     chain = lineage(info, data_dir)
     return registry.describe(info) + (f" · from {' → '.join(chain[:-1])}" if len(chain) > 1 else "")

@@ -63,7 +63,7 @@ def test_from_continues_an_adapter_and_leaves_it_untouched(every_vote):
                               "adapters", "list"], capture_output=True, text=True, timeout=60)
     assert "(from v1)" in listing.stdout
     _, grandchild = run_job(every_vote, "sft", "--name", "v3", "--from", "v2", "--steps", "1", *ONE_BATCH)
-    from diptych.training.parent import lineage
+    from diptych.training.lineage import lineage
 
     assert lineage(grandchild, every_vote) == ["v1", "v2", "v3"]
 

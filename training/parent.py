@@ -5,7 +5,8 @@ as in a fresh job: TRL builds its own LoRA from the job's settings (so the paren
 have the same shape: rank, alpha, target layers, and the same base file), and the
 reference for the KL term stays the base (the LoRA switched off), not the parent. The
 parent's folder is only read. meta.json records the parent, and :func:`lineage` follows
-those records back to the first adapter (v1 -> v2 -> v3).
+those records back to the first adapter (v1 -> v2 -> v3; ``lineage.py``, which the app
+imports without the training stack).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from diptych.models import adapters, catalog
 
 from .job import JobError
+from .lineage import lineage  # noqa: F401  (here too: the lineage is this module's subject)
 
 # Which adapters a kind can continue: a language-model LoRA, or a reward model's.
 TASK_TYPES = {True: "CAUSAL_LM", False: "SEQ_CLS"}
@@ -85,23 +87,6 @@ def record(info: adapters.AdapterInfo) -> dict:
     """What meta.json says about the parent."""
     return {"name": info.name, "path": str(info.path), "created_at": info.created_at,
             "kind": info.kind}
-
-
-def lineage(info: adapters.AdapterInfo, data_dir=None) -> list[str]:
-    """Names from the first ancestor to ``info`` (a parent renamed or deleted since is shown
-    by the name it had, and ends the walk)."""
-    chain, seen = [info.name], {info.name}
-    current = info
-    while (parent := (current.meta or {}).get("parent")) and parent.get("name") not in seen:
-        chain.append(parent["name"])
-        seen.add(parent["name"])
-        try:
-            current = adapters.resolve(parent["name"], data_dir)
-        except adapters.AdapterError:
-            break
-        if current.created_at != parent.get("created_at"):  # another adapter took the name
-            break
-    return chain[::-1]
 
 
 def votes_since(cfg) -> str | None:

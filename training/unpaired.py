@@ -137,7 +137,7 @@ def to_pair_records(lines: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
         groups.setdefault(record["vote_uid"], []).append((number, record))
     out = []
     for uid, group in groups.items():
-        number, first = group[-1][0], group[0][1]
+        number = group[-1][0]
         try:
             out += [(number, r) for r in _vote_pairs(group)]
         except prefs._Problem as exc:
@@ -211,7 +211,7 @@ def import_jsonl(store: Store, path: str | Path) -> int:
     import os
     import tempfile
 
-    lines, numbers = [], []
+    numbers = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             if raw.strip():

@@ -69,7 +69,7 @@ def _list(args) -> int:
 
     found = adapters.list_adapters(args.data_dir)
     if args.json:
-        from diptych.training.parent import lineage
+        from diptych.training.lineage import lineage
 
         rows = [{**asdict(a), "path": str(a.path), "gguf_path": a.gguf_path and str(a.gguf_path),
                  "key_metric": adapters.key_metric(a), "lineage": lineage(a, args.data_dir)}
@@ -78,7 +78,7 @@ def _list(args) -> int:
         return 0
     if not found:
         print("no adapters yet: train one with 'diptych train dpo --name NAME'")
-    from diptych.training.parent import lineage
+    from diptych.training.lineage import lineage
 
     for a in found:
         damaged = f"  (damaged: {a.problem})" if a.problem else ""
