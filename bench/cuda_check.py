@@ -18,8 +18,10 @@ trainer's own loop only) and the CPU/GPU ratio. Then the parity check of
 mean per-token KL over a chat: ``KL_lora <= 2 * KL_base + 0.01``.
 
 Without a GPU it says so and exits 1 (``--allow-cpu`` runs the CPU half and the parity
-check alone: a check of this script). About 5 minutes on one GPU with 16 CPU cores for
-the bundled model, most of it the CPU half and the first conversion of the GGUF.
+check alone: a check of this script; with a tiny model from ``tests/tiny_models.py`` it
+takes 20 s on two cores). Not yet run on a GPU: expect a few minutes for the bundled
+model, most of it the CPU half, the jobs' imports and the first conversion of the GGUF.
+On a GPU machine: ``python bench/cuda_check.py --json cuda_check.json``.
 """
 
 from __future__ import annotations
