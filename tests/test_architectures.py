@@ -257,3 +257,18 @@ def test_answers_stop_at_the_files_end_of_turn_token(tmp_path, weights_cache):
     with torch.no_grad():
         out = model.generate(prompt, max_new_tokens=16, do_sample=False)
     assert out[0, prompt.shape[1]:].tolist() == [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_chat_with_another_model_as_a_command(tmp_path):
+    """``diptych chat --prompt TEXT --model FILE`` in its own process, --model after the subcommand."""
+    import subprocess
+
+    path = tiny_models.build("phi3", tmp_path / "tiny-phi3.gguf")
+    done = subprocess.run([sys.executable, "-m", "diptych", "--data-dir", str(tmp_path / "home"),
+                           "chat", "--prompt", "What is the sea?", "--model", str(path),
+                           "--max-tokens", "4", "--temperature", "0", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    assert answer["model"] == str(path.resolve()) and answer["template"] == "gguf"
+    assert answer["base"]["text"] == answer["tuned"]["text"]  # no adapter: the same greedy answer
