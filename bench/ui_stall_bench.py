@@ -187,7 +187,9 @@ def main() -> None:
             raise SystemExit("the models did not load")
         window.settings.max_tokens.setValue(args.max_tokens)
         streamer, probe = Streamer(window), Probe()
-        chat_tab, train_tab = 0, window.tabs.indexOf(window.training)
+        chat_tab = 0
+        train_tab = next(i for i in range(window.tabs.count())
+                         if window.tabs.widget(i).isAncestorOf(window.training))
         run_until(lambda: False, 1.0)  # let start-up settle
 
         print("idle", file=sys.stderr, flush=True)
