@@ -110,8 +110,39 @@ class Answer:
     params: SamplingParams
     contender: Contender
     engine: Engine
+    turn: int = 0
     completion: Completion | None = None
     response_id: int | None = None  # its row in the store, once written
+
+
+@dataclass
+class Record:
+    """What of one conversation the store holds (written on the store queue only)."""
+
+    conversation: Conversation
+    blind: bool = False
+    id: int | None = None  # its row, once written
+    turns_written: int = 0
+
+    def write(self, store, answers: dict[str, Answer | None]) -> None:
+        """Write what the store lacks: the conversation, its user turns, the finished
+        ``answers``. Each row is its own transaction: what was written stays written
+        when a later row fails, and is not written twice."""
+        turns = [t.user for t in self.conversation.turns]
+        if self.id is None and turns:
+            self.id = store.new_conversation(self.conversation.system, self.blind)
+        while self.turns_written < len(turns):
+            store.add_user_message(self.id, self.turns_written, turns[self.turns_written])
+            self.turns_written += 1
+        for side, answer in answers.items():
+            if answer is not None and answer.completion is not None and answer.response_id is None:
+                answer.response_id = _write_response(store, self.id, side, answer)
+
+    def vote(self, store, answers: dict[str, Answer], choice: str, better_text: str | None,
+             hidden: bool) -> int:
+        self.write(store, answers)
+        ids = [answers[s].response_id for s in SIDES]
+        return store.record_vote(*ids, choice, hidden, better_text=better_text)
 
 
 class WorkQueue:
@@ -164,8 +195,9 @@ class Session:
         self.vote_id: int | None = None
         self.pending_vote: tuple[str, str | None] | None = None  # a vote not yet committed
         self.vote_count: int | None = None  # votes that count, after the last one recorded
-        self._conversation_id: int | None = None
-        self._messages_written = 0  # user turns of this conversation in the store
+        self._record = Record(self.conversation)
+        # Votes the store refused on turns the user has left: written before anything else.
+        self.unsaved_votes: list[Callable] = []
         self._lock = threading.RLock()  # guards the recording state across queues
 
     # -- who is where ------------------------------------------------------------------
@@ -242,6 +274,14 @@ class Session:
             engine.template = templates.custom(src, default) if src else default
 
     def close(self) -> None:
+        """Write the votes the store refused, if it takes them now; free the engines."""
+        with self._lock:
+            self._keep_pending_vote()
+        if self.store is not None and self.unsaved_votes:
+            try:
+                self.store_queue.run(self._write_unsaved)
+            except (sqlite3.Error, OSError):
+                pass  # still refused: nothing more can be done without the user
         for queue in (*self.queues.values(), self.store_queue):
             queue.close()
         for engine in self.engines.values():
@@ -252,15 +292,25 @@ class Session:
 
     def new_conversation(self) -> Changes:
         with self._lock:
+            self._keep_pending_vote()
             self.conversation = Conversation(system=self.settings.system_prompt)
+            self._record = Record(self.conversation)
             self.answers = {s: None for s in SIDES}
             self.shown = dict(zip(SIDES, SLOTS))
             self.revealed = False
             self.vote_id = None
-            self.pending_vote = None
-            self._conversation_id = None
-            self._messages_written = 0
         return Changes(conversation=True, contenders=True)
+
+    def _keep_pending_vote(self) -> None:
+        """The user moves on from a vote the store refused: keep it, to be written first
+        at the next write (with the answers it judged, whatever comes after)."""
+        if self.pending_vote is None:
+            return
+        choice, better_text = self.pending_vote
+        record, answers, hidden = self._record, dict(self.answers), self.hidden
+        self.unsaved_votes.append(
+            lambda store: record.vote(store, answers, choice, better_text, hidden))
+        self.pending_vote = None
 
     def set_blind(self, blind: bool) -> Changes:
         """Blind mode from the next conversation on; the one shown keeps its names."""
@@ -277,21 +327,21 @@ class Session:
         if len(self.engines) < len(SLOTS):
             raise SessionError("no model is loaded yet")
         with self._lock:
+            self._keep_pending_vote()
             if not self.conversation.turns:
                 self.conversation.system = self.settings.system_prompt
-                self._blind_now = self.blind
+                self._record.blind = self.blind
                 if self.blind:  # which slot shows on which side: drawn once per conversation
                     self.shown = dict(zip(SIDES, random.sample(SLOTS, 2)))
             self.conversation.add_user(text)
             self.answers = {s: None for s in SIDES}
             self.vote_id = None
-            self.pending_vote = None
         return Changes(conversation=True)
 
     @property
     def conversation_blind(self) -> bool:
         """Was this conversation started in blind mode?"""
-        return bool(self.conversation.turns) and getattr(self, "_blind_now", False)
+        return bool(self.conversation.turns) and self._record.blind
 
     def answer(self, side: str, on_token: Callable[[str], None] | None = None,
                cancel: threading.Event | None = None) -> Completion:
@@ -304,12 +354,13 @@ class Session:
             self.conversation.set_answer(side, None)
             messages = self.conversation.messages(side)
             params = self.settings.params  # replaced, never mutated, when a setting changes
+            self._keep_pending_vote()  # a new answer: the refused vote judged the old one
             self.vote_id = None
-            self.pending_vote = None
+            turn = len(self.conversation.turns) - 1
 
         def run() -> Completion:
             engine = self.engines[slot]
-            answer = Answer(messages, params, self.contenders[slot], engine)
+            answer = Answer(messages, params, self.contenders[slot], engine, turn)
             with self._lock:
                 self.answers[side] = answer
             for item in engine.stream(messages, params, cancel):
@@ -386,12 +437,11 @@ class Session:
         if self.pending_vote is None:
             raise SessionError("no vote is waiting to be recorded")
         choice, better_text = self.pending_vote
-        hidden = self.hidden
+        hidden, record, answers = self.hidden, self._record, dict(self.answers)
 
         def write():
-            self._write_pending()
-            ids = [self.answers[s].response_id for s in SIDES]
-            vote_id = self.store.record_vote(*ids, choice, hidden, better_text=better_text)
+            self._write_unsaved()
+            vote_id = record.vote(self.store, answers, choice, better_text, hidden)
             try:  # the vote is committed: a count that cannot be read must not undo that
                 self.vote_count = self.store.pair_counts()["votes"]
             except Exception:  # noqa: BLE001
@@ -428,39 +478,19 @@ class Session:
     # -- recording ---------------------------------------------------------------------
 
     def _write_pending(self) -> None:
-        """Write what the store lacks: the conversation, user turns, finished answers.
-        Runs on the store queue; each row is its own transaction, so what was written
-        stays written when a later row fails."""
+        """Write what the store lacks (runs on the store queue): earlier refused votes
+        first, then this conversation and its finished answers."""
         if self.store is None:
             return
+        self._write_unsaved()
         with self._lock:
-            conv = self.conversation
-            turns = [t.user for t in conv.turns]
-            answers = {s: a for s, a in self.answers.items()
-                       if a is not None and a.completion is not None and a.response_id is None}
-            blind = self.conversation_blind
-        if self._conversation_id is None and turns:
-            self._conversation_id = self.store.new_conversation(conv.system, blind)
-        while self._messages_written < len(turns):
-            turn = self._messages_written
-            self.store.add_user_message(self._conversation_id, turn, turns[turn])
-            self._messages_written += 1
-        for side, answer in answers.items():
-            answer.response_id = self._write_response(side, answer, len(turns) - 1)
+            record, answers = self._record, dict(self.answers)
+        record.write(self.store, answers)
 
-    def _write_response(self, side: str, answer: Answer, turn: int) -> int:
-        done, engine, c = answer.completion, answer.engine, answer.contender
-        return self.store.add_response(
-            self._conversation_id, turn, side, c.role, done.text,
-            model=engine.info.name, model_path=str(engine.info.path),
-            model_hash=catalog.file_hash(engine.info.path), adapter=c.name if c.adapter else None,
-            adapter_path=str(c.adapter) if c.adapter else None,
-            adapter_scale=c.scale if c.adapter else None,
-            template_name=engine.template.name, template_source=engine.template.source,
-            params={**answer.params.to_dict(), "seed": done.seed},
-            prompt_messages=answer.messages, n_tokens=done.n_tokens, ttft_s=done.ttft_s,
-            tokens_per_s=done.tokens_per_s, finish_reason=done.finish_reason,
-        )
+    def _write_unsaved(self) -> None:
+        while self.unsaved_votes:
+            self.unsaved_votes[0](self.store)
+            self.unsaved_votes.pop(0)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -477,3 +507,17 @@ class Session:
 def _other(side: str) -> str:
     return SIDES[1 - SIDES.index(side)]
 
+
+def _write_response(store, conversation_id: int, side: str, answer: Answer) -> int:
+    done, engine, c = answer.completion, answer.engine, answer.contender
+    return store.add_response(
+        conversation_id, answer.turn, side, c.role, done.text,
+        model=engine.info.name, model_path=str(engine.info.path),
+        model_hash=catalog.file_hash(engine.info.path), adapter=c.name if c.adapter else None,
+        adapter_path=str(c.adapter) if c.adapter else None,
+        adapter_scale=c.scale if c.adapter else None,
+        template_name=engine.template.name, template_source=engine.template.source,
+        params={**answer.params.to_dict(), "seed": done.seed},
+        prompt_messages=answer.messages, n_tokens=done.n_tokens, ttft_s=done.ttft_s,
+        tokens_per_s=done.tokens_per_s, finish_reason=done.finish_reason,
+    )

@@ -409,7 +409,7 @@ def test_blind_mode_keeps_the_conversation_and_holds_back_delta(qtbot, window):
     assert window.controller.conversation.turns
     assert "next conversation" in window.statusBar().currentMessage()
     assert all(pane.scores_button.isEnabled() for pane in window.panes.values())
-    session._blind_now = True  # a conversation started blind, not voted on yet
+    session._record.blind = True  # a conversation started blind, not voted on yet
     window._update_headers()
     for pane in window.panes.values():
         assert "hidden until you vote" in pane.header.text()

@@ -137,3 +137,23 @@ def test_blind_mode_starts_with_the_next_conversation(session, data_dir, bundled
     assert session.vote(side_of_v1).contenders  # the names show after the vote
     vote = session.store.votes()[-1]
     assert vote["blind"] and vote[side_of_v1]["adapter"] == "v1" and not session.hidden
+
+
+def test_a_refused_vote_is_written_after_the_user_moves_on(session, data_dir):
+    session.store.db.execute("PRAGMA busy_timeout = 200")
+    other = hold_write_lock(paths.db_path(data_dir))
+    session.add_turn("Name a colour.")
+    answer_both(session)
+    with pytest.raises(StoreWriteError):
+        session.vote("right")
+    other.rollback()
+    other.close()
+    session.new_conversation()  # without Retry: the vote is kept, not dropped
+    assert session.pending_vote is None and len(session.unsaved_votes) == 1
+    session.add_turn("Name a fruit.")
+    answer_both(session)  # the next write writes the earlier vote first
+    assert session.unsaved_votes == []
+    votes = session.store.votes()
+    assert [(v["prompt"], v["choice"]) for v in votes] == [("Name a colour.", "right")]
+    session.vote("left")
+    assert [v["prompt"] for v in session.store.votes()] == ["Name a colour.", "Name a fruit."]
