@@ -4,7 +4,8 @@
 - Every other command line in a ``bash`` block runs, in order, in one data folder that
   holds a few votes, on the bundled model, with tiny sizes appended (a later value of an
   option wins in argparse, so the printed command is what runs, only smaller).
-- Every option the CLI synopsis and the prose show exists on the command they show it on.
+- Every option the CLI synopsis and the prose show exists on the command they show it on,
+  commands for several GPUs included; the benchmarks it names start.
 """
 
 from __future__ import annotations
@@ -109,8 +110,21 @@ def _synopsis_lines() -> list[str]:
                 lines.append(line)
             elif line.startswith(" ") and lines:
                 lines[-1] += " " + line.strip()
+    # Commands for machines this suite cannot run on (several GPUs): their options at least.
+    for block in blocks("text"):
+        lines += ["diptych " + line.split(" -m diptych ", 1)[1] for line in block if " -m diptych " in line]
     inline = re.findall(r"`(diptych [a-z][^`]*)`", README)
     return lines + [text for text in inline if not text.startswith("diptych.")]
+
+
+SCRIPTS = sorted(set(re.findall(r"`python (bench/\w+\.py)[^`]*`", README)))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_benchmarks_the_readme_names_exist_and_start(script):
+    result = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0 and "usage" in result.stdout, result.stderr[-2000:]
 
 
 def _parsers_for(words: list[str], parser: argparse.ArgumentParser) -> tuple[str, list]:
