@@ -96,8 +96,9 @@ class Progress:
 
     def __init__(self, jsonl: bool):
         self.out = None
-        if jsonl and is_main_process():
-            self.out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+        if jsonl:  # under accelerate every rank shares stdout: only rank 0 writes lines there
+            if is_main_process():
+                self.out = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
             os.dup2(2, 1)  # whatever libraries print, in Python or C, lands on stderr
             sys.stdout = sys.stderr
 
