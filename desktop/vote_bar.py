@@ -100,7 +100,8 @@ class VoteBar(QWidget):
         """The store did not take the vote: say so, keep it, offer to try again."""
         self._set(voting=False, undo=False, retry=True,
                   recorded=f"<span style='color:#c62828'>Not recorded: <b>{LABELS[choice]}"
-                           f"</b></span> ({html.escape(why)}). Your vote is kept: Retry.")
+                           f"</b></span> — {html.escape(why)}. It is kept: Retry, or it is "
+                           "written with the next answer.")
         self.recorded.setToolTip(why)
 
     def _set(self, voting: bool, recorded: str | None, undo: bool = True,

@@ -451,8 +451,7 @@ class Session:
         try:
             vote_id = self.store_queue.run(write)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreWriteError(f"the database did not take the vote ({exc}); "
-                                  "it is kept and can be retried") from exc
+            raise StoreWriteError(f"the database did not take the vote ({exc})") from exc
         with self._lock:
             self.vote_id, self.pending_vote = vote_id, None
             self.revealed = True
