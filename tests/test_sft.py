@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from every_vote import fill
-from test_jobs import finish, run_job, steps, train
+from test_jobs import run_job, steps
 
 from diptych.models import adapters
 from diptych.training.store import Store
@@ -62,16 +62,15 @@ def test_from_continues_an_adapter_and_leaves_it_untouched(every_vote):
     listing = subprocess.run([sys.executable, "-m", "diptych", "--data-dir", str(every_vote),
                               "adapters", "list"], capture_output=True, text=True, timeout=60)
     assert "(from v1)" in listing.stdout
-    _, grandchild = run_job(every_vote, "sft", "--name", "v3", "--from", "v2", "--steps", "1", *ONE_BATCH)
     from diptych.training.lineage import lineage
 
-    assert lineage(grandchild, every_vote) == ["v1", "v2", "v3"]
+    assert lineage(child, every_vote) == ["v1", "v2"]
 
     # --new-votes: a round on the votes cast since its parent was made
     from diptych.training import sft
     from diptych.training.job import JobError
 
-    since = sft.Config(data_dir=str(every_vote), from_adapter="v3", new_votes=True)
+    since = sft.Config(data_dir=str(every_vote), from_adapter="v2", new_votes=True)
     with pytest.raises(JobError, match="no written answers"):
         sft.load_examples(since)
     with Store.open(every_vote) as store:
@@ -88,11 +87,16 @@ def test_from_continues_an_adapter_and_leaves_it_untouched(every_vote):
     assert [e["completion"][0]["content"] for e in examples] == ["Ice is frozen water."]
     assert data["source"].startswith("store, votes since")
 
-    for args, message in [
-        (["--from", "v1", "--lora-r", "8"], "its LoRA has r = 16, this job 8"),
-        (["--new-votes"], "give --from ADAPTER"),
-        (["--from", "nobody"], "no adapter named 'nobody'"),
-    ]:
-        code, out, err = finish(train(every_vote, "sft", "--name", "v9", "--steps", "1", *ONE_BATCH, *args))
-        assert code == 2 and out[-1]["phase"] == "error" and message in out[-1]["error"], err[-2000:]
-    assert sorted(a.name for a in adapters.list_adapters(every_vote)) == ["v1", "v2", "v3"]
+    # What a job refuses before it trains (a job turns a JobError into one line, exit 2:
+    # test_jobs.py), checked here without starting one for each.
+    from peft import LoraConfig
+
+    from diptych.training import parent as parents
+
+    with pytest.raises(JobError, match="its LoRA has r = 16, this job 8"):
+        parents.check_shape(parent, LoraConfig(r=8, lora_alpha=16))
+    with pytest.raises(JobError, match="give --from ADAPTER"):
+        parents.votes_since(sft.Config(data_dir=str(every_vote), new_votes=True))
+    with pytest.raises(JobError, match="no adapter named 'nobody'"):
+        parents.resolve("nobody", every_vote, parent.path, True)
+    assert sorted(a.name for a in adapters.list_adapters(every_vote)) == ["v1", "v2"]
