@@ -100,6 +100,7 @@ def test_a_default_dpo_job_teaches_the_tuned_model_to_answer_and_stop(voted, bun
     from diptych.models.engine import Engine, SamplingParams
 
     _, info = run_job(voted, "dpo", "--name", "stops", "--no-drift")
+    assert info.meta["data"]["source"] == "store" and info.meta["data"]["pairs"] == 8
     prompts = drift.held_out_prompts()
     ended = {}
     for name, adapter in (("base", None), ("tuned", info.gguf_path)):
@@ -112,12 +113,6 @@ def test_a_default_dpo_job_teaches_the_tuned_model_to_answer_and_stop(voted, bun
         assert not any("<unused" in a.text for a in answers), [a.text for a in answers]
         ended[name] = sum(a.finish_reason == "stop" for a in answers)
     assert ended["base"] <= 2 and ended["tuned"] >= 12, ended
-
-
-def test_dpo_reads_the_votes_in_the_store(voted):
-    lines, info = run_job(voted, "dpo", "--name", "from-votes", "--steps", "1", "--no-drift",
-                          "--batch-size", "2", "--max-length", "64", "--eval-size", "1")
-    assert info.meta["data"]["source"] == "store" and info.meta["data"]["pairs"] == 8
 
 
 def test_reward_model_then_grpo_with_it_on_chat_history(voted):
@@ -140,26 +135,23 @@ def wait_for_training(process) -> None:
     raise AssertionError(process.log.read()[-3000:])
 
 
-def test_sigterm_cancels_cleanly(voted):
-    process = train(voted, "dpo", "--name", "stopped", "--data", str(voted / "pairs.jsonl"),
-                    "--steps", "50", "--batch-size", "2", "--max-length", "64")
-    wait_for_training(process)
-    process.send_signal(signal.SIGTERM)
-    code, lines, err = finish(process)
+def test_sigterm_cancels_cleanly_and_sigkill_leaves_nothing_registered(voted):
+    """Two jobs at once, as the app's Cancel (SIGTERM) and a kill (SIGKILL) end them."""
+    pairs = ["--data", str(voted / "pairs.jsonl"), "--steps", "50", "--batch-size", "2",
+             "--max-length", "64"]
+    stopped = train(voted, "dpo", "--name", "stopped", *pairs)
+    killed = train(voted, "dpo", "--name", "killed", *pairs)
+    wait_for_training(stopped)
+    stopped.send_signal(signal.SIGTERM)
+    wait_for_training(killed)
+    killed.kill()
+    killed.communicate()
+    code, lines, err = finish(stopped)
     assert code == 128 + signal.SIGTERM
     assert lines[-1]["phase"] == "cancelled"
-    assert os.listdir(paths.adapters_dir(voted)) == []  # nothing registered, nothing left over
-
-
-def test_sigkill_leaves_nothing_registered(voted):
-    process = train(voted, "dpo", "--name", "killed", "--data", str(voted / "pairs.jsonl"),
-                    "--steps", "50", "--batch-size", "2", "--max-length", "64")
-    wait_for_training(process)
-    process.kill()
-    process.communicate()
     root = paths.adapters_dir(voted)
-    assert adapters.list_adapters(voted) == []
-    assert [p.name for p in root.iterdir()] == [f".partial-killed-{process.pid}"]
+    assert adapters.list_adapters(voted) == []  # nothing registered ...
+    assert [p.name for p in root.iterdir()] == [f".partial-killed-{killed.pid}"]  # ... the kill left this
     assert job.clean_stale(root) and list(root.iterdir()) == []  # what the next job does
 
 
