@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from diptych.models.adapters import AdapterInfo
+    from diptych.training.store import Store
 
 # Tests never need a display, and never reach a model hub.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -109,7 +118,7 @@ def random_lora(bundled_model, weights_cache, tmp_path_factory):
     return peft_model.eval(), tokenizer, folder
 
 
-def record_sample_vote(store: "Store", choice: str = "left", *, left: str | None = None,
+def record_sample_vote(store: Store, choice: str = "left", *, left: str | None = None,
                        right: str | None = "v1", prompt: str = "What is 2+2?",
                        system: str = "", blind: bool = True, better_text: str | None = None,
                        created_at: str | None = None) -> int:
@@ -129,3 +138,81 @@ def record_sample_vote(store: "Store", choice: str = "left", *, left: str | None
             prompt_messages=messages, n_tokens=5, ttft_s=0.05, tokens_per_s=61.5,
             finish_reason="stop"))
     return store.record_vote(*ids, choice, blind, better_text, created_at=created_at)
+
+
+# -- helpers several test files use -----------------------------------------------
+
+def write_random_lora(path, base_path, rank=8, seed=0):
+    """A GGUF LoRA on ``blk.0.attn_q`` with random A and B, shaped for the base model."""
+    import gguf
+    import numpy as np
+
+    from diptych.models import catalog
+
+    fields, table = catalog.read_header_fields(base_path)
+    n_in, n_out = next(t[1] for t in table if t[0] == "blk.0.attn_q.weight")
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), fields["general.architecture"])
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
+    # numpy shapes are the GGUF dims reversed: lora_a [n_in, r], lora_b [r, n_out]
+    writer.add_tensor("blk.0.attn_q.weight.lora_a",
+                      rng.normal(0, 0.05, (rank, n_in)).astype(np.float32))
+    writer.add_tensor("blk.0.attn_q.weight.lora_b",
+                      rng.normal(0, 0.05, (n_out, rank)).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def train(data_dir, *args) -> subprocess.Popen:
+    """``diptych train ARGS --progress jsonl`` started as the app starts it."""
+    # stderr goes to a file: a full pipe nobody reads while we wait on stdout would block the job
+    log = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "diptych", "--data-dir", str(data_dir), "train", *args,
+         "--progress", "jsonl"],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    process.log = log
+    return process
+
+
+def finish(process) -> tuple[int, list[dict], str]:
+    out, _ = process.communicate(timeout=600)
+    lines = [json.loads(line) for line in out.splitlines()]  # stdout holds JSON lines only
+    process.log.seek(0)
+    return process.returncode, lines, process.log.read()
+
+
+def run_job(data_dir, *args) -> tuple[list[dict], AdapterInfo]:
+    """A job run to its end; its progress lines and the adapter it registered."""
+    from diptych.models import adapters
+    from diptych.training import job
+
+    code, lines, err = finish(train(data_dir, *args))
+    assert code == 0, err[-3000:]
+    assert [line["phase"] for line in lines if line["phase"] not in ("train", "eval")] == \
+        ["load", "eval_before", "eval_after", "save", "done"]
+    assert all(set(job.Progress.KEYS) <= set(line) for line in lines)
+    return lines, adapters.resolve(lines[-1]["adapter"], data_dir)
+
+
+def steps(lines) -> list[dict]:
+    return [line for line in lines if line["phase"] == "train" and line["loss"] is not None]
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A data directory holding three votes."""
+    path = tmp_path / "home"
+    from diptych.training.store import Store
+
+    with Store.open(path) as store:
+        record_sample_vote(store, "right")
+        record_sample_vote(store, "better", better_text="Four.")
+        record_sample_vote(store, "tie")
+    return path

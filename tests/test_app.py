@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox, QTableView, QTableWidget
+from PySide6.QtWidgets import QMessageBox, QTableWidget
 
 from diptych.desktop.app import build_window
 
@@ -27,7 +27,7 @@ def register_lora(data_dir, name, base, seed=0):
     import json
 
     from diptych import paths
-    from test_scoring import write_random_lora
+    from conftest import write_random_lora
 
     folder = paths.adapters_dir(data_dir) / name
     folder.mkdir(parents=True)

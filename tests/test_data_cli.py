@@ -7,22 +7,9 @@ import sqlite3
 import subprocess
 import sys
 
-import pytest
-from test_store import record_sample_vote
 
 from diptych.cli import main
 from diptych.training.store import Store
-
-
-@pytest.fixture
-def home(tmp_path):
-    """A data directory holding three votes."""
-    path = tmp_path / "home"
-    with Store.open(path) as store:
-        record_sample_vote(store, "right")
-        record_sample_vote(store, "better", better_text="Four.")
-        record_sample_vote(store, "tie")
-    return path
 
 
 def diptych(*args: str) -> subprocess.CompletedProcess:

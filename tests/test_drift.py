@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_scoring import write_random_lora
+from conftest import write_random_lora
 
 from diptych import paths
 from diptych.cli import main

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_export_gguf import _kl as kl_mean
 from test_export_gguf import llama_logprobs
-from test_jobs import run_job, steps
+from conftest import run_job, steps
 
 from diptych.models import scoring
 from diptych.models.engine import Engine, SamplingParams

@@ -15,9 +15,7 @@ import textwrap
 import time
 
 import pytest
-from test_data_cli import home  # noqa: F401 - a fixture: a data dir holding three votes
-from test_jobs import finish
-from test_scoring import write_random_lora
+from conftest import finish, write_random_lora
 
 from diptych import paths
 from diptych.cli import main
@@ -344,7 +342,7 @@ def test_sampling_params_set_afterwards_are_checked_before_an_answer(bundled_mod
 # -- 6. the export is atomic ---------------------------------------------------------
 
 
-def test_export_replaces_the_file_whole(home, tmp_path, capsys):  # noqa: F811 - the fixture
+def test_export_replaces_the_file_whole(home, tmp_path, capsys):
     out = tmp_path / "votes.jsonl"
     out.write_text("old\n")
     out.chmod(0o640)
@@ -356,7 +354,7 @@ def test_export_replaces_the_file_whole(home, tmp_path, capsys):  # noqa: F811 -
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_a_failed_export_leaves_the_old_file_and_no_temporary(home, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_a_failed_export_leaves_the_old_file_and_no_temporary(home, tmp_path, capsys, monkeypatch):
     out = tmp_path / "votes.jsonl"
     out.write_text("old\n")
 
@@ -371,7 +369,7 @@ def test_a_failed_export_leaves_the_old_file_and_no_temporary(home, tmp_path, ca
 
 
 @pytest.mark.parametrize("target", ["/dev/null", "folder"])
-def test_export_refuses_a_target_that_is_not_a_regular_file(home, tmp_path, capsys, target):  # noqa: F811
+def test_export_refuses_a_target_that_is_not_a_regular_file(home, tmp_path, capsys, target):
     if target == "folder":
         target = str(tmp_path / "folder")
         os.mkdir(target)

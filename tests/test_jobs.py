@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 
 import numpy as np
+
+from conftest import finish, run_job, steps, train
 
 from diptych import paths
 from diptych.models import adapters, catalog, templates
@@ -22,38 +21,6 @@ TINY_REWARD = ["--steps", "2", "--batch-size", "2", "--max-length", "64", "--eva
 TINY = [*TINY_REWARD, "--no-drift"]
 TINY_GRPO = ["--steps", "1", "--batch-size", "2", "--num-generations", "2",
              "--max-completion-length", "12", "--eval-size", "1", "--max-prompts", "4", "--no-drift"]
-
-
-def train(data_dir, *args) -> subprocess.Popen:
-    # stderr goes to a file: a full pipe nobody reads while we wait on stdout would block the job
-    log = tempfile.TemporaryFile("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "diptych", "--data-dir", str(data_dir), "train", *args,
-         "--progress", "jsonl"],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )
-    process.log = log
-    return process
-
-
-def finish(process) -> tuple[int, list[dict], str]:
-    out, _ = process.communicate(timeout=600)
-    lines = [json.loads(line) for line in out.splitlines()]  # stdout holds JSON lines only
-    process.log.seek(0)
-    return process.returncode, lines, process.log.read()
-
-
-def run_job(data_dir, *args) -> tuple[list[dict], adapters.AdapterInfo]:
-    code, lines, err = finish(train(data_dir, *args))
-    assert code == 0, err[-3000:]
-    assert [line["phase"] for line in lines if line["phase"] not in ("train", "eval")] == \
-        ["load", "eval_before", "eval_after", "save", "done"]
-    assert all(set(job.Progress.KEYS) <= set(line) for line in lines)
-    return lines, adapters.resolve(lines[-1]["adapter"], data_dir)
-
-
-def steps(lines) -> list[dict]:
-    return [line for line in lines if line["phase"] == "train" and line["loss"] is not None]
 
 
 def last_logits(base, prompt: str, lora=None) -> np.ndarray:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from every_vote import VOTES, fill
-from test_jobs import run_job, steps
+from conftest import run_job, steps
 
 from diptych.training import kto
 from diptych.training.preferences import ImportFormatError

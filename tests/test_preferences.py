@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_store import record_sample_vote
+from conftest import record_sample_vote
 
 from diptych.training.preferences import (ImportFormatError, export_jsonl, import_jsonl,
                                           read_jsonl)

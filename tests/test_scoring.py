@@ -9,37 +9,15 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import write_random_lora
 
-from diptych.models import catalog, scoring
+from diptych.models import scoring
 from diptych.models.engine import Engine, EngineError, SamplingParams
 
 QUESTION = [{"role": "user", "content": "Name a colour of the sky."}]
 SHORT = SamplingParams(max_tokens=16, seed=11)
 MODEL_SAMPLING = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
                                 repeat_penalty=1.0, max_tokens=12, seed=5)
-
-
-def write_random_lora(path, base_path, rank=8, seed=0):
-    """A GGUF LoRA on ``blk.0.attn_q`` with random A and B, shaped for the base model."""
-    import gguf
-
-    fields, table = catalog.read_header_fields(base_path)
-    n_in, n_out = next(t[1] for t in table if t[0] == "blk.0.attn_q.weight")
-    rng = np.random.default_rng(seed)
-    writer = gguf.GGUFWriter(str(path), fields["general.architecture"])
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
-    # numpy shapes are the GGUF dims reversed: lora_a [n_in, r], lora_b [r, n_out]
-    writer.add_tensor("blk.0.attn_q.weight.lora_a",
-                      rng.normal(0, 0.05, (rank, n_in)).astype(np.float32))
-    writer.add_tensor("blk.0.attn_q.weight.lora_b",
-                      rng.normal(0, 0.05, (n_out, rank)).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 @pytest.fixture(scope="module")

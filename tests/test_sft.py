@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from every_vote import fill
-from test_jobs import run_job, steps
+from conftest import run_job, steps
 
 from diptych.models import adapters
 from diptych.training.store import Store

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PySide6.QtWidgets import QLabel
-from test_store import record_sample_vote
+from conftest import record_sample_vote
 
 from diptych.desktop.stats_view import DRIFT_COLUMNS, WINRATE_COLUMNS, StatsView
 from diptych.training.store import Store
@@ -104,7 +104,7 @@ def test_drift_table_and_the_kl_plot(qtbot, store):
 
 def test_measure_an_adapter_from_the_view(qtbot, store, data_dir, bundled_model, monkeypatch):
     from test_drift import PROMPTS, register
-    from test_scoring import write_random_lora
+    from conftest import write_random_lora
 
     from diptych.models import adapters, drift
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import record_sample_vote  # noqa: F401 - also imported from here by older tests
+from conftest import record_sample_vote
 
 from diptych.training.store import KNOWN_MIGRATIONS, Store, StoreVersionError
 
