@@ -624,6 +624,21 @@ class MainWindow(QMainWindow):
         index = self.model_picker.findData(str(path)) if path else 0
         self.model_picker.setCurrentIndex(max(index, 0))
 
+    def closeEvent(self, event) -> None:
+        """Before quitting, write the votes the database refused; while some cannot be
+        written, ask: they are never dropped without the user's word."""
+        while left := self.controller.session.flush_votes():
+            answer = QMessageBox.question(
+                self, "Votes not recorded",
+                f"{left} vote{'s' if left > 1 else ''} could not be written: the database is "
+                "locked by another program or cannot be written. Retry, or quit without "
+                f"{'them' if left > 1 else 'it'}?",
+                QMessageBox.StandardButton.Retry | QMessageBox.StandardButton.Discard,
+                QMessageBox.StandardButton.Retry)
+            if answer != QMessageBox.StandardButton.Retry:
+                break
+        super().closeEvent(event)
+
 
 def _scrolling(widget: QWidget) -> QScrollArea:
     """A tab that scrolls in a small window instead of squeezing its plots and footers."""

@@ -51,6 +51,9 @@ TASKS = {"length": "Answer in one short statement (length and format)",
          "reverse_words": "Reverse the order of a sentence's words",
          "reverse": "Reverse a sentence letter by letter (hard)"}
 PLOTS = (("loss", "loss"), ("reward", "reward / margin"), ("kl", "KL from base"))
+# Where each plot sits (row, column, rows, columns): the reward, what a GRPO user watches,
+# gets a whole row, so no title is cut in a 1280-pixel window beside the settings dock.
+PLOT_CELLS = {"loss": (0, 0, 1, 1), "kl": (0, 1, 1, 1), "reward": (1, 0, 1, 2)}
 # Spin box ranges of numeric options: (lowest, highest, step, decimals); others get a wide range.
 SPINS = {"steps": (0, 100_000, 1, 0), "lora_r": (0, 256, 1, 0), "lr": (0.0, 1.0, 1e-5, 6),
          "beta": (0.0, 10.0, 0.01, 3)}
@@ -186,7 +189,7 @@ class TrainingPanel(QWidget):
         self.plots: dict[str, pg.PlotDataItem] = {}
         self.plot_widgets: dict[str, pg.PlotWidget] = {}
         grid = QGridLayout()
-        for col, (key, title) in enumerate(PLOTS):
+        for key, title in PLOTS:
             widget = pg.PlotWidget(title=title)
             widget.setBackground("w")
             widget.setMinimumHeight(150)
@@ -202,7 +205,7 @@ class TrainingPanel(QWidget):
             self.plots[key] = widget.plot([], [], pen=pg.mkPen("#1f77b4", width=2),
                                           symbol="o", symbolSize=4)
             self.plot_widgets[key] = widget
-            grid.addWidget(widget, 0, col)
+            grid.addWidget(widget, *PLOT_CELLS[key])
         self.log = QPlainTextEdit()
         self.log.setObjectName("job-log")
         self.log.setReadOnly(True)

@@ -273,15 +273,21 @@ class Session:
             src = self.settings.template_source
             engine.template = templates.custom(src, default) if src else default
 
-    def close(self) -> None:
-        """Write the votes the store refused, if it takes them now; free the engines."""
+    def flush_votes(self) -> int:
+        """Try once more to write the votes the store refused (the app does before it
+        quits, and asks the user while some remain); returns how many are still unwritten."""
         with self._lock:
             self._keep_pending_vote()
         if self.store is not None and self.unsaved_votes:
             try:
                 self.store_queue.run(self._write_unsaved)
             except (sqlite3.Error, OSError):
-                pass  # still refused: nothing more can be done without the user
+                pass  # still refused: the caller tells the user
+        return len(self.unsaved_votes)
+
+    def close(self) -> None:
+        """Write the votes the store refused, if it takes them now; free the engines."""
+        self.flush_votes()
         for queue in (*self.queues.values(), self.store_queue):
             queue.close()
         for engine in self.engines.values():

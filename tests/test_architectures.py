@@ -210,8 +210,10 @@ def test_training_refuses_an_architecture_transformers_cannot_load(tmp_path, wei
 
 
 def test_reward_model_and_grpo_on_a_llama_base(tmp_path, weights_cache, pairs_file):
-    """The other job kinds on a non-Gemma base; GRPO with TRL's own generation
-    (``--sampler transformers``), the path a CUDA machine takes, and with llama.cpp's."""
+    """The other job kinds on a non-Gemma base: a reward model trained on the votes in the
+    store, then GRPO with TRL's own generation (``--sampler transformers``, the path a CUDA
+    machine takes) on a task, and with llama.cpp's, scored by that reward model, on the
+    prompts of the chat history."""
     from diptych.cli import main
     from diptych.models import adapters
     from diptych.training.grpo import Config, choose_sampler
@@ -219,17 +221,26 @@ def test_reward_model_and_grpo_on_a_llama_base(tmp_path, weights_cache, pairs_fi
     assert choose_sampler(Config(), cuda=True) == "transformers"
     path = tiny_models.build("llama", tmp_path / "tiny.gguf")
     home = tmp_path / "home"
+    assert main(["--data-dir", str(home), "data", "import", str(pairs_file)]) == 0
     base = ["--data-dir", str(home), "train"]
-    assert main([*base, "reward", "--model", str(path), "--name", "judge", "--data", str(pairs_file),
+    assert main([*base, "reward", "--model", str(path), "--name", "judge",
                  "--steps", "1", "--batch-size", "2", "--eval-size", "1"]) == 0
-    grpo = ["grpo", "--model", str(path), "--task", "length", "--steps", "1", "--max-prompts", "2",
+    judge = adapters.resolve("judge", home)
+    assert judge.kind == "reward" and judge.gguf_path is None
+    assert judge.meta["data"]["source"] == "store"
+    assert judge.meta["metrics"]["after"]["pair_accuracy"] is not None
+    assert (judge.path / "adapter_model.safetensors").is_file()
+    grpo = ["grpo", "--model", str(path), "--steps", "1", "--max-prompts", "2",
             "--num-generations", "2", "--max-completion-length", "6", "--batch-size", "2",
             "--eval-size", "1", "--no-drift"]
-    for sampler in ("transformers", "llama.cpp"):
-        assert main([*base, *grpo, "--name", f"g-{sampler}", "--sampler", sampler]) == 0
+    rewards = {"transformers": ["--task", "length"],
+               "llama.cpp": ["--reward-model", "judge", "--prompts-from", "history"]}
+    for sampler, reward in rewards.items():
+        assert main([*base, *grpo, *reward, "--name", f"g-{sampler}", "--sampler", sampler]) == 0
         info = adapters.resolve(f"g-{sampler}", home)
         assert info.meta["data"]["sampler"] == sampler and info.gguf_path.is_file()
-    assert adapters.resolve("judge", home).kind == "reward"
+    data = adapters.resolve("g-llama.cpp", home).meta["data"]
+    assert data["reward"] == "judge" and data["source"] == "history"
 
 
 def test_answers_stop_at_the_files_end_of_turn_token(tmp_path, weights_cache):

@@ -92,6 +92,31 @@ def test_a_vote_while_another_process_holds_the_write_lock(qtbot, window, data_d
     assert len(votes) == 1 and votes[0]["choice"] == "left"
 
 
+def test_quitting_with_a_refused_vote_asks_before_losing_it(qtbot, window, data_dir, monkeypatch):
+    """The database stays locked until the user quits: the app asks, and Retry writes it."""
+    send(qtbot, window, "Name a fruit.")
+    wait_idle(qtbot, window)
+    window.controller.session.store.db.execute("PRAGMA busy_timeout = 200")
+    other = sqlite3.connect(paths.db_path(data_dir), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with qtbot.waitSignal(window.controller.vote_failed, timeout=5_000):
+        window.vote_bar.buttons["right"].click()
+    asked = []
+
+    def question(parent, title, text, buttons, default):
+        asked.append(text)
+        if len(asked) == 1:  # still locked: the user retries after closing the other program
+            other.rollback()
+            other.close()
+        return QMessageBox.StandardButton.Retry
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    window.close()
+    assert len(asked) == 1 and "1 vote could not be written" in asked[0]
+    votes = window.store.votes()
+    assert len(votes) == 1 and votes[0]["choice"] == "right"
+
+
 def test_scoring_while_switching_adapters(qtbot, window):
     """The switch waits for the scoring on that engine instead of failing as busy."""
     send(qtbot, window, "Say hello.")
