@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 from typing import TYPE_CHECKING
 
 import pytest
@@ -216,3 +217,35 @@ def home(tmp_path):
         record_sample_vote(store, "better", better_text="Four.")
         record_sample_vote(store, "tie")
     return path
+
+
+# ``python -c OFFLINE LOG ARGS...`` runs ``diptych ARGS`` and writes each name lookup or
+# connection to a host other than this machine into LOG: jobs must make none.
+OFFLINE = textwrap.dedent("""
+    import socket, sys
+
+    LOCAL = {None, "", "localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
+    log = open(sys.argv[1], "a", encoding="utf-8", buffering=1)
+
+    def local_address(address):
+        return isinstance(address, (str, bytes)) or (isinstance(address, tuple) and address[0] in LOCAL)
+
+    def hook(event, args):
+        if event == "socket.getaddrinfo" and args[0] not in LOCAL:
+            log.write(f"getaddrinfo {args[0]!r} {args[1]!r}\\n")
+        elif event == "socket.connect":
+            sock, address = args
+            if sock.family != getattr(socket, "AF_UNIX", None) and not local_address(address):
+                log.write(f"connect {address!r}\\n")
+
+    sys.addaudithook(hook)
+    sys.argv = ["diptych", *sys.argv[2:]]
+    from diptych.cli import main
+    sys.exit(main())
+""")
+
+
+def users_environment() -> dict:
+    """This process's environment without what the tests set for the hub: as a user's shell."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("HF_", "TRANSFORMERS_")) and k != "CI"}

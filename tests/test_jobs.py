@@ -20,7 +20,6 @@ from diptych.training import job
 TINY = ["--steps", "2", "--batch-size", "2", "--max-length", "64", "--eval-size", "2", "--no-drift"]
 
 
-
 def last_logits(base, prompt: str, lora=None) -> np.ndarray:
     from llama_cpp import Llama
 

@@ -3,7 +3,8 @@
 - Its two set-up commands are the ones CI runs (``.ci/run``).
 - Every other command line in a ``bash`` block runs, in order, in one data folder that
   holds a few votes, on the bundled model, with tiny sizes appended (a later value of an
-  option wins in argparse, so the printed command is what runs, only smaller).
+  option wins in argparse, so the printed command is what runs, only smaller), in a
+  user's environment, and none of them contacts any host.
 - Every option the CLI synopsis and the prose show exists on the command they show it on,
   commands for several GPUs included; the benchmarks it names start.
 """
@@ -11,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import subprocess
@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import OFFLINE, users_environment
 
 from diptych.cli import build_parser
 
@@ -82,12 +83,16 @@ def _tiny(argv: list[str]) -> list[str]:
 
 
 @pytest.mark.skipif(not COMMANDS, reason="the README shows no commands beyond set-up")
-def test_every_command_runs_as_printed(voted):
-    env = os.environ | {"DIPTYCH_HOME": str(voted)}
+def test_every_command_runs_as_printed_and_offline(voted, tmp_path):
+    """In a user's environment (no hub variables set), and no command looks up or
+    connects to any host (TRL's trainers send telemetry unless told not to)."""
+    network = tmp_path / "network.log"
+    network.write_text("")
+    env = users_environment() | {"DIPTYCH_HOME": str(voted)}
     for line in COMMANDS:
         words = shlex.split(line)
         if words[0] == "diptych":
-            argv = [sys.executable, "-m", "diptych", *_tiny(words[1:])]
+            argv = [sys.executable, "-c", OFFLINE, str(network), *_tiny(words[1:])]
         elif words[:2] == ["accelerate", "launch"]:
             argv = [sys.executable, "-m", "accelerate.commands.launch", *words[2:]]
             at = argv.index("diptych") + 1
@@ -96,6 +101,7 @@ def test_every_command_runs_as_printed(voted):
             pytest.fail(f"the README shows a command this test does not know how to run: {line}")
         result = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
         assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
+        assert network.read_text() == "", line
 
 
 def _options_on(parser: argparse.ArgumentParser) -> set[str]:
