@@ -193,6 +193,7 @@ class TrainingPanel(QWidget):
             widget = pg.PlotWidget(title=title)
             widget.setBackground("w")
             widget.setMinimumHeight(150)
+            widget.setMaximumHeight(210)  # both rows and the log below fit a 800-pixel window
             widget.showGrid(x=True, y=True, alpha=0.3)
             if key == "reward":  # GRPO: the spread within groups, and the held-out reward
                 widget.addLegend(offset=(5, 5), labelTextSize="8pt")
