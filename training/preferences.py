@@ -49,7 +49,7 @@ import stat
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable, Iterator
 
 from . import staged_import
 from .store import CHOICES, ROLES, SIDES, Store, now
@@ -400,18 +400,17 @@ def _loads(text: str):
                       parse_int=_sqlite_int)
 
 
-def _parse(path: str | Path) -> tuple[list[dict], list[tuple[int, dict]]]:
-    """Every line parsed and checked, then the votes they make (with each vote's last line)."""
-    records, groups, last_line = [], defaultdict(list), {}
-    imported_at = now()
+def checked_lines(path: str | Path, check: Callable) -> Iterator[tuple[int, dict]]:
+    """Each non-blank line of a JSON lines file with its number, parsed (standard numbers
+    only) and passed through ``check`` (which raises _Problem); ImportFormatError names the
+    first line that fails. Both exchange formats read their files through this."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
                 text = raw.decode("utf-8")
                 if not text.strip():
                     continue
-                record = _complete_plain_pair(_loads(text), imported_at)
-                check_record(record)
+                record = check(_loads(text))
             except UnicodeDecodeError:
                 raise ImportFormatError(number, "not UTF-8 text") from None
             except RecursionError:
@@ -420,9 +419,23 @@ def _parse(path: str | Path) -> tuple[list[dict], list[tuple[int, dict]]]:
                 raise ImportFormatError(number, f"not valid JSON ({exc.msg}, column {exc.colno})") from None
             except _Problem as exc:
                 raise ImportFormatError(number, str(exc)) from None
-            records.append(record)
-            groups[record["vote_uid"]].append((number, record))
-            last_line[record["vote_uid"]] = number
+            yield number, record
+
+
+def _parse(path: str | Path) -> tuple[list[dict], list[tuple[int, dict]]]:
+    """Every line parsed and checked, then the votes they make (with each vote's last line)."""
+    records, groups, last_line = [], defaultdict(list), {}
+    imported_at = now()
+
+    def check(obj):
+        record = _complete_plain_pair(obj, imported_at)
+        check_record(record)
+        return record
+
+    for number, record in checked_lines(path, check):
+        records.append(record)
+        groups[record["vote_uid"]].append((number, record))
+        last_line[record["vote_uid"]] = number
     votes = []
     for uid, lines in groups.items():
         try:

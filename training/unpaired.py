@@ -180,23 +180,8 @@ def _vote_pairs(group: list[tuple[int, dict]]) -> list[dict]:
 
 def read_jsonl(path: str | Path, label_required: bool = True) -> list[dict]:
     """Every line of an unpaired file, checked whole first (ImportFormatError names the line)."""
-    out = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-                if not text.strip():
-                    continue
-                out.append(check_line(prefs._loads(text), label_required))
-            except UnicodeDecodeError:
-                raise prefs.ImportFormatError(number, "not UTF-8 text") from None
-            except RecursionError:
-                raise prefs.ImportFormatError(number, "nested too deeply to read") from None
-            except json.JSONDecodeError as exc:
-                raise prefs.ImportFormatError(number, f"not valid JSON ({exc.msg}, column {exc.colno})") from None
-            except prefs._Problem as exc:
-                raise prefs.ImportFormatError(number, str(exc)) from None
-    return out
+    return [record for _, record in
+            prefs.checked_lines(path, lambda obj: check_line(obj, label_required))]
 
 
 # -- import ---------------------------------------------------------------------------
