@@ -396,13 +396,6 @@ def _no_space(exc: BaseException, root: Path) -> str | None:
             "nothing was kept: free some space and run the job again")
 
 
-def usage_errors() -> tuple:
-    from .export_gguf import ExportError
-    from .preferences import ImportFormatError
-
-    return JobError, catalog.ModelFileError, ExportError, ImportFormatError
-
-
 def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bool | None = None) -> int:
     """Run ``train(job)`` as a job and register its adapter; returns the exit code.
 
@@ -459,7 +452,7 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
         return 128 + exc.signum
     except Exception as exc:
         full = _no_space(exc, root)
-        if isinstance(exc, (UserError, *usage_errors())) or full:
+        if isinstance(exc, UserError) or full:
             progress("error", error=full or one_line(exc))
             return EXIT_USAGE
         traceback.print_exc(file=sys.stderr)  # a crash: the details on stderr, one line for the app

@@ -38,13 +38,14 @@ def register(subparsers) -> None:
 
 
 def run(kind: job_kinds.Kind, args) -> int:
+    from diptych.models.errors import UserError
     from diptych.training import job
 
     cfg = job_kinds.config_from(kind, vars(args))
     if getattr(cfg, "dry_run", False) and kind.dry_run is not None:
         try:
             return kind.dry_run(cfg)
-        except job.usage_errors() as exc:
+        except UserError as exc:  # a bad reward file, prompts file or model
             if cfg.progress == "jsonl":  # the app reads errors from stdout too
                 print(json.dumps({"phase": "error", "error": str(exc)}), flush=True)
             print(f"diptych train: error: {exc}", file=sys.stderr)
