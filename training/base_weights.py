@@ -32,12 +32,14 @@ import json
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 try:
     import fcntl
 except ImportError:  # Windows: conversions are not serialised, each still lands whole
     fcntl = None
+import gguf
 import platformdirs
 import torch
 import transformers
@@ -155,6 +157,28 @@ def ensure_cached(gguf_path: str | os.PathLike) -> Path:
     return target
 
 
+@contextmanager
+def _one_reader(gguf_path: Path):
+    """While converting, every ``gguf.GGUFReader(gguf_path)`` gets one shared reader.
+
+    transformers reads the file's header three times (config, tokenizer, weights), and
+    gguf-py builds each of a large vocabulary's 262,144 strings as its own field part: for
+    the bundled model that is about 9 s a read. The reader is read-only (a memory map), so
+    sharing it changes nothing but the time."""
+    real = gguf.GGUFReader
+    shared = real(gguf_path)
+
+    def reader(path, *args, **kwargs):
+        same = not args and not kwargs and Path(path).resolve() == gguf_path
+        return shared if same else real(path, *args, **kwargs)
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
+
+
 def _convert(gguf_path: Path, target: Path, arch: str, problem: str | None) -> None:
     gguf_hash = target.name
     clean_leftovers(target.parent)
@@ -171,15 +195,16 @@ def _convert(gguf_path: Path, target: Path, arch: str, problem: str | None) -> N
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-            # GGUF-loaded models are marked quantized and refuse save_pretrained. Asking for a
-            # dense model (dequantize=True) makes transformers drop that mark after loading, so
-            # the model saves like any other. It also keeps the weights trainable on machines
-            # where transformers would otherwise keep them packed in GGUF blocks.
-            model = AutoModelForCausalLM.from_pretrained(
-                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
-                quantization_config=GgufConfig(dequantize=True),
-            )
+            with _one_reader(gguf_path):
+                tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+                # GGUF-loaded models are marked quantized and refuse save_pretrained. Asking for a
+                # dense model (dequantize=True) makes transformers drop that mark after loading, so
+                # the model saves like any other. It also keeps the weights trainable on machines
+                # where transformers would otherwise keep them packed in GGUF blocks.
+                model = AutoModelForCausalLM.from_pretrained(
+                    gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
+                    quantization_config=GgufConfig(dequantize=True),
+                )
         except (ValueError, NotImplementedError, KeyError) as exc:  # an architecture it lacks
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise catalog.ModelFileError(
