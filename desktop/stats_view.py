@@ -38,8 +38,10 @@ from PySide6.QtWidgets import (
 
 from diptych.models import adapters as registry
 from diptych.models import drift
+from diptych.training import lineage
 from diptych.training.store import BASE, Store
-from diptych.training.winrates import AdapterWinrate, Rating, adapter_winrates, ratings
+from diptych.training.winrates import (AdapterWinrate, Rating, adapter_winrates, parent_winrates,
+                                       ratings)
 
 from .workers import run_op
 
@@ -57,6 +59,11 @@ RATINGS_NOTE = (
 WINRATE_COLUMNS = ("Adapter", "Votes", "Wins", "Losses", "Ties", "Both bad", "Your answer",
                    "Win rate", "95% interval", "First vote")
 RATING_COLUMNS = ("Model", "Rating", "95% interval", "Games")
+VERSION_COLUMNS = ("Version", "Lineage", "Against base", "Against parent", "Votes with parent")
+VERSIONS_NOTE = (
+    "Adapters trained with “Continue…” (--from) and the versions they continue. “Against "
+    "parent” counts the votes between a version and its parent: pick the parent in one pane "
+    "and the version in the other to cast them. Ties count half, as above.")
 DRIFT_COLUMNS = ("Adapter", "Kind", "KL, held-out", "KL, your prompts", "Measured")
 DRIFT_NOTE = (
     f"Mean KL(tuned ‖ base) per token, in nats, along answers the tuned model samples "
@@ -130,6 +137,8 @@ class StatsView(QWidget):
         self.adapters: list[AdapterInfo] = []  # those llama.cpp can run, newest first
         self.measuring: str | None = None
         self.aliases: dict[str, str] = {}  # an adapter's former names -> its name now
+        self.parents: dict[str, str] = {}  # version -> the adapter it continues
+        self.versus_parent: list[AdapterWinrate] = []
         self._generation = 0  # drops ratings that a newer refresh has overtaken
 
         explainer = QLabel(HOW_TIES_COUNT, objectName="ties-note")
@@ -187,8 +196,18 @@ class StatsView(QWidget):
         box.addLayout(actions)
         box.addStretch(1)
 
+        self.versions_box = QGroupBox("Versions")
+        self.versions_table = _table(VERSION_COLUMNS, "versions-table")
+        versions_note = QLabel(VERSIONS_NOTE, objectName="versions-note")
+        versions_note.setWordWrap(True)
+        box = QVBoxLayout(self.versions_box)
+        box.addWidget(versions_note)
+        box.addWidget(self.versions_table)
+        self.versions_box.hide()  # until an adapter continues another
+
         left_column = QVBoxLayout()
         left_column.addWidget(against_base)
+        left_column.addWidget(self.versions_box)
         left_column.addWidget(drift_box)
         tables = QHBoxLayout()
         tables.addLayout(left_column, 3)
@@ -209,7 +228,9 @@ class StatsView(QWidget):
         bootstrap is done (``ratings_updated``)."""
         votes = [self._current_names(vote) for vote in self.store.votes()]
         self.winrates = adapter_winrates(votes)
+        self.versus_parent = parent_winrates(votes, self.parents)
         self._show_winrates()
+        self._show_versions()
         self._plot_winrates()
         self._plot_kl()
         self._generation += 1
@@ -234,9 +255,12 @@ class StatsView(QWidget):
         infos = list(infos)
         self.adapters = [info for info in infos if info.gguf_path is not None]
         aliases = {old: info.name for info in infos for old in registry.names(info)[1:]}
-        if aliases != self.aliases:
-            self.aliases = aliases
+        parents = lineage.parents(infos)
+        if aliases != self.aliases or parents != self.parents:
+            self.aliases, self.parents = aliases, parents
             self.refresh()
+        else:
+            self._show_versions()
         self._show_drift()
         self.set_kl({info.name: kl for info in self.adapters
                      if (kl := registry.drift_kl(info)) is not None})
@@ -275,6 +299,25 @@ class StatsView(QWidget):
         self.empty_note.setVisible(not rows)
         self.winrate_table.setVisible(bool(rows))
         self.winrate_plot.setVisible(bool(rows))  # an empty plot says less than the note
+
+    def _show_versions(self) -> None:
+        """Each version's lineage, its win rate against the base and against its parent."""
+        against_base = {w.adapter: w for w in self.winrates}
+        against_parent = {w.adapter: w for w in self.versus_parent}
+
+        def rate(w: AdapterWinrate | None) -> str:
+            if w is None or w.win_rate is None:
+                return "no votes yet"
+            return f"{w.win_rate:.0%} ({w.low:.0%} – {w.high:.0%})"
+
+        rows = []
+        chains = {name: lineage.chain(name, self.parents) for name in self.parents}
+        for name in sorted(chains, key=chains.get):
+            w = against_parent.get(name)
+            rows.append([name, " → ".join(chains[name]), rate(against_base.get(name)), rate(w),
+                         str(w.wins + w.losses + w.ties if w else 0)])
+        _fill(self.versions_table, rows, numbers=range(2, 5))
+        self.versions_box.setVisible(bool(rows))
 
     def _show_ratings(self, result: tuple[int, list[Rating]]) -> None:
         generation, rated = result

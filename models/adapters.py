@@ -107,7 +107,8 @@ _TOP_FIELDS = {"name": (str, "a string"), "kind": (str, "a string"),
                "created_at": (_is_time, "an ISO 8601 time"), "gguf": (str, "a string"),
                "metrics": (dict, "an object"), "drift": (dict, "an object"),
                "base": (dict, "an object"), "config": (dict, "an object"),
-               "data": (dict, "an object"), "versions": (dict, "an object")}
+               "data": (dict, "an object"), "versions": (dict, "an object"),
+               "parent": (dict, "an object")}
 _METRIC_KEYS = ("reward", "pair_accuracy", "kl")  # numbers key_metric() shows
 
 
@@ -149,11 +150,13 @@ def _sound_meta(meta: dict) -> tuple[dict, list[str]]:
                 drop(drift, name, f"drift.{name}.kl", "a number")
             elif d.get("measured_at") is not None and not isinstance(d["measured_at"], str):
                 drop(drift, name, f"drift.{name}.measured_at", "a string")
-    if "base" in meta:
-        meta["base"] = base = dict(meta["base"])
-        for key in ("name", "path", "sha256"):
-            if base.get(key) is not None and not isinstance(base[key], str):
-                drop(base, key, f"base.{key}", "a string")
+    for field_name, keys in (("base", ("name", "path", "sha256")),
+                             ("parent", ("name", "path", "created_at", "kind"))):
+        if field_name in meta:
+            meta[field_name] = record = dict(meta[field_name])
+            for key in keys:
+                if record.get(key) is not None and not isinstance(record[key], str):
+                    drop(record, key, f"{field_name}.{key}", "a string")
     return meta, problems
 
 

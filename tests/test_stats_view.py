@@ -153,3 +153,27 @@ def test_a_renamed_adapter_keeps_its_votes(qtbot, store):
     with qtbot.waitSignal(view.ratings_updated, timeout=5000):
         view.set_adapters([renamed])
     assert [(w.adapter, w.wins) for w in view.winrates] == [("v1-final", 1)]
+
+
+def test_versions_show_their_lineage_and_win_rate_against_the_parent(qtbot, store):
+    from diptych.desktop.stats_view import VERSION_COLUMNS
+
+    for choice in ("left", "left", "left", "right", "tie"):  # v2 (left) against its parent v1
+        record_sample_vote(store, choice, left="v2", right="v1")
+    record_sample_vote(store, "right", right="v2")  # v2 against the base
+    view = make_view(qtbot, store)
+    assert view.versions_box.isHidden()  # no adapter continues another yet
+    v1 = fake_adapter("v1")
+    v1.meta["former_names"] = ["first"]
+    v2 = fake_adapter("v2")
+    v2.meta["parent"] = {"name": "first", "created_at": "2026-11-01T00:00:00+00:00"}  # renamed since
+    v3 = fake_adapter("v3")
+    v3.meta["parent"] = {"name": "v2"}
+    with qtbot.waitSignal(view.ratings_updated, timeout=5000):
+        view.set_adapters([v3, v2, v1])
+    table = view.versions_table
+    rows = [[table.item(r, c).text() for c in range(len(VERSION_COLUMNS))] for r in range(table.rowCount())]
+    low, high = wilson(3.5, 5)
+    assert rows == [["v2", "v1 → v2", "100% (21% – 100%)", f"70% ({low:.0%} – {high:.0%})", "5"],
+                    ["v3", "v1 → v2 → v3", "no votes yet", "no votes yet", "0"]]
+    assert not view.versions_box.isHidden()

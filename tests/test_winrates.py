@@ -9,7 +9,7 @@ import pytest
 from conftest import record_sample_vote
 
 from diptych.training.store import Store
-from diptych.training.winrates import adapter_winrates, ratings, summary, wilson
+from diptych.training.winrates import adapter_winrates, parent_winrates, ratings, summary, wilson
 
 
 def vote(choice: str, left: str | None = None, right: str | None = "v1", day: int = 1) -> dict:
@@ -74,4 +74,40 @@ def test_summary_is_json_ready(tmp_path):
         report = json.loads(json.dumps(summary(store, resamples=20)))
     assert report["counts"]["votes"] == 2
     assert report["adapters"][0]["adapter"] == "v1" and report["adapters"][0]["win_rate"] == 0.75
+    assert report["versus_parent"] == []
     assert {r["model"] for r in report["ratings"]} == {"base", "v1"}
+
+
+def test_each_version_against_its_parent():
+    parents = {"v2": "v1", "v3": "v2"}
+    votes = ([vote("left", left="v2", right="v1")] * 3 + [vote("right", left="v2", right="v1")]
+             + [vote("tie", left="v1", right="v2"), vote("both_bad", left="v1", right="v2")]
+             + [vote("left", left="v3", right="v1")] * 5  # v3 against its grandparent: not counted
+             + [vote("right", left="v2", right="v3", day=2)] * 2
+             + [vote("right", right="v2")] * 4)  # against the base: the other table
+    v2, v3 = parent_winrates(votes, parents)
+    assert (v2.adapter, v2.wins, v2.losses, v2.ties, v2.both_bad) == ("v2", 3, 1, 1, 1)
+    assert v2.win_rate == pytest.approx(3.5 / 5) and (v2.low, v2.high) == pytest.approx(wilson(3.5, 5))
+    assert (v3.adapter, v3.wins, v3.losses) == ("v3", 2, 0)
+    assert parent_winrates(votes, {}) == []
+    assert [w.adapter for w in adapter_winrates(votes)] == ["v2"]
+
+
+def test_parents_follow_renames_and_chains_stop_at_a_loop():
+    from types import SimpleNamespace
+
+    from diptych.training.lineage import chain, parents
+
+    def info(name, parent=None, former=()):
+        meta = {"former_names": list(former)}
+        if parent is not None:
+            meta["parent"] = parent
+        return SimpleNamespace(name=name, meta=meta)
+
+    infos = [info("v1-renamed", former=["v1"]), info("v2", {"name": "v1"}),
+             info("v3", {"name": "v2"}), info("orphan", {"name": "deleted-one"}),
+             info("odd", "not an object"), info("odder", {"name": 7})]
+    found = parents(infos)
+    assert found == {"v2": "v1-renamed", "v3": "v2", "orphan": "deleted-one"}
+    assert chain("v3", found) == ["v1-renamed", "v2", "v3"]
+    assert chain("a", {"a": "b", "b": "a"}) == ["b", "a"]

@@ -12,7 +12,7 @@ def lineage(info: adapters.AdapterInfo, data_dir=None) -> list[str]:
     by the name it had, and ends the walk)."""
     chain, seen = [info.name], {info.name}
     current = info
-    while (parent := (current.meta or {}).get("parent")) and parent.get("name") not in seen:
+    while (parent := _parent(current)) and parent["name"] not in seen:
         chain.append(parent["name"])
         seen.add(parent["name"])
         try:
@@ -22,3 +22,26 @@ def lineage(info: adapters.AdapterInfo, data_dir=None) -> list[str]:
         if current.created_at != parent.get("created_at"):  # another adapter took the name
             break
     return chain[::-1]
+
+
+def _parent(info: adapters.AdapterInfo) -> dict | None:
+    """The parent record meta.json holds, if it names one."""
+    parent = (info.meta or {}).get("parent")
+    return parent if isinstance(parent, dict) and isinstance(parent.get("name"), str) else None
+
+
+def parents(infos: list[adapters.AdapterInfo]) -> dict[str, str]:
+    """Each adapter that continues another -> its parent, under the name the parent has
+    now (votes cast before a rename count under the new name; a deleted parent keeps the
+    name it had, which its votes still carry)."""
+    current = {old: info.name for info in infos for old in adapters.names(info)}
+    return {info.name: current.get(parent["name"], parent["name"])
+            for info in infos if (parent := _parent(info))}
+
+
+def chain(name: str, parents: dict[str, str]) -> list[str]:
+    """``name``'s lineage, first ancestor first, from a ``parents`` map (no disk access)."""
+    names = [name]
+    while (parent := parents.get(names[-1])) and parent not in names:
+        names.append(parent)
+    return names[::-1]

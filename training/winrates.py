@@ -8,6 +8,8 @@ Two views, both computed from ``Store.votes()`` rows (deleted votes excluded):
   the rate, but counted. The 95% interval is the Wilson score interval, which stays
   inside [0, 1] and behaves with few votes. Sorted by each adapter's first vote, so the
   list is also the time series across adapter versions.
+- ``parent_winrates``: the same count for each adapter that continues another (``--from``)
+  against that parent: whether a round improved on the version it started from.
 - ``ratings``: Bradley-Terry strengths of every model that met another (the base and
   each adapter; a response's identity is its adapter name, or ``base``), fitted with
   Hunter's MM algorithm on left/right wins and ties (again half a win each), shown on
@@ -67,15 +69,21 @@ def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
     return max(0.0, center - half), min(1.0, center + half)
 
 
-def adapter_winrates(votes: list[dict]) -> list[AdapterWinrate]:
-    """Each adapter against the base, in the order the adapters first met the user."""
+def _tally(votes: list[dict], opponent_of: dict[str, str] | None) -> list[AdapterWinrate]:
+    """Each adapter's votes against its opponent: the base (``opponent_of`` None), else the
+    model ``opponent_of`` names for it (votes where any other two met are left out)."""
     table: dict[str, AdapterWinrate] = {}
     for vote in votes:
         sides = {identity(vote["left"]): "left", identity(vote["right"]): "right"}
-        adapters = [name for name in sides if name != BASE]
-        if BASE not in sides or len(adapters) != 1:
-            continue  # not tuned against base
-        adapter = adapters[0]
+        if len(sides) != 2:
+            continue  # a model against itself
+        a, b = sides
+        if opponent_of is None:
+            adapter = b if a == BASE else a if b == BASE else None
+        else:
+            adapter = a if opponent_of.get(a) == b else b if opponent_of.get(b) == a else None
+        if adapter is None:
+            continue
         row = table.setdefault(adapter, AdapterWinrate(adapter, vote["created_at"], vote["created_at"]))
         row.first_vote_at = min(row.first_vote_at, vote["created_at"])
         row.last_vote_at = max(row.last_vote_at, vote["created_at"])
@@ -97,6 +105,17 @@ def adapter_winrates(votes: list[dict]) -> list[AdapterWinrate]:
             row.win_rate = (row.wins + row.ties / 2) / n
             row.low, row.high = wilson(row.wins + row.ties / 2, n)
     return sorted(table.values(), key=lambda r: (r.first_vote_at, r.adapter))
+
+
+def adapter_winrates(votes: list[dict]) -> list[AdapterWinrate]:
+    """Each adapter against the base, in the order the adapters first met the user."""
+    return _tally(votes, None)
+
+
+def parent_winrates(votes: list[dict], parents: dict[str, str]) -> list[AdapterWinrate]:
+    """Each version against the adapter it continues (``parents``: adapter -> parent, see
+    ``lineage.parents``), from the votes where the two met: did the round help?"""
+    return _tally(votes, parents)
 
 
 def _games(votes: list[dict]) -> tuple[list[str], np.ndarray]:
@@ -157,11 +176,14 @@ def ratings(votes: list[dict], resamples: int = 200, seed: int = 0) -> list[Rati
     return sorted(result, key=lambda r: -r.rating)
 
 
-def summary(store: Store, resamples: int = 200) -> dict:
-    """Counts, per-adapter win rates and ratings as one JSON-ready dict."""
+def summary(store: Store, resamples: int = 200, parents: dict[str, str] | None = None) -> dict:
+    """Counts, per-adapter win rates (against the base, and against the parent for the
+    adapters in ``parents``) and ratings as one JSON-ready dict."""
     votes = store.votes()
     return {
         "counts": store.pair_counts(),
         "adapters": [asdict(row) for row in adapter_winrates(votes)],
+        "versus_parent": [{"parent": (parents or {})[row.adapter], **asdict(row)}
+                          for row in parent_winrates(votes, parents or {})],
         "ratings": [asdict(row) for row in ratings(votes, resamples=resamples)],
     }

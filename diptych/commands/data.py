@@ -1,7 +1,7 @@
 """``diptych data``: look at, export and import the votes.
 
 - ``diptych data stats [--json]``: vote counts, each adapter's win rate against the
-  base, Bradley-Terry ratings.
+  base and (for a version made with ``--from``) against its parent, Bradley-Terry ratings.
 - ``diptych data export [--out FILE] [--include-ties]``: preference pairs as JSON lines
   (TRL's conversational format), to stdout unless ``--out``.
 - ``diptych data export --format unpaired [--ties skip|desirable]``: every vote as
@@ -71,7 +71,7 @@ def _run(args, action) -> int:
 def _stats(store, args) -> int:
     from diptych.training.winrates import summary
 
-    report = summary(store)
+    report = summary(store, parents=_parents(args.data_dir))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -79,19 +79,39 @@ def _stats(store, args) -> int:
     print(f"{counts['votes']} votes: {counts['left']} left, {counts['right']} right, "
           f"{counts['better']} better answers, {counts['tie']} ties, {counts['both_bad']} both bad")
     print(f"{counts['pairs']} preference pairs for training")
-    if report["adapters"]:
-        print("\nadapter vs base        wins losses ties  win rate (95% CI)      first vote")
-        for row in report["adapters"]:
-            rate = ("-" if row["win_rate"] is None else
-                    f"{row['win_rate']:.0%} ({row['low']:.0%}-{row['high']:.0%})")
-            print(f"{row['adapter']:<22} {row['wins']:>4} {row['losses']:>6} {row['ties']:>4}  "
-                  f"{rate:<22} {row['first_vote_at'][:16]}")
+    _winrate_table("adapter vs base", "first vote", report["adapters"],
+                   lambda row: row["first_vote_at"][:16])
+    _winrate_table("version vs parent", "parent", report["versus_parent"],
+                   lambda row: row["parent"])
     if report["ratings"]:
         print("\nrating (Elo scale, base = 0)   95% CI          games")
         for row in report["ratings"]:
             print(f"{row['model']:<22} {row['rating']:>+7.0f}  "
                   f"[{row['low']:+.0f}, {row['high']:+.0f}]{'':<6} {row['games']:>5}")
     return 0
+
+
+def _winrate_table(title: str, last: str, rows: list[dict], last_value) -> None:
+    if not rows:
+        return
+    print(f"\n{title:<22} wins losses ties  win rate (95% CI)      {last}")
+    for row in rows:
+        rate = ("-" if row["win_rate"] is None else
+                f"{row['win_rate']:.0%} ({row['low']:.0%}-{row['high']:.0%})")
+        print(f"{row['adapter']:<22} {row['wins']:>4} {row['losses']:>6} {row['ties']:>4}  "
+              f"{rate:<22} {last_value(row)}")
+
+
+def _parents(data_dir) -> dict[str, str]:
+    """Which adapter each version continues (none where the adapters folder cannot be made:
+    a read-only data folder without one has no adapters)."""
+    from diptych.models import adapters
+    from diptych.training.lineage import parents
+
+    try:
+        return parents(adapters.list_adapters(data_dir))
+    except OSError:
+        return {}
 
 
 def _export(store, args) -> int:
