@@ -292,7 +292,7 @@ class TrainingPanel(QWidget):
                 widget.addItem("default", None)
                 for choice in option.choices or ():
                     widget.addItem(choice, choice)
-                widget.currentIndexChanged.connect(self.refresh_counts)  # e.g. KTO: what ties give
+            widget.currentIndexChanged.connect(self.refresh_counts)  # KTO's ties; --from's votes since
         elif widget_kind == "check":
             widget = QCheckBox()
             widget.toggled.connect(self.refresh_counts)  # e.g. SFT: also the chosen answers
@@ -368,9 +368,13 @@ class TrainingPanel(QWidget):
             self.vote_counts.setText("Your votes give " + " · ".join(parts))
         if counts is not None and data == "store":
             ties, chosen = self.fields.get("ties"), self.fields.get("chosen")
+            parent, since = self._votes_since()
             text = job_kinds.describe_count(
-                kind, counts, ties=ties.currentData() if ties is not None else None,
+                kind, self.store.pair_counts(since) if since else counts,
+                ties=ties.currentData() if ties is not None else None,
                 chosen=chosen.isChecked() if chosen is not None else None)
+            if since:
+                text += f" from the votes since {parent} was made"
             n = int(text.split()[0]) if text[:1].isdigit() else 0
             if n >= 5:
                 text += f"; {max(1, round(n / 5))} held out to evaluate"
@@ -381,6 +385,15 @@ class TrainingPanel(QWidget):
         elif data.startswith("file:"):
             text = Path(data[5:]).name
         self.source_count.setText(text)
+
+    def _votes_since(self) -> tuple[str | None, str | None]:
+        """With "only votes since" ticked: the --from adapter and when it was made."""
+        new_votes, picker = self.fields.get("new_votes"), self.fields.get("from_adapter")
+        if (new_votes is None or picker is None or not new_votes.isChecked()
+                or not self.form.isRowVisible(new_votes) or not picker.currentData()):
+            return None, None
+        info = next((i for i in getattr(self, "_infos", []) if i.name == picker.currentData()), None)
+        return (info.name, info.created_at) if info is not None else (None, None)
 
     def _source_picked(self, index: int) -> None:
         if self.source.itemData(index) == "file":

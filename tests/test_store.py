@@ -194,3 +194,14 @@ def test_importing_the_store_stays_light():
             "{'torch', 'transformers', 'trl', 'peft', 'PySide6', 'superqt', 'pyqtgraph'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_counts_since_a_time_compare_times_not_text(store):
+    record_sample_vote(store, "left", created_at="2026-11-30T10:00:00.500000+00:00")
+    record_sample_vote(store, "tie", created_at="2026-11-30T10:00:01.000000+00:00")
+    record_sample_vote(store, "better", better_text="Mine", created_at="2026-11-30T11:30:00+01:00")
+    # an adapter's created_at (whole seconds) against votes' (microseconds, any offset)
+    assert store.pair_counts("2026-11-30T10:00:00+00:00") == {
+        "left": 1, "right": 0, "tie": 1, "both_bad": 0, "better": 1, "pairs": 3, "votes": 3}
+    assert store.pair_counts("2026-11-30T10:00:00.600000+00:00")["votes"] == 2
+    assert store.pair_counts("2026-11-30T10:30:00+00:00")["votes"] == 0  # 11:30+01:00 is 10:30 UTC: not after

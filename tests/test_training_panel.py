@@ -42,6 +42,9 @@ def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted):
     command = panel.command()
     assert command[command.index("--from") + 1] == "panel-dpo" and "--new-votes" in command
     assert panel.current_kind() == "dpo"
+    assert panel.source_count.text() == "0 usable pairs from the votes since panel-dpo was made"
+    panel.fields["new_votes"].setChecked(False)
+    assert panel.source_count.text().startswith("8 usable pairs")
     drift = adapter_registry.resolve("panel-dpo", voted).meta["drift"]
     assert drift["held_out"]["kl"] > 0 and drift["held_out"]["prompts"] == 16
     assert drift["recent"]["prompts"] == 8  # the eight questions voted on

@@ -433,13 +433,20 @@ class Store:
                       self.db.table("votes").rows_where(where, args, order_by="created_at, id")],
         }
 
-    def pair_counts(self) -> dict:
-        """Live votes by choice, and ``pairs``: the DPO pairs they make (a better answer
-        makes two: it beats each shown answer)."""
+    def pair_counts(self, since: str | None = None) -> dict:
+        """Live votes by choice (cast after ``since``, an ISO 8601 time, when given), and
+        ``pairs``: the DPO pairs they make (a better answer makes two: it beats each shown
+        answer)."""
         counts = {choice: 0 for choice in CHOICES}
-        for row in self.db.query("SELECT choice, count(*) AS n FROM votes "
-                                 "WHERE deleted_at IS NULL GROUP BY choice"):
-            counts[row["choice"]] = row["n"]
+        if since is None:
+            for row in self.db.query("SELECT choice, count(*) AS n FROM votes "
+                                     "WHERE deleted_at IS NULL GROUP BY choice"):
+                counts[row["choice"]] = row["n"]
+        else:  # compared as times, not text: an imported vote may carry another UTC offset
+            after = datetime.fromisoformat(since)
+            for row in self.db.query("SELECT choice, created_at FROM votes WHERE deleted_at IS NULL"):
+                if datetime.fromisoformat(row["created_at"]) > after:
+                    counts[row["choice"]] += 1
         counts["pairs"] = counts["left"] + counts["right"] + 2 * counts["better"]
         counts["votes"] = sum(counts[c] for c in CHOICES)
         return counts
