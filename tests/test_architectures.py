@@ -242,6 +242,26 @@ def test_reward_model_and_grpo_on_a_llama_base(tmp_path, weights_cache, pairs_fi
     data = adapters.resolve("g-llama.cpp", home).meta["data"]
     assert data["reward"] == "judge" and data["source"] == "history"
 
+    # --from for these kinds too: each starts from its parent's weights (its "before" is
+    # the parent's "after", on the same held-out data), the reference stays the base
+    assert main([*base, "reward", "--model", str(path), "--name", "judge2", "--from", "judge",
+                 "--steps", "1", "--batch-size", "2", "--eval-size", "1"]) == 0
+    judge2 = adapters.resolve("judge2", home)
+    assert judge2.meta["parent"]["name"] == "judge"
+    assert judge2.meta["metrics"]["before"]["margin"] == pytest.approx(
+        judge.meta["metrics"]["after"]["margin"], rel=1e-3, abs=1e-5)
+    parent = adapters.resolve("g-transformers", home)
+    assert main([*base, *grpo, *rewards["transformers"], "--name", "g2", "--from", "g-transformers",
+                 "--sampler", "transformers"]) == 0
+    child = adapters.resolve("g2", home)
+    assert child.meta["parent"]["name"] == "g-transformers"
+    before, ended = child.meta["metrics"]["before"], parent.meta["metrics"]["after"]
+    assert (before["reward"], before["kl"]) == pytest.approx((ended["reward"], ended["kl"]), abs=1e-4)
+    # a chat LoRA cannot continue a reward model, nor the other way round
+    assert main([*base, *grpo, *rewards["transformers"], "--name", "g3", "--from", "judge"]) == 2
+    assert main([*base, "reward", "--model", str(path), "--name", "judge3", "--from", "g2",
+                 "--steps", "1"]) == 2
+
 
 def test_answers_stop_at_the_files_end_of_turn_token(tmp_path, weights_cache):
     """A model whose likeliest token is always ChatML's <|im_end|> (not its EOS): the pane's
