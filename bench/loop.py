@@ -40,8 +40,9 @@ Each round, exactly as the app would do it:
    ``--mode retrain`` (the default) every round trains a fresh adapter from the base on
    all votes so far (the job's own defaults otherwise: it holds out a fifth of the pairs
    for its before/after numbers). With ``--mode continue``, from the second round on,
-   the job continues the last round's adapter (``--from loop-round<N-1>``) on that
-   round's votes only (``--data``), so a round's cost does not grow with the votes.
+   the job continues the last round's adapter on that round's votes only (``--from
+   loop-round<N-1> --new-votes``, what the Train tab's Continue… sets up), so a round's
+   cost does not grow with the votes.
    A round with no pair yet skips training and keeps the previous adapter.
 4. load: ``Engine.set_adapter`` on the tuned engine, as "Use in tuned pane" does.
 5. judge: the tuned engine answers the held-out prompts ``--samples`` times each, with
@@ -322,7 +323,7 @@ def main() -> None:
         seconds["answer"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        choices, vote_ids = [], []
+        choices = []
         for i, q in enumerate(train_prompts):
             conversation = store.new_conversation("", False)
             store.add_user_message(conversation, 0, q)
@@ -331,17 +332,11 @@ def main() -> None:
             right_id = record(store, conversation, "right", "tuned", tuned, q,
                               work[1][1][i][1], right[i])
             choices.append(verdict(q, left[i], right[i]))
-            vote_ids.append(store.record_vote(left_id, right_id, choices[-1], False))
+            store.record_vote(left_id, right_id, choices[-1], False)
         pairs = store.pair_counts()["pairs"]
         continuing = args.mode == "continue" and any(row.get("train") for row in rounds)
-        if continuing:  # this round's votes only, written as the job's --data
-            from diptych.training.preferences import vote_records
-
-            new = [line for vid in vote_ids for line in vote_records(store.vote(vid))
-                   if "chosen" in line]
-            round_data = data_dir / f"round{r}.jsonl"
-            round_data.write_text("".join(json.dumps(x) + "\n" for x in new), encoding="utf-8")
-            pairs = len(new)
+        if continuing:  # the job trains on this round's votes only (--new-votes)
+            pairs = sum(choice in ("left", "right") for choice in choices)
         seconds["vote"] = time.perf_counter() - t
 
         row = {"round": r, "votes": {c: choices.count(c) for c in ("left", "right", "tie")},
@@ -354,7 +349,7 @@ def main() -> None:
             argv = ["dpo", "--name", name, *steps, *shlex.split(args.job_args)]
             if continuing:
                 last = next(row["adapter"] for row in reversed(rounds) if row.get("train"))
-                argv += ["--from", last, "--data", str(round_data)]
+                argv += ["--from", last, "--new-votes"]
             done = run_job(data_dir, argv, log)
             seconds["train"] = time.perf_counter() - t
             row["train"] = done["metrics"].get("train")
