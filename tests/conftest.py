@@ -219,8 +219,10 @@ def home(tmp_path):
     return path
 
 
-# ``python -c OFFLINE LOG ARGS...`` runs ``diptych ARGS`` and writes each name lookup or
-# connection to a host other than this machine into LOG: jobs must make none.
+# ``python -c OFFLINE LOG JSON`` runs ``diptych ARGS`` for each list of ARGS in the JSON
+# list, one after the other in this one process (so the imports are paid once), stopping
+# at the first that fails, and writes each name lookup or connection to a host other than
+# this machine into LOG: commands must make none.
 OFFLINE = textwrap.dedent("""
     import socket, sys
 
@@ -239,9 +241,14 @@ OFFLINE = textwrap.dedent("""
                 log.write(f"connect {address!r}\\n")
 
     sys.addaudithook(hook)
-    sys.argv = ["diptych", *sys.argv[2:]]
+    import json
     from diptych.cli import main
-    sys.exit(main())
+    for argv in json.loads(sys.argv[2]):
+        print("$ diptych " + " ".join(argv), file=sys.stderr, flush=True)
+        sys.argv = ["diptych", *argv]
+        code = main(argv)
+        if code:
+            sys.exit(code)
 """)
 
 

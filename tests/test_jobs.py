@@ -107,16 +107,22 @@ def test_sigterm_cancels_cleanly_and_sigkill_leaves_nothing_registered(voted):
     assert job.clean_stale(root) and list(root.iterdir()) == []  # what the next job does
 
 
-def test_bad_input_is_one_line_and_exit_2(voted):
+def test_bad_input_is_one_line_and_exit_2(voted, capsys):
+    from diptych.cli import main
+
     (paths.adapters_dir(voted) / "taken").mkdir()
+    # As the app starts a job: the error is the last progress line, and the exit code 2.
+    code, lines, err = finish(train(voted, "dpo", "--name", "taken"))
+    assert code == 2 and lines[-1]["phase"] == "error", err[-2000:]
+    assert "already exists" in lines[-1]["error"]
+    # The others in this process (the imports are paid once): one line on stderr, exit 2.
     for args, message in [
-        (["dpo", "--name", "taken"], "already exists"),
         (["dpo", "--name", "x", "--data", "missing.jsonl"], "no such preference file"),
         (["grpo", "--name", "x", "--task", "reverse", "--prompts-from", "history"], "known answers"),
         (["grpo", "--name", "x", "--reward-model", "nobody"], "no adapter named 'nobody'"),
         (["dpo", "--name", "../x"], "not a valid adapter name"),
     ]:
-        code, lines, err = finish(train(voted, *args))
-        assert code == 2 and lines[-1]["phase"] == "error", err[-2000:]
-        assert message in lines[-1]["error"]
+        assert main(["--data-dir", str(voted), "train", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert message in err[-1] and err[-1].startswith("diptych") and "Traceback" not in "\n".join(err)
     assert os.listdir(paths.adapters_dir(voted)) == ["taken"]
