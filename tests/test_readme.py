@@ -78,8 +78,8 @@ def _command_path(words: list[str], parser: argparse.ArgumentParser) -> tuple[tu
 def _tiny(argv: list[str]) -> list[str]:
     path, _ = _command_path(argv, build_parser())
     extra = TINY.get(path, [])
-    if path[:1] == ("train",) and "--dry-run" in argv:
-        extra = []
+    if path == ("train", "grpo") and "--dry-run" in argv:
+        extra = ["--num-generations", "2", "--max-completion-length", "8"]
     return argv + extra
 
 
