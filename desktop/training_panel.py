@@ -135,10 +135,8 @@ class TrainingPanel(QWidget):
         form = QFormLayout()
         form.addRow("Job", self.kind)
         form.addRow("Adapter name", self.name)
-        source_row = QHBoxLayout()
-        source_row.addWidget(self.source, 1)
-        source_row.addWidget(self.source_count)
-        form.addRow("Data", source_row)
+        form.addRow("Data", self.source)
+        form.addRow("", self.source_count)  # under the picker: "… since v2 was made" needs the width
         self.form = form
         # one widget per labelled option (by Config field), shown for the kinds that have it
         self.fields: dict[str, QWidget] = {}
