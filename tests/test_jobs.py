@@ -8,52 +8,13 @@ import json
 import os
 import signal
 
-import numpy as np
-
 from conftest import finish, run_job, steps, train
 
 from diptych import paths
-from diptych.models import adapters, catalog, templates
+from diptych.models import adapters, catalog
 from diptych.training import job
 
 # The drift measurement (about 30 s) is tested once, through the training panel.
-TINY = ["--steps", "2", "--batch-size", "2", "--max-length", "64", "--eval-size", "2", "--no-drift"]
-
-
-def last_logits(base, prompt: str, lora=None) -> np.ndarray:
-    from llama_cpp import Llama
-
-    llama = Llama(str(base), n_ctx=256, logits_all=True, verbose=False, n_threads=2,
-                  **({"lora_path": str(lora)} if lora else {}))
-    try:
-        ids = llama.tokenize(prompt.encode(), add_bos=False, special=True)
-        llama.eval(ids)
-        return np.array(llama.scores[len(ids) - 1])
-    finally:
-        llama.close()
-
-
-def test_dpo_from_jsonl_makes_an_adapter_llama_cpp_runs(voted, bundled_model):
-    lines, info = run_job(voted, "dpo", "--name", "answers", "--data", str(voted / "pairs.jsonl"),
-                          "--lr", "1e-3", *TINY)
-    assert [s["step"] for s in steps(lines)] == [1, 2] and steps(lines)[-1]["total"] == 2
-    assert lines[-1]["path"] == str(info.path)
-    meta = info.meta
-    assert meta["kind"] == "dpo" and meta["config"]["beta"] == 0.1
-    assert meta["base"]["sha256"] == catalog.file_hash(bundled_model)
-    assert meta["data"]["pairs"] == 8 and meta["data"]["eval"] == 2 and meta["data"]["held_out"]
-    assert len(meta["data"]["sha256"]) == 64
-    before, after = meta["metrics"]["before"], meta["metrics"]["after"]
-    assert before["kl"] == 0 and after["kl"] > 0 and after["pair_accuracy"] is not None
-    assert meta["drift"] == {} and not meta["config"]["drift"]  # --no-drift
-    assert adapters.key_metric(info).startswith("pair acc")
-
-    adapters.check_compatible(info.gguf_path, bundled_model)
-    template = catalog.read_info(bundled_model).default_template()
-    text = templates.render(template, [{"role": "user", "content": "What is the capital of Italy?"}])
-    base = last_logits(bundled_model, text)
-    tuned = last_logits(bundled_model, text, info.gguf_path)
-    assert np.abs(tuned - base).max() > 0.1  # the tuned pane answers differently
 
 
 def test_a_default_dpo_job_teaches_the_tuned_model_to_answer_and_stop(voted, bundled_model):
@@ -63,8 +24,21 @@ def test_a_default_dpo_job_teaches_the_tuned_model_to_answer_and_stop(voted, bun
     from diptych.models import drift
     from diptych.models.engine import Engine, SamplingParams
 
-    _, info = run_job(voted, "dpo", "--name", "stops", "--no-drift")
-    assert info.meta["data"]["source"] == "store" and info.meta["data"]["pairs"] == 8
+    lines, info = run_job(voted, "dpo", "--name", "stops", "--no-drift")
+    assert lines[-1]["path"] == str(info.path)
+    trained = steps(lines)
+    assert trained and trained[-1]["step"] == trained[-1]["total"]
+    meta = info.meta
+    assert meta["kind"] == "dpo" and meta["config"]["beta"] == 0.1
+    assert meta["base"]["sha256"] == catalog.file_hash(bundled_model)
+    data = meta["data"]
+    assert (data["source"], data["pairs"], data["eval"], data["held_out"]) == ("store", 8, 2, True)
+    assert len(data["sha256"]) == 64
+    before, after = meta["metrics"]["before"], meta["metrics"]["after"]
+    assert before["kl"] == 0 and after["kl"] > 0 and after["pair_accuracy"] is not None
+    assert meta["drift"] == {} and not meta["config"]["drift"]  # --no-drift
+    assert adapters.key_metric(info).startswith("pair acc")
+    adapters.check_compatible(info.gguf_path, bundled_model)
     prompts = drift.held_out_prompts()
     ended = {}
     for name, adapter in (("base", None), ("tuned", info.gguf_path)):
