@@ -60,3 +60,25 @@ def test_newer_database_exits_2(home, capsys):
     assert main(["--data-dir", str(home), "data", "stats"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "newer version of Diptych" in err
+
+
+def test_stats_show_each_version_against_its_parent(home, capsys):
+    from conftest import record_sample_vote
+
+    for name, parent in (("v1", None), ("v2", "v1")):
+        folder = home / "adapters" / name
+        folder.mkdir(parents=True)
+        meta = {"name": name, "kind": "dpo", "created_at": "2026-11-30T10:00:00+00:00"}
+        if parent:
+            meta["parent"] = {"name": parent, "created_at": "2026-11-30T10:00:00+00:00"}
+        (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    with Store.open(home) as store:
+        for choice in ("left", "left", "right"):
+            record_sample_vote(store, choice, left="v2", right="v1")
+    assert main(["--data-dir", str(home), "data", "stats"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("version vs parent", 1)[1].splitlines()
+    assert table[1].split() == ["v2", "2", "1", "0", "67%", "(21%-94%)", "v1"]
+    assert main(["--data-dir", str(home), "data", "stats", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)["versus_parent"]
+    assert (row["adapter"], row["parent"], row["wins"], row["losses"]) == ("v2", "v1", 2, 1)
