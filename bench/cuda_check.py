@@ -37,20 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-PAIRS = [
-    ("What is the capital of France?", "The capital of France is Paris.", "What is the capital of Spain?"),
-    ("How many legs does a spider have?", "A spider has eight legs.", "How many legs does an ant have?"),
-    ("What color is the sky?", "The sky is blue.", "Why is the sky blue?"),
-    ("Name a yellow fruit.", "A banana is yellow.", "Which fruits are red?"),
-    ("What is two plus three?", "Two plus three is five.", "What is two plus four?"),
-    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet.", "Who wrote Macbeth?"),
-    ("What do bees make?", "Bees make honey.", "Do bees sting?"),
-    ("Which planet is closest to the Sun?", "Mercury is closest to the Sun.", "Which planet is largest?"),
-    ("What is frozen water called?", "Frozen water is called ice.", "Is ice cold?"),
-    ("How many days are in a week?", "A week has seven days.", "How many days are in a month?"),
-    ("What animal says moo?", "A cow says moo.", "What animal says woof?"),
-    ("What is the opposite of hot?", "The opposite of hot is cold.", "What is the opposite of up?"),
-]
+from training_bench import write_pairs  # the training benchmark's twelve pairs
+
 TEXT = [{"role": "user", "content": "Write one sentence about the sea."},
         {"role": "assistant", "content": "The sea is wide and deep, and its waves never stop moving."}]
 
@@ -144,10 +132,7 @@ def main() -> int:
     devices = ["cuda", "cpu"] if cuda else ["cpu"]
     with tempfile.TemporaryDirectory(prefix="diptych-cuda-") as tmp:
         work = Path(tmp)
-        pairs = work / "pairs.jsonl"
-        pairs.write_text("".join(json.dumps({
-            "prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
-            "rejected": [{"role": "assistant", "content": b}]}) + "\n" for q, a, b in PAIRS))
+        pairs = write_pairs(work / "pairs.jsonl")
         runs = {
             "dpo": ["--data", str(pairs), "--steps", str(args.steps), "--eval-size", "2", "--no-drift"],
             "reward": ["--data", str(pairs), "--steps", str(args.steps), "--eval-size", "2"],

@@ -86,6 +86,19 @@ PAIRS = [
      "Where do polar bears live?"),
 ]
 
+
+def pair_records() -> list[dict]:
+    """PAIRS as preference pairs in TRL's conversational format."""
+    return [{"prompt": [{"role": "user", "content": q}], "chosen": [{"role": "assistant", "content": a}],
+             "rejected": [{"role": "assistant", "content": b}]} for q, a, b in PAIRS]
+
+
+def write_pairs(path: Path) -> Path:
+    """``pair_records()`` as JSON lines at ``path``."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in pair_records()), encoding="utf-8")
+    return path
+
+
 LOAD_CHILD = r"""
 import json, time
 t0 = time.perf_counter()
@@ -249,12 +262,8 @@ def part_b(work: Path, env: dict, log, log_path: Path, args) -> dict:
     cfg = Config()
     batch_size = args.batch_size or cfg.batch_size
     max_length = args.max_length or cfg.max_length
-    records = [{"prompt": [{"role": "user", "content": q}],
-                "chosen": [{"role": "assistant", "content": a}],
-                "rejected": [{"role": "assistant", "content": b}]} for q, a, b in PAIRS]
-    data = work / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    train_pairs, _, _ = split_eval(records, 2, cfg.seed)  # what our job trains on
+    data = write_pairs(work / "pairs.jsonl")
+    train_pairs, _, _ = split_eval(pair_records(), 2, cfg.seed)  # what our job trains on
     train_data = work / "train.jsonl"
     train_data.write_text("".join(json.dumps(r) + "\n" for r in train_pairs), encoding="utf-8")
 
@@ -352,11 +361,7 @@ def _cpu_bf16() -> bool:
 def part_d(work: Path, env: dict, log, log_path: Path, args) -> dict:
     """KTO and SFT: seconds a step of our jobs on the same pairs, with bf16 autocast where
     the CPU has it and with --fp32 (the reference)."""
-    records = [{"prompt": [{"role": "user", "content": q}],
-                "chosen": [{"role": "assistant", "content": a}],
-                "rejected": [{"role": "assistant", "content": b}]} for q, a, b in PAIRS]
-    data = work / "pairs-d.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    data = write_pairs(work / "pairs-d.jsonl")
     result = {}
     print(f"(d) KTO (24 labelled answers) and SFT (12 answers), {args.steps} steps of batch 4, "
           f"median of {args.repeats}")
