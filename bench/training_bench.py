@@ -41,7 +41,11 @@ Quick check: ``python bench/training_bench.py --steps 2 --repeats 1 --cached-rep
     ``on_step_begin``/``on_step_end``). A step splits into sampling, rewards, the
     reference model's (and old policy's) log-probs, the rest of TRL's generation phase,
     and optimisation (loss forward, backward, optimizer). Medians over the steps after
-    the first. Also: a step's answers sampled by llama.cpp in one batch (``GroupSampler``)
+    the first. The floor: when training ends, the same child runs a bare forward and
+    backward of each step's tokens (prompt + answers as TRL padded them, the mean log-prob
+    of the answer tokens through the same fused LM head, same autocast) through the
+    trained LoRA model, and nothing else: no sampling, rewards, advantages or optimizer;
+    our step over that is how close a GRPO step is to the compute it cannot avoid. Also: a step's answers sampled by llama.cpp in one batch (``GroupSampler``)
     against the reference, the same answers one after another through a pane's
     ``Engine``: tokens per second.
 
@@ -176,6 +180,30 @@ def timed(self, *a, **k):  # our sampler, timed like TRL's own generate
         events.append({"name": "rollout_func", "start": t0, "end": time.perf_counter()})
 rollouts.LlamaCppRollouts.__call__ = timed
 
+from trl import GRPOTrainer
+batches, floor = [], []
+compute_loss = GRPOTrainer.compute_loss
+def kept(self, model, inputs, *a, **k):  # each step's tokens, for the floor below
+    batches.append({k: inputs[k].detach().clone() for k in
+                    ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")})
+    return compute_loss(self, model, inputs, *a, **k)
+GRPOTrainer.compute_loss = kept
+
+def bare_step(model, args, batch):
+    """The floor: one plain LoRA forward and backward of the same padded tokens, the loss
+    on the answer tokens through the same fused LM head the step uses, same autocast."""
+    import torch
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :batch["prompt_ids"].size(1)] = -100
+    t0 = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True).loss
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
 class StepTimer(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         self.t0 = time.perf_counter()
@@ -183,6 +211,10 @@ class StepTimer(TrainerCallback):
         steps.append({"start": self.t0, "end": time.perf_counter()})
     def on_log(self, args, state, control, logs=None, **kwargs):
         logged.append(dict(logs or {}))
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        model.train()
+        for batch in batches[1:]:  # the steps the medians count
+            floor.append(bare_step(model, args, batch))
 
 init = job.Job.__init__
 def patched(self, *a, **k):
@@ -192,7 +224,7 @@ job.Job.__init__ = patched
 
 code = cli.main(argv)
 with open(out_path, "w") as f:
-    json.dump({"code": code, "events": events, "steps": steps, "logs": logged}, f)
+    json.dump({"code": code, "events": events, "steps": steps, "logs": logged, "floor": floor}, f)
 sys.exit(code)
 """
 
@@ -434,7 +466,8 @@ def grpo_run(work: Path, env: dict, log, log_path: Path, args, sampler: str) -> 
     lengths = [entry["completions/mean_length"] for entry in profile["logs"]
                if "completions/mean_length" in entry][1:]
     med = {k: median([r[k] for r in rows]) for k in rows[0]}
-    return {"median": med, "per_step": rows, "mean_completion_tokens": median(lengths)}
+    return {"median": med, "per_step": rows, "mean_completion_tokens": median(lengths),
+            "floor_s": median(profile["floor"])}
 
 
 def batched_vs_sequential(num_generations: int, prompts: int, max_tokens: int,
@@ -491,6 +524,10 @@ def part_c(work: Path, env: dict, log, log_path: Path, args) -> dict:
               f"({runs[sampler]['mean_completion_tokens']:.0f} tokens an answer)")
     print(f"    ratio ours/plain: step {ours['step_s'] / plain['step_s']:.2f} "
           f"(goal <= 0.33), sampling {ours['sampling_s'] / plain['sampling_s']:.2f}")
+    floor = runs["llama.cpp"]["floor_s"]
+    print(f"    the floor, a bare LoRA forward + backward of the same tokens: {floor:.2f} s; "
+          f"our step / floor {ours['step_s'] / floor:.2f} (goal <= 1.3), "
+          f"its optimisation / floor {ours['optimisation_s'] / floor:.2f}")
     batch = batched_vs_sequential(cfg.num_generations, cfg.batch_size // cfg.num_generations,
                                   cfg.max_completion_length, cfg.temperature)
     print(f"    llama.cpp, a step's {batch['answers']} answers in one batch: "
@@ -500,6 +537,7 @@ def part_c(work: Path, env: dict, log, log_path: Path, args) -> dict:
                        "max_completion_length": cfg.max_completion_length,
                        "temperature": cfg.temperature, "beta": cfg.beta, "bf16": cpu_has_bf16()},
             "runs": runs, "ratio_step": ours["step_s"] / plain["step_s"], "batching": batch,
+            "ratio_floor": ours["step_s"] / runs["llama.cpp"]["floor_s"],
             "ratio_sampling": ours["sampling_s"] / plain["sampling_s"]}
 
 
