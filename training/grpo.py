@@ -24,13 +24,13 @@ their rewards, so the user sees the model change while it trains).
 ``--dry-run`` samples a few answers for a few prompts from the model as it is, prints
 each with its reward(s), and trains nothing: a way to check a reward file in seconds.
 
-Defaults (measured on the bundled model, two CPU cores; bench/grpo_curves.py and
-bench/RESULTS.md): 60 steps of 2 prompts x 8 answers of at most 24 tokens (which hold the
-tasks' answers; 32 tokens cost 15 s a step), sampled at temperature 0.8 (at 1.0 the
-base's samples are mostly noise from its 262k vocabulary's long tail), learning rate
-3e-4, beta 0.04. A step takes 12-13 s with bf16 autocast, so a default job, loading,
-evaluations and drift included, takes about 13.5 minutes; in it the held-out reward went
-0.25 -> 0.77 (length), 0.16 -> 0.34 (reverse_words) and 0.00 -> 0.05 (arith).
+Defaults (chosen on the bundled model, two CPU cores; bench/grpo_curves.py, bench/skill.py
+and bench/RESULTS.md): 2 prompts x 8 answers of at most 24 tokens a step (which hold the
+tasks' answers), sampled at temperature 0.8 (at 1.0 the base's samples are mostly noise
+from its 262k vocabulary's long tail), learning rate 3e-4, and no KL term (``beta`` 0, as
+TRL's default: no reference pass; the evaluations still measure the KL from the base).
+What the base never samples GRPO cannot reinforce: ``skill.py`` first shows it worked
+examples.
 """
 
 from __future__ import annotations
@@ -41,8 +41,10 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from diptych.models.group_sampler import Sampling
 
@@ -50,6 +52,7 @@ from . import kinds, tasks
 from .job import Job, JobConfig, JobError, sha256_of, split_eval
 
 SAMPLERS = ("auto", "llama.cpp", "transformers")
+SCALES = ("group", "batch", "none")
 
 
 @dataclass
@@ -60,12 +63,14 @@ class Config(JobConfig):
     judge: str | None = None  # a rubric: P(yes) of the judge model is a reward
     judge_model: str | None = None  # the judge's GGUF; None: the base
     reward_model: str | None = None  # a reward adapter's name: its score is a reward
+    reward_rank: bool = False  # the reward model's rank of each answer within its group, not its score
     prompts_from: str = "task"  # task | history | a file
     max_prompts: int = 64  # training prompts (held-out ones come on top)
-    beta: float = 0.04  # weight of the KL penalty to the base
+    beta: float = 0.0  # weight of the KL penalty to the base; 0, as TRL: no reference pass
     num_generations: int = 8  # answers sampled per prompt
     max_completion_length: int = 24  # tokens per sampled answer
     temperature: float = 0.8
+    scale_rewards: str = "group"  # divide advantages by the std of the group, the batch, or nothing
     steps: int | None = 60
     batch_size: int = 16  # answers per step: 2 prompts x 8 generations
     lr: float = 3e-4
@@ -150,7 +155,7 @@ def build_rewards(cfg: Config, task: tasks.Task, job: Job | None) -> tuple[list,
         base = job.base if job else _base(cfg)
         scorer, scorer_tokenizer = reward.load(cfg.reward_model, base, cfg.data_dir,
                                                job.device if job else None)
-        functions.append(reward.as_reward_function(scorer, scorer_tokenizer))
+        functions.append(reward.as_reward_function(scorer, scorer_tokenizer, rank=cfg.reward_rank))
     if not functions:
         functions = [rewards.checked(task.reward, f"task:{task.name}")]
     weights = list(cfg.reward_weight) or [1.0] * len(functions)
@@ -183,7 +188,8 @@ def _sampling(cfg: Config) -> Sampling:
 
 def evaluation(rollouts, examples: list[dict], functions, weights, max_tokens: int) -> dict:
     """Greedy answers to held-out ``examples`` through llama.cpp: the mean weighted reward,
-    how many answers ended by themselves, and a few answers with their rewards."""
+    how many answers ended by themselves, how many earned the full reward (1: for ``arith``,
+    exactly right), and a few answers with their rewards."""
     from . import rewards
 
     answers = [group[0] for group in rollouts.answer(examples, 1, Sampling(temperature=0.0,
@@ -196,7 +202,7 @@ def evaluation(rollouts, examples: list[dict], functions, weights, max_tokens: i
     samples = [{"prompt": e["prompt"][-1]["content"], "answer": a.text, "reward": round(r, 3)}
                for e, a, r in zip(examples[:4], answers, scores)]
     return {"reward": sum(scores) / len(scores), "ended": sum(a.finish_reason == "stop" for a in answers),
-            "n": len(examples), "samples": samples}
+            "full": sum(s >= 1.0 for s in scores), "n": len(examples), "samples": samples, "answers": [a.text for a in answers]}
 
 
 def _eval_callback(measure, every: int):
@@ -218,80 +224,116 @@ def choose_sampler(cfg: Config, cuda: bool) -> str:
     return "transformers" if cuda else "llama.cpp"
 
 
-def train(job: Job) -> dict:
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
-
-    from . import evaluate, rewards
-    from .base_weights import load_base
+@contextmanager
+def sampler(job: Job, tokenizer):
+    """The llama.cpp sampler of a job's rollouts and evaluations (None: TRL's own generation)."""
     from .rollouts import LlamaCppRollouts
 
     cfg: Config = job.cfg
-    task = _task(cfg)
-    examples, source = load_examples(cfg, task)
-    train_examples, eval_examples, held_out = split_eval(examples, cfg.eval_size, cfg.seed)
-    functions, weights, reward_label = build_rewards(cfg, task, job)
+    job.report["sampler"] = choose_sampler(cfg, job.cuda)
+    if job.report["sampler"] != "llama.cpp":
+        yield None
+        return
+    # each process samples with its own llama.cpp; only the main one has the job's folder
+    workdir = job.out_dir if job.main else Path(tempfile.mkdtemp(prefix="diptych-rollouts-"))
+    rollouts = LlamaCppRollouts(job.base, tokenizer, num_generations=cfg.num_generations,
+                                max_seqs=max(cfg.batch_size, cfg.eval_size or 1, 8),
+                                sampling=_sampling(cfg), workdir=workdir)
+    try:
+        yield rollouts
+    finally:
+        rollouts.close()
+        if not job.main:
+            shutil.rmtree(workdir, ignore_errors=True)
 
-    model, tokenizer = load_base(job.base)
-    sampler = choose_sampler(cfg, job.cuda)
-    job.report["sampler"] = sampler
-    rollouts = None
-    if sampler == "llama.cpp":
-        # each process samples with its own llama.cpp; only the main one has the job's folder
-        workdir = job.out_dir if job.main else Path(tempfile.mkdtemp(prefix="diptych-rollouts-"))
-        rollouts = LlamaCppRollouts(job.base, tokenizer, num_generations=cfg.num_generations,
-                                    max_seqs=max(cfg.batch_size, cfg.eval_size or 1, 8),
-                                    sampling=_sampling(cfg), workdir=workdir)
-    trainer = GRPOTrainer(
+
+def trainer(job: Job, model, tokenizer, examples: list[dict], functions, weights, rollouts, **args):
+    """TRL's GRPOTrainer for ``job``: a new LoRA on the base ``model``, or, when ``model``
+    is already a PEFT model (a warm-up's), that LoRA trained on. ``args`` override GRPOConfig's."""
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import GRPOConfig, GRPOTrainer
+
+    cfg: Config = job.cfg
+    return GRPOTrainer(
         model=model,
         reward_funcs=functions,
         args=job.training_args(
             GRPOConfig, cpu_bf16=True, beta=cfg.beta, num_generations=cfg.num_generations,
             max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-            reward_weights=weights,
+            reward_weights=weights, scale_rewards=cfg.scale_rewards, **args,
         ),
-        train_dataset=Dataset.from_list(train_examples),
+        train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
-        peft_config=job.lora("CAUSAL_LM"),
+        peft_config=None if isinstance(model, PeftModel) else job.lora("CAUSAL_LM"),
         callbacks=job.callbacks,
         rollout_func=rollouts,
     )
-    policy = trainer.accelerator.unwrap_model(trainer.model)
+
+
+def held_out(job: Job, policy, tokenizer, rollouts, examples: list[dict], functions, weights,
+             step: Callable[[], tuple[int, int]]) -> Callable[[], dict]:
+    """The held-out evaluation of ``policy`` on ``examples``, also reported as an ``eval``
+    line at ``step()`` (step, total; step 0: the base): greedy answers, their mean reward,
+    how many ended by themselves, and the KL from the base on a few of them (the plots'
+    "KL from base", which TRL does not compute when no KL term is trained)."""
+    from . import evaluate, rewards
+
+    cfg: Config = job.cfg
 
     def measure() -> dict:
-        """The held-out evaluation, also reported as an ``eval`` line (step 0: the base)."""
-        step = trainer.state.global_step
+        at, total = step()
         if rollouts is None:
-            result = evaluate.generation(policy, tokenizer, eval_examples,
-                                         rewards.weighted(functions, weights), cfg.max_completion_length)
+            result = evaluate.generation(policy, tokenizer, examples, rewards.weighted(functions, weights),
+                                         cfg.max_completion_length)
         else:
-            rollouts.sync(policy, step)
-            result = evaluation(rollouts, eval_examples, functions, weights, cfg.max_completion_length)
-        job.progress("eval", step=step, total=trainer.state.max_steps or cfg.steps,
-                     reward=result["reward"], samples=result["samples"], ended=result.get("ended"))
+            rollouts.sync(policy, at)
+            result = evaluation(rollouts, examples, functions, weights, cfg.max_completion_length)
+            answered = [{"prompt": e["prompt"], "completion": [{"role": "assistant", "content": a}]}
+                        for e, a in zip(examples, result.pop("answers")) if a]
+            result["kl"] = evaluate.answer_kl(policy, tokenizer, answered[:KL_ANSWERS])
+        job.progress("eval", step=at, total=total, reward=result["reward"], kl=result.get("kl"),
+                     samples=result["samples"], ended=result.get("ended"), full=result.get("full"),
+                     n=result["n"])
         return result
 
-    if cfg.eval_every:
-        trainer.add_callback(_eval_callback(measure, cfg.eval_every))
-    try:
-        metrics = job.fit(trainer, measure)
-    finally:
-        if rollouts is not None:
-            rollouts.close()
-            if not job.main:
-                shutil.rmtree(rollouts.lora_path.parent, ignore_errors=True)
-    data = {"source": source, "reward": reward_label, "sampler": sampler,
+    return measure
+
+
+KL_ANSWERS = 4  # held-out answers the evaluations' KL is measured on: two forward passes each
+
+
+def train(job: Job) -> dict:
+    from .base_weights import load_base
+
+    cfg: Config = job.cfg
+    task = _task(cfg)
+    examples, source = load_examples(cfg, task)
+    train_examples, eval_examples, held = split_eval(examples, cfg.eval_size, cfg.seed)
+    functions, weights, reward_label = build_rewards(cfg, task, job)
+
+    model, tokenizer = load_base(job.base)
+    with sampler(job, tokenizer) as rollouts:
+        grpo = trainer(job, model, tokenizer, train_examples, functions, weights, rollouts)
+        policy = grpo.accelerator.unwrap_model(grpo.model)
+        measure = held_out(job, policy, tokenizer, rollouts, eval_examples, functions, weights,
+                           lambda: (grpo.state.global_step, grpo.state.max_steps or cfg.steps))
+        if cfg.eval_every:
+            grpo.add_callback(_eval_callback(measure, cfg.eval_every))
+        metrics = job.fit(grpo, measure)
+    data = {"source": source, "reward": reward_label, "sampler": job.report["sampler"],
             "prompts": len(examples), "train": len(train_examples), "eval": len(eval_examples),
-            "held_out": held_out, "sha256": sha256_of(examples)}
+            "held_out": held, "sha256": sha256_of(examples)}
     return {"data": data, "metrics": metrics}
 
 
-def dry_run(cfg: Config, out=None) -> int:
+def dry_run(cfg: Config, out=None, worked: Callable[[Config, tasks.Task, list[dict]], list[dict]] | None = None) -> int:
     """Sample answers for a few prompts with the model as it is, print them with their
-    rewards; no training, no torch unless a reward model needs it. Returns the exit code."""
+    rewards; no training, no torch unless a reward model needs it. ``worked(cfg, task,
+    held_out)``: a job's worked examples, whose written answers are scored too (a reward
+    that pays them little is broken). Returns the exit code."""
     from diptych.models import catalog
 
-    from . import rewards
     from .rollouts import LlamaCppRollouts
 
     out = out or sys.stdout
@@ -303,6 +345,7 @@ def dry_run(cfg: Config, out=None) -> int:
         raise JobError(f"{base}: no such model file")
     catalog.read_info(base)
     examples, source = load_examples(cfg, task)
+    shown_worked = worked(cfg, task, split_eval(examples, cfg.eval_size, cfg.seed)[1]) if worked else []
     examples = examples[: min(3, len(examples))]
     functions, weights, label = build_rewards(cfg, task, None)
     n = min(cfg.num_generations, 4)
@@ -313,32 +356,57 @@ def dry_run(cfg: Config, out=None) -> int:
             groups = rollouts.answer(examples, n, _sampling(cfg))
         finally:
             rollouts.close()
+    scored = _Scored(out, jsonl, functions, weights)
     for example, group in zip(examples, groups):
-        completions = [[{"role": "assistant", "content": a.text}] for a in group]
-        columns = {k: [example[k]] * len(group) for k in example if k != "prompt"}
-        columns.update(rewards.outside_training([a.ids for a in group]))
-        prompts = [example["prompt"]] * len(group)
-        per_fn = rewards.each(functions, prompts, completions, **columns)
-        total = rewards.weighted(functions, weights)(prompts, completions, **columns)
-        question = example["prompt"][-1]["content"]
-        for i, (text, finish) in enumerate((a.text, a.finish_reason) for a in group):
-            scores = {fn.__name__: values[i] for fn, values in zip(functions, per_fn)}
-            if jsonl:
-                out.write(json.dumps({"phase": "sample", "prompt": question, "answer": text,
-                                      "finish": finish, "rewards": scores, "reward": total[i]}) + "\n")
-            else:
-                if i == 0:
-                    out.write(f"\n### {question}\n")
-                shown = ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} -" for k, v in scores.items())
-                out.write(f"[reward {total[i]:.3f}{' = ' + shown if len(scores) > 1 else ''}]"
-                          f"{'' if finish == 'stop' else ' (cut at the token limit)'} {text!r}\n")
-    summary = {"phase": "done", "dry_run": True, "reward": label, "source": source,
-               "seconds": round(time.monotonic() - started, 1)}
+        scored.group(example, [(a.text, a.finish_reason, a.ids) for a in group])
+    summary = {"phase": "done", "dry_run": True, "reward": label, "source": source}
+    text = f"\n{len(examples)} prompts x {n} answers of the model as it is"
+    if shown_worked:
+        if not jsonl:
+            out.write(f"\n## Worked examples: their written answers, scored by the same reward\n")
+        rewards_of = [scored.group({k: v for k, v in e.items() if k != "completion"},
+                                   [(e["completion"][-1]["content"], "stop", None)])[0]
+                      for e in shown_worked]
+        summary["worked"] = {"n": len(rewards_of), "reward": sum(rewards_of) / len(rewards_of)}
+        text += (f" and {len(rewards_of)} worked answers (mean reward {summary['worked']['reward']:.3f}:"
+                 " what the skill is worth)")
+    summary["seconds"] = round(time.monotonic() - started, 1)
     out.write(json.dumps(summary) + "\n" if jsonl else
-              f"\n{len(examples)} prompts x {n} answers scored by {label} in "
-              f"{summary['seconds']} s; nothing was trained.\n")
+              f"{text} scored by {label} in {summary['seconds']} s; nothing was trained.\n")
     out.flush()
     return 0
+
+
+class _Scored:
+    """Prints answers with their rewards: human lines, or ``sample`` JSON lines."""
+
+    def __init__(self, out, jsonl: bool, functions, weights):
+        self.out, self.jsonl, self.functions, self.weights = out, jsonl, functions, weights
+
+    def group(self, example: dict, answers: list[tuple[str, str, list | None]]) -> list[float]:
+        """Score and print ``answers`` (text, finish reason, token ids) to ``example``;
+        returns their weighted rewards."""
+        from . import rewards
+
+        completions = [[{"role": "assistant", "content": text}] for text, _, _ in answers]
+        columns = {k: [example[k]] * len(answers) for k in example if k != "prompt"}
+        columns.update(rewards.outside_training([ids or [] for _, _, ids in answers]))
+        prompts = [example["prompt"]] * len(answers)
+        per_fn = rewards.each(self.functions, prompts, completions, **columns)
+        total = rewards.weighted(self.functions, self.weights)(prompts, completions, **columns)
+        question = example["prompt"][-1]["content"]
+        for i, (text, finish, _) in enumerate(answers):
+            scores = {fn.__name__: values[i] for fn, values in zip(self.functions, per_fn)}
+            if self.jsonl:
+                self.out.write(json.dumps({"phase": "sample", "prompt": question, "answer": text,
+                                           "finish": finish, "rewards": scores, "reward": total[i]}) + "\n")
+                continue
+            if i == 0:
+                self.out.write(f"\n### {question}\n")
+            shown = ", ".join(f"{k} {v:.3g}" if v is not None else f"{k} -" for k, v in scores.items())
+            self.out.write(f"[reward {total[i]:.3f}{' = ' + shown if len(scores) > 1 else ''}]"
+                           f"{'' if finish == 'stop' else ' (cut at the token limit)'} {text!r}\n")
+        return total
 
 
 KIND = kinds.Kind(
@@ -346,7 +414,9 @@ KIND = kinds.Kind(
     help="GRPO against your reward functions, a rubric judge, a task's reward or a reward model",
     config=Config, train=train, data="prompts", writes_gguf=True, dry_run=dry_run,
     options=(
-        kinds.NO_DRIFT, kinds.BETA,
+        kinds.NO_DRIFT,
+        kinds.Option("beta", "weight of the KL pull to the base (default 0: none)",
+                     kinds.non_negative, label="KL weight (beta)"),
         kinds.Option("task", "a built-in task: its prompts, and its reward when no other is given "
                      "(default: length)", choices=tuple(tasks.TASKS)),
         kinds.Option("reward_fn", "your reward function (TRL's signature: (prompts, completions, "
@@ -359,6 +429,9 @@ KIND = kinds.Kind(
         kinds.Option("judge_model", "the judge's model (default: the base)", metavar="GGUF"),
         kinds.Option("reward_model", "a reward adapter from 'diptych train reward' as a reward",
                      metavar="NAME", label="Reward model", widget="adapter", adapter_kind="reward"),
+        kinds.Option("reward_rank", "with --reward-model: reward each answer by its rank among "
+                     "its group's answers (0 to 1), not by the model's score", action="store_true",
+                     label="Rank within the group"),
         kinds.Option("prompts_from", "the task's prompts, your chat history, or a file (text: one "
                      "prompt a line; .jsonl: a 'prompt' per line, and any columns your reward wants)",
                      metavar="task|history|FILE"),
@@ -366,6 +439,10 @@ KIND = kinds.Kind(
         kinds.Option("num_generations", "answers per prompt", kinds.positive(int)),
         kinds.Option("max_completion_length", "tokens per sampled answer", kinds.positive(int)),
         kinds.Option("temperature", "sampling temperature", kinds.positive(float)),
+        kinds.Option("scale_rewards", "divide each answer's advantage by the spread of rewards in "
+                     "its group (TRL's default), in the whole batch, or not at all (none: a group "
+                     "whose answers differ by a hair then moves the model by a hair)",
+                     choices=SCALES),
         kinds.Option("eval_every", "steps between the held-out evaluations shown while training",
                      kinds.positive(int)),
         kinds.Option("sampler", "who samples the answers (auto: llama.cpp on the CPU, "

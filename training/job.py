@@ -121,23 +121,26 @@ def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _report_callback(progress: Progress, extra: dict, once: dict):
+def _report_callback(progress: Progress, extra: dict, once: dict, span: dict):
     from transformers import TrainerCallback
 
     class Report(TrainerCallback):
         """One ``train`` progress line per logged step, with an ETA from the pace so far
         (and ``extra``: what the trainer wants every line to say, such as GRPO's sampler;
-        ``once``: what only the next line says, such as a KL measured at this step)."""
+        ``once``: what only the next line says, such as a KL measured at this step;
+        ``span``: for a job of several phases, the steps before this trainer's and the
+        job's total, so the steps count on across phases)."""
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.monotonic()
-            progress("train", step=0, total=state.max_steps)
+            progress("train", step=span["offset"], total=span["total"] or state.max_steps)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs:  # the end-of-training summary
                 return
-            step, total = state.global_step, state.max_steps
-            pace = (time.monotonic() - self.started) / max(step, 1)
+            left = state.max_steps - state.global_step + span["after"]
+            step, total = state.global_step + span["offset"], span["total"] or state.max_steps
+            pace = (time.monotonic() - self.started) / max(state.global_step, 1)
             # GRPO logs the mean reward, its spread within groups and the KL to the base;
             # DPO its implicit reward margin.
             reward = logs.get("reward", logs.get("rewards/margins"))
@@ -146,7 +149,7 @@ def _report_callback(progress: Progress, extra: dict, once: dict):
             once.clear()
             kl = logs.get("kl", now.pop("kl", None))
             progress("train", step=step, total=total, loss=logs["loss"], reward=reward,
-                     kl=kl, eta_s=round(pace * (total - step), 1), **grpo, **extra, **now)
+                     kl=kl, eta_s=round(pace * left, 1), **grpo, **extra, **now)
 
     return Report()
 
@@ -157,6 +160,9 @@ class Job:
     def __init__(self, kind: str, cfg: JobConfig, progress: Progress, out_dir: Path):
         import torch
 
+        from . import answer_positions
+
+        answer_positions.apply()  # a CPU projects only the answer positions through the LM head
         self.kind, self.cfg, self.progress, self.out_dir = kind, cfg, progress, out_dir
         self.base = Path(cfg.model).expanduser() if cfg.model else catalog.bundled_model_path()
         self.main = is_main_process()
@@ -165,7 +171,10 @@ class Job:
         self.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if self.cuda else "cpu"
         self.report: dict = {}  # extra keys for every ``train`` line
         self.report_once: dict = {}  # extra keys for the next ``train`` line only
-        self.callbacks = [_report_callback(progress, self.report, self.report_once)]
+        # a job of several phases (skill.py) numbers the steps across them: the steps of
+        # the phases before this one, the steps after it (for the ETA), the job's total
+        self.span = {"offset": 0, "after": 0, "total": None}
+        self.callbacks = [_report_callback(progress, self.report, self.report_once, self.span)]
         self.parent = None  # the adapter this job continues (--from), once checked
         self.writes_gguf = kind != "reward"  # a GGUF LoRA for llama.cpp, or (a scorer) not
 
@@ -197,15 +206,15 @@ class Job:
 
         cfg = self.cfg
         bf16 = torch.cuda.is_bf16_supported() if self.cuda else cpu_bf16 and cpu_has_bf16()
-        return config_class(
+        settings = dict(
             output_dir=str(self.out_dir / "trainer"), save_strategy="no", report_to="none",
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
             max_steps=cfg.steps or -1, num_train_epochs=cfg.epochs,
             logging_steps=1, disable_tqdm=cfg.progress == "jsonl", seed=cfg.seed,
             use_cpu=not self.cuda, bf16=bf16,
             gradient_checkpointing=False,  # short sequences of a small model: speed over memory
-            **extra,
         )
+        return config_class(**(settings | extra))  # extra may override (a job's second phase)
 
     def lora(self, task_type: str):
         from peft import LoraConfig

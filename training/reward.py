@@ -14,6 +14,7 @@ language models, not scorers.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from diptych.models import adapters, catalog
@@ -76,8 +77,11 @@ def load(name_or_path: str, base_gguf, data_dir=None, device=None):
     return model, tokenizer
 
 
-def as_reward_function(model, tokenizer):
-    """A reward model as a TRL reward function: the score of prompt + completion."""
+def as_reward_function(model, tokenizer, rank: bool = False):
+    """A reward model as a TRL reward function: the score of prompt + completion, or with
+    ``rank`` each answer's rank among the answers to the same prompt (0 the lowest, 1 the
+    highest): only the order the model puts a group in counts, not how far apart its scores
+    are, so one answer it scores wildly does not drown the others' differences."""
     import torch
 
     def reward_model(prompts, completions, **_) -> list[float]:
@@ -85,10 +89,27 @@ def as_reward_function(model, tokenizer):
                  for p, c in zip(prompts, completions)]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            scores = model(**batch.to(model.device)).logits[:, 0]
-        return scores.float().tolist()
+            scores = model(**batch.to(model.device)).logits[:, 0].float().tolist()
+        return ranks_within_groups(prompts, scores) if rank else scores
 
     return reward_model
+
+
+def ranks_within_groups(prompts: list, scores: list[float]) -> list[float]:
+    """Each score's rank among the scores of the same prompt, scaled to 0..1 (ties share
+    their mean rank; a prompt answered once gets 0.5)."""
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(json.dumps(prompt, sort_keys=True), []).append(i)
+    out = [0.5] * len(scores)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for i in members:
+            below = sum(scores[j] < scores[i] for j in members)
+            ties = sum(scores[j] == scores[i] for j in members) - 1
+            out[i] = (below + ties / 2) / (len(members) - 1)
+    return out
 
 
 KIND = kinds.Kind(

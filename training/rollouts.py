@@ -55,6 +55,7 @@ class LlamaCppRollouts:
         self.engine = Engine(base_gguf, n_ctx=64, n_threads=len(os.sched_getaffinity(0)))
         self.sampler = GroupSampler(self.engine, n_seq=max_seqs, n_ctx=n_ctx)
         self._synced = None  # the optimizer step whose weights the sampler holds
+        self.step_offset = 0  # a job's steps before this trainer's (a warm-up's), so steps stay unique
         self.calls = 0
         self.tokens = 0
 
@@ -87,7 +88,7 @@ class LlamaCppRollouts:
     def __call__(self, prompts: list, trainer) -> dict:
         """TRL's rollout_func: one answer per entry of ``prompts``, in which each prompt of
         the step appears ``num_generations`` times in a row (TRL's RepeatSampler)."""
-        self.sync(trainer.accelerator.unwrap_model(trainer.model), trainer.state.global_step)
+        self.sync(trainer.accelerator.unwrap_model(trainer.model), self.step_offset + trainer.state.global_step)
         groups = [(p, len(list(g))) for p, g in groupby(prompts, key=_key)]
         ids, out = [], {"prompt_ids": [], "completion_ids": [], "logprobs": []}
         for key, count in groups:
