@@ -83,7 +83,7 @@ def test_every_real_kind_has_its_form_rows_and_cli_flags(qtbot, tmp_path):
     qtbot.addWidget(panel)
     parser_kinds = build_parser()._subparsers._group_actions[0].choices["train"]._subparsers \
         ._group_actions[0].choices
-    assert list(parser_kinds) == list(kinds.kinds()) == ["dpo", "kto", "sft", "reward", "grpo"]
+    assert list(parser_kinds) == list(kinds.kinds()) == ["dpo", "kto", "sft", "reward", "grpo", "skill"]
     for name, kind in kinds.kinds().items():
         flags = {a for action in parser_kinds[name]._actions for a in action.option_strings}
         assert {o.cli_flag for o in kind.all_options()} <= flags and "--from" in flags

@@ -24,7 +24,7 @@ import math
 from dataclasses import MISSING, dataclass, fields
 from typing import Callable
 
-MODULES = ("dpo", "kto", "sft", "reward", "grpo")  # diptych.training.<module>.KIND, in this order
+MODULES = ("dpo", "kto", "sft", "reward", "grpo", "skill")  # diptych.training.<module>.KIND, in this order
 
 # What a kind trains on (see design.md, "Data: which vote feeds which job").
 DATA = {
@@ -45,6 +45,17 @@ def positive(kind):
 
     parse.__name__ = kind.__name__  # argparse names the type in its error messages
     return parse
+
+
+def non_negative(text: str) -> float:
+    """An argparse type: a finite number, zero or more."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or a positive number, not {text}")
+    return value
+
+
+non_negative.__name__ = "float"
 
 
 def finite(text: str) -> float:

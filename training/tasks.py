@@ -17,6 +17,11 @@
   The base's greedy answers score about 0.27 on it: they ask back or run on over lines.
   It needs no known answer, so it also works on the user's own prompts.
 
+Each task also brings worked examples (:meth:`Task.worked`): its prompts with the answer
+written out (the reversal, the number, a one-line statement), for the supervised warm-up
+that makes a skill the base never samples samplable before GRPO sharpens it
+(``skill.py``).
+
 A reward function has TRL's signature: ``(prompts, completions, **columns) -> list[float]``
 with conversational completions (``[{"role": "assistant", "content": ...}]``); the
 dataset's extra columns (``target``) arrive as keyword lists.
@@ -141,18 +146,43 @@ def length_examples(n: int, rng: random.Random) -> list[dict]:
     return [{"prompt": _user(q)} for q in questions]
 
 
+@lru_cache(maxsize=None)
+def _statements() -> dict[str, str]:
+    """Each of ``questions.txt``'s prompts with a one-line answer (``answers.txt``, line by line)."""
+    return dict(zip(lines("questions.txt"), lines("answers.txt"), strict=True))
+
+
+def length_answer(example: dict) -> str:
+    return _statements()[example["prompt"][-1]["content"]]
+
+
+def _target(example: dict) -> str:
+    return example["target"]
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
+    title: str  # what the Train tab lists
     reward: Callable[..., list[float]]
     examples: Callable[[int, random.Random], list[dict]]
     needs_target: bool  # its reward compares with a known answer: only its own prompts have one
+    answer: Callable[[dict], str] = _target  # the right answer to one of its examples
+
+    def worked(self, examples: list[dict]) -> list[dict]:
+        """``examples`` (from :attr:`examples`) as worked examples: each prompt with its
+        answer as the completion, the other columns kept (the reward may want them)."""
+        return [{**e, "completion": [{"role": "assistant", "content": self.answer(e)}]}
+                for e in examples]
 
 
 TASKS = {
-    "reverse": Task("reverse", reverse_reward, reverse_examples, needs_target=True),
-    "reverse_words": Task("reverse_words", reverse_words_reward, reverse_words_examples,
-                          needs_target=True),
-    "arith": Task("arith", arith_reward, arith_examples, needs_target=True),
-    "length": Task("length", length_reward, length_examples, needs_target=False),
+    "length": Task("length", "Answer in one short statement (length and format)", length_reward,
+                   length_examples, needs_target=False, answer=length_answer),
+    "arith": Task("arith", "Arithmetic (the number, then the right number)", arith_reward,
+                  arith_examples, needs_target=True),
+    "reverse_words": Task("reverse_words", "Reverse the order of a sentence's words",
+                          reverse_words_reward, reverse_words_examples, needs_target=True),
+    "reverse": Task("reverse", "Reverse a sentence letter by letter (hard)", reverse_reward,
+                    reverse_examples, needs_target=True),
 }

@@ -8,8 +8,10 @@
   --reward-model NAME``.
 - ``grpo``: sample answers, score them (a task, your own ``--reward-fn FILE.py:NAME``, a
   rubric ``--judge``, or ``--reward-model NAME``), and reinforce the better ones, with a
-  KL pull (``--beta``) back to the base. ``--dry-run`` shows a few scored answers and
-  trains nothing.
+  KL pull (``--beta``, default none) back to the base. ``--dry-run`` shows a few scored
+  answers and trains nothing.
+- ``skill``: teach what the base never samples: a warm-up on worked examples (``--examples
+  FILE.jsonl``, or the task's own), then GRPO on the reward, as one job and one adapter.
 
 Every kind can start ``--from ADAPTER``. The flags come from each kind's description
 (``diptych.training.kinds``). The model is the top-level ``--model`` (default: the
