@@ -45,11 +45,8 @@ from PySide6.QtWidgets import (
 from diptych.models import adapters as registry
 from diptych.models.drift import SETS as DRIFT_SETS
 from diptych.training import kinds as job_kinds
+from diptych.training.tasks import TASKS
 
-TASKS = {"length": "Answer in one short statement (length and format)",
-         "arith": "Arithmetic (the number, then the right number)",
-         "reverse_words": "Reverse the order of a sentence's words",
-         "reverse": "Reverse a sentence letter by letter (hard)"}
 PLOTS = (("loss", "loss"), ("reward", "reward / margin"), ("kl", "KL from base"))
 # Where each plot sits (row, column, rows, columns): the reward, what a GRPO user watches,
 # gets a whole row, so no title is cut in a 1280-pixel window beside the settings dock.
@@ -57,7 +54,8 @@ PLOT_CELLS = {"loss": (0, 0, 1, 1), "kl": (0, 1, 1, 1), "reward": (1, 0, 1, 2)}
 # Spin box ranges of numeric options: (lowest, highest, step, decimals); others get a wide range.
 SPINS = {"steps": (0, 100_000, 1, 0), "lora_r": (0, 256, 1, 0), "lr": (0.0, 1.0, 1e-5, 6),
          "beta": (0.0, 10.0, 0.01, 3)}
-SHORT_NAMES = {"dpo": "DPO", "kto": "KTO", "sft": "SFT", "reward": "Reward model", "grpo": "GRPO"}
+SHORT_NAMES = {"dpo": "DPO", "kto": "KTO", "sft": "SFT", "reward": "Reward model", "grpo": "GRPO",
+               "skill": "Skill"}
 # What the libraries print on stderr that tells a user nothing: progress bars, the Trainer's
 # log dicts (the plots show them), warnings and the source line each warning quotes.
 NOISE = re.compile(r"(\d+%\|)|(it/s\]|s/it\]|examples/s\])|^\s*\{'|Warning\b|^\s*warnings\.warn\(|"
@@ -185,6 +183,7 @@ class TrainingPanel(QWidget):
         self.phase.setObjectName("job-phase")
         self.phase.setWordWrap(True)
         self.plots: dict[str, pg.PlotDataItem] = {}
+        self.markers: list[tuple[str, pg.InfiniteLine]] = []  # where a skill job's GRPO starts
         self.plot_widgets: dict[str, pg.PlotWidget] = {}
         grid = QGridLayout()
         for key, title in PLOTS:
@@ -325,8 +324,8 @@ class TrainingPanel(QWidget):
         self.name.setText(self._fresh_name())
         self.source.clear()
         if kind.data == "prompts":
-            for key, text in TASKS.items():
-                self.source.addItem(f"Task: {text}", f"task:{key}")
+            for key, task in TASKS.items():
+                self.source.addItem(f"Task: {task.title}", f"task:{key}")
             self.source.addItem("Your chat history (prompts)", "history")
         else:
             self.source.addItem("Your votes", "store")
@@ -471,6 +470,9 @@ class TrainingPanel(QWidget):
         self.history = {k: [] for k, _ in PLOTS}
         for curve in (*self.plots.values(), *self.spread, self.held_out):
             curve.setData([], [])
+        for key, marker in self.markers:
+            self.plot_widgets[key].removeItem(marker)
+        self.markers = []
         self.summary.clear()
         self.answers.clear()
         self._stale_view = False
@@ -609,11 +611,17 @@ class TrainingPanel(QWidget):
                   "drift": "Measuring the adapter's KL from the base…", "done": "Done",
                   "cancelled": "Cancelled: no adapter was written",
                   "error": "Failed: " + str(event.get("error"))}
+        if event.get("stage") == "warmup" and phase == "train":
+            labels["train"] = "Warm-up: learning from the worked examples"
+        elif event.get("stage") == "grpo":
+            labels["train"] = labels["stage"] = "GRPO: sampling, scoring, reinforcing the better answers"
         self.phase.setText(labels.get(phase, phase))
-        if phase == "train" and step is not None:
+        if phase == "stage" and step is not None:
+            self._mark(int(step), "GRPO")
+        if phase in ("train", "eval") and step is not None:
             for key, _ in PLOTS:
-                if event.get(key) is not None:
-                    self.history[key].append((int(step), float(event[key])))
+                if event.get(key) is not None and (phase == "train" or key == "kl"):
+                    self.history[key] = sorted({**dict(self.history[key]), int(step): float(event[key])}.items())
                     xs, ys = zip(*self.history[key])
                     self.plots[key].setData(list(xs), list(ys))
             if event.get("reward_std") is not None and event.get("reward") is not None:
@@ -626,8 +634,10 @@ class TrainingPanel(QWidget):
             self.history.setdefault("held_out", []).append((int(step or 0), float(event["reward"])))
             xs, ys = zip(*self.history["held_out"])
             self.held_out.setData(list(xs), list(ys))
+            ended = (f", {event['ended']} of {event['n']} ended by themselves"
+                     if event.get("ended") is not None and event.get("n") else "")
             self.answers.setPlainText(f"Held-out answers at step {step or 0} (greedy), mean reward "
-                                      f"{event['reward']:.3f}:\n\n" + _answers(event.get("samples") or []))
+                                      f"{event['reward']:.3f}{ended}:\n\n" + _answers(event.get("samples") or []))
         if phase == "sample":
             self.answers.appendPlainText(_answers([event]))
         if phase == "done" and event.get("dry_run"):
@@ -640,6 +650,14 @@ class TrainingPanel(QWidget):
         if phase == "error":  # the last job's plots and evaluation stay: only this start failed
             self.phase.setText(f"Failed: {event.get('error')}")
 
+    def _mark(self, step: int, text: str) -> None:
+        """A dashed vertical line on every plot at ``step``: where a job's next phase starts."""
+        for key, widget in self.plot_widgets.items():
+            marker = pg.InfiniteLine(step, angle=90, pen=pg.mkPen("#555", style=Qt.PenStyle.DashLine),
+                                     label=text, labelOpts={"position": 0.9, "color": "#555"})
+            widget.addItem(marker)
+            self.markers.append((key, marker))
+
     def _log_event(self, event: dict) -> None:
         """A progress line, as a person would write it in the log."""
         phase = event.get("phase")
@@ -651,6 +669,8 @@ class TrainingPanel(QWidget):
             self._append_log("  ".join(parts))
         elif phase == "error":
             self._append_log(f"error: {event.get('error')}")
+        elif phase == "stage":
+            self._append_log(f"[warm-up done at step {event.get('step')}: GRPO starts]")
         elif phase in ("load", "eval_before", "eval_after", "save", "done", "cancelled"):
             self._append_log(f"[{phase}]" + (f" {event.get('path')}" if phase == "done" else ""))
 
@@ -795,11 +815,15 @@ def _summary(metrics: dict, drift: dict, data: dict | None = None) -> str:
     """Before → after of each evaluation metric the job stored, on which examples, and the
     KL it measured."""
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
+    warmup = metrics.get("warmup")  # a skill job: after its warm-up, before GRPO
     rows = []
     for key in sorted(set(before) | set(after)):
         b, a = before.get(key), after.get(key)
         if isinstance(a, (int, float)) or isinstance(b, (int, float)):
-            rows.append(f"{key}: {_num(b)} → <b>{_num(a)}</b>")
+            middle = f"{_num(warmup.get(key))} → " if isinstance(warmup, dict) else ""
+            rows.append(f"{key}: {_num(b)} → {middle}<b>{_num(a)}</b>")
+    if isinstance(warmup, dict):
+        rows.insert(0, "base → after the warm-up → after GRPO")
     took = metrics.get("seconds") or metrics.get("time_s")
     if took:
         rows.append(f"took {_duration(took)}")

@@ -10,9 +10,12 @@ Run under a (virtual) display, e.g.
 
     xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/grpo.png \
         --reward-fn examples/rewards/format_length.py:short_statement --grpo "--steps 14 --eval-every 3"
+    xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/skill.png \
+        --kind skill --grpo "--task arith --steps 12 --eval-every 3" --evals 5
 
-``--grpo OPTIONS`` starts a real GRPO job from the Train tab with those options and takes
-the shot once the job has reported its held-out evaluation ``--evals`` times.
+``--grpo OPTIONS`` starts a real GRPO job (``--kind skill``: a skill job) from the Train tab
+with those options and takes the shot once the job has reported its held-out evaluation
+``--evals`` times.
 ``--delta`` turns on "Δ vs base" in both panes once they have answered and hovers the
 token the adapter moved most, so the shot includes its tooltip (the whole screen is
 grabbed: a tooltip is a window of its own).
@@ -67,6 +70,7 @@ def main() -> int:
     parser.add_argument("--grpo", default=None, metavar="OPTIONS", help="run a GRPO job with these options")
     parser.add_argument("--evals", type=int, default=4, help="--grpo: shoot after this many evaluations")
     parser.add_argument("--reward-fn", default=None, help="--grpo: the Reward function field")
+    parser.add_argument("--kind", default="grpo", help="--grpo: the job kind (grpo or skill)")
     args = parser.parse_args()
     app = QApplication(sys.argv[:1])
     data_dir = args.data_dir or tempfile.mkdtemp()
@@ -96,8 +100,8 @@ def main() -> int:
             names = [window.tabs.tabText(i) for i in range(window.tabs.count())]
             window.tabs.setCurrentIndex(next(i for i, n in enumerate(names) if "Train" in n))
             panel = window.training
-            panel.kind.setCurrentIndex(panel.kind.findData("grpo"))
-            panel.name.setText("short-answers")
+            panel.kind.setCurrentIndex(panel.kind.findData(args.kind))
+            panel.name.setText("short-answers" if args.kind == "grpo" else "sums")
             panel.extra.setText(args.grpo)
             if args.reward_fn:
                 panel.reward_fn.setText(args.reward_fn)
