@@ -56,6 +56,7 @@ SAMPLERS = ("auto", "llama.cpp", "transformers")
 class Config(JobConfig):
     task: str = "length"  # reverse | reverse_words | arith | length
     reward_fn: list[str] = field(default_factory=list)  # FILE.py:NAME, each a reward function
+    reward_timeout: float = 60.0  # seconds one call of a --reward-fn may take (a group)
     reward_weight: list[float] = field(default_factory=list)  # one per reward (default 1 each)
     judge: str | None = None  # a rubric: P(yes) of the judge model is a reward
     judge_model: str | None = None  # the judge's GGUF; None: the base
@@ -141,7 +142,7 @@ def build_rewards(cfg: Config, task: tasks.Task, job: Job | None) -> tuple[list,
     """(reward functions, their weights, a label for meta.json): the rewards given, else the task's."""
     from . import rewards
 
-    functions = [rewards.load_function(spec) for spec in cfg.reward_fn]
+    functions = [rewards.load_function(spec, cfg.reward_timeout) for spec in cfg.reward_fn]
     if cfg.judge:
         functions.append(rewards.judge(cfg.judge, cfg.judge_model))
     if cfg.reward_model:
@@ -352,6 +353,9 @@ KIND = kinds.Kind(
         kinds.Option("reward_fn", "your reward function (TRL's signature: (prompts, completions, "
                      "**columns) -> list of floats); repeatable", action="append",
                      metavar="FILE.py:NAME", label="Reward function", widget="file"),
+        kinds.Option("reward_timeout", "seconds each call of a --reward-fn may take, for a "
+                     "group of answers, before the job stops (default: 60)", kinds.positive(float),
+                     metavar="S"),
         kinds.Option("reward_weight", "the weight of each reward, in the order given (default 1 each)",
                      kinds.finite, action="append", metavar="W"),
         kinds.Option("judge", "a reward: P(yes) of a local model asked whether the answer meets RUBRIC",

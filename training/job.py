@@ -43,7 +43,7 @@ from typing import Callable
 
 from diptych import paths
 from diptych.models import adapters, catalog
-from diptych.models.errors import UserError, one_line
+from diptych.models.errors import UserError, error_line, one_line
 
 PARTIAL = ".partial-"
 EXIT_USAGE = 2
@@ -110,7 +110,7 @@ class Progress:
             self.out.write(json.dumps(line, default=str) + "\n")
             return
         if phase == "error":
-            print(f"diptych train: error: {values['error']}", file=sys.stderr, flush=True)
+            print(error_line(values["error"]), file=sys.stderr, flush=True)
             return
         shown = " ".join(f"{k}={_short(v)}" for k, v in values.items()
                          if v is not None and k != "metrics")

@@ -26,9 +26,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from diptych.models import adapters, catalog, scoring, templates
     from diptych.models.engine import Engine, EngineError
+    from diptych.models.errors import error_line
 
     def fail(message) -> int:
-        print(f"diptych score: {message}", file=sys.stderr)
+        print(error_line(message), file=sys.stderr)
         return 2
 
     if not args.adapter:

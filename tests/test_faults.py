@@ -1,0 +1,213 @@
+"""What a fault campaign found: crafted GGUF headers and templates, rewards that exit, crash
+or never return, damaged adapters and special files. Each gets one line (``diptych:
+error: ...``, exit status 2) or the documented behaviour."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import patched_copy, write_random_lora, write_small_gguf
+
+from diptych import paths
+from diptych.cli import main
+from diptych.models import adapters, catalog
+from diptych.training.job import JobError
+
+
+def error_line(capsys, argv, code: int = 2) -> str:
+    """The one line ``diptych ARGV`` printed on stderr, in the one error format."""
+    assert main([str(a) for a in argv]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("diptych: error: "), err
+    return err.strip()
+
+
+# -- 1. float hyperparameters llama.cpp asserts on ----------------------------------------
+
+EPSILON = "gemma3.attention.layer_norm_rms_epsilon"
+
+
+@pytest.mark.parametrize("key, value", [(EPSILON, math.nan), (EPSILON, -1.0),
+                                        (EPSILON, math.inf), ("gemma3.rope.freq_base", math.inf),
+                                        ("gemma3.rope.freq_base", 0.0)])
+def test_a_bad_float_in_the_bundled_header_is_refused_before_llama_cpp(bundled_model, tmp_path,
+                                                                      key, value):
+    path = patched_copy(bundled_model, tmp_path / "crafted.gguf", key, value)
+    with pytest.raises(catalog.ModelFileError, match=f"{key} is {value!r}, not a finite number"):
+        catalog.read_info(path)
+
+
+def test_chat_on_a_nan_epsilon_is_one_line_not_an_abort(bundled_model, tmp_path, data_dir):
+    path = patched_copy(bundled_model, tmp_path / "nan.gguf", EPSILON, math.nan)
+    result = subprocess.run([sys.executable, "-m", "diptych", "chat", "--model", str(path),
+                             "--prompt", "Hi", "--max-tokens", "1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.splitlines() == [
+        f"diptych: error: nan.gguf is a damaged or crafted GGUF file: {EPSILON} is nan, "
+        "not a finite number 0 or more"]
+
+
+# -- 5. chat templates llama.cpp's binding compiles as it loads --------------------------
+
+
+@pytest.mark.parametrize("template, problem", [
+    ("{{ 'A' * 2000000000 }}", "a repeated string of 2,000,000,000 characters"),
+    ("{% for %}", "does not parse"),
+])
+def test_a_template_that_hangs_or_breaks_the_load_is_one_line(tmp_path, data_dir, capsys,
+                                                              template, problem):
+    path = write_small_gguf(tmp_path / "templated.gguf", template=template)
+    started = time.monotonic()
+    line = error_line(capsys, ["chat", "--model", path, "--prompt", "Hi", "--max-tokens", "1"])
+    assert time.monotonic() - started < 5
+    assert "templated.gguf cannot be used: its chat template" in line and problem in line
+
+
+# -- 2 and 3. a reward that exits, crashes, overflows or never returns ----------------------
+
+REWARDS = """
+import ctypes, os, sys, time
+
+def fine(prompts, completions, **kwargs):
+    return [len(c[-1]["content"]) / 10 for c in completions]
+
+def exits(prompts, completions, **kwargs):
+    sys.exit(0)
+
+def leaves(prompts, completions, **kwargs):
+    os._exit(0)
+
+def interrupted(prompts, completions, **kwargs):
+    raise KeyboardInterrupt
+
+def huge(prompts, completions, **kwargs):
+    return [10**400 for _ in completions]
+
+def crashes(prompts, completions, **kwargs):
+    ctypes.string_at(0)
+
+def spins(prompts, completions, **kwargs):
+    while True:
+        pass
+"""
+PROMPTS = [[{"role": "user", "content": "Hi"}]] * 2
+ANSWERS = [[{"role": "assistant", "content": "Hello."}], [{"role": "assistant", "content": "Hi."}]]
+
+
+@pytest.fixture
+def reward_file(tmp_path):
+    path = tmp_path / "rewards.py"
+    path.write_text(REWARDS)
+    return path
+
+
+@pytest.mark.parametrize("name, message", [
+    ("exits", "rewards.py:8 (exits): the reward raised SystemExit: 0"),
+    ("leaves", "rewards.py: the reward ended the process it runs in (it exited with status 0"),
+    ("interrupted", "rewards.py:14 (interrupted): the reward raised KeyboardInterrupt"),
+    ("huge", "rewards.py:huge: the reward for answer 1 is 1000000000"),
+    ("crashes", "rewards.py: the reward ended the process it runs in (it was killed by SIGSEGV"),
+])
+def test_a_reward_that_exits_or_crashes_is_one_line_naming_the_file(reward_file, name, message):
+    from diptych.training import rewards
+
+    fine = rewards.load_function(f"{reward_file}:fine")
+    assert fine(PROMPTS, ANSWERS, trainer_state=None, log_metric=print) == [0.6, 0.3]
+    reward = rewards.load_function(f"{reward_file}:{name}")
+    with pytest.raises(JobError) as caught:
+        reward(PROMPTS, ANSWERS)
+    assert str(caught.value).startswith(str(reward_file.parent)) and message in str(caught.value)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_a_reward_that_never_returns_is_stopped_at_its_time_limit(reward_file):
+    from diptych.training import rewards
+
+    reward = rewards.load_function(f"{reward_file}:spins", timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(JobError, match=r"rewards.py: the reward took more than 0.5 s for 2 answers"):
+        reward(PROMPTS, ANSWERS)
+    assert time.monotonic() - started < 5
+    assert not reward._process.is_alive()
+
+
+class Interrupted(BaseException):
+    """Stands in for a job's Cancelled, raised by the SIGTERM handler."""
+
+
+def test_cancel_stops_a_reward_that_never_returns(reward_file):
+    from diptych.training import rewards
+
+    reward = rewards.load_function(f"{reward_file}:spins")  # the default: a minute
+
+    def interrupt(signum, frame):
+        raise Interrupted()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Interrupted):
+            reward(PROMPTS, ANSWERS)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - started < 5
+    reward.close()
+    assert not reward._process.is_alive()
+
+
+def test_the_dry_run_of_a_reward_that_exits_fails_with_one_line(reward_file, data_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "diptych", "train", "grpo", "--dry-run", "--reward-fn",
+         f"{reward_file}:leaves", "--max-completion-length", "2", "--num-generations", "2",
+         "--reward-timeout", "30", "--progress", "jsonl"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    error = [json.loads(line) for line in result.stdout.splitlines()][-1]
+    assert error["phase"] == "error" and "ended the process it runs in" in error["error"]
+    assert result.stderr.strip().splitlines()[-1].startswith("diptych: error: ")
+
+
+# -- 4. a meta.json nested beyond the parser's depth ---------------------------------------
+
+
+def test_a_deeply_nested_meta_json_is_listed_as_damaged(data_dir, bundled_model, tmp_path, capsys):
+    root = paths.adapters_dir(data_dir)
+    for name in ("deep", "sound"):
+        (root / name).mkdir()
+        write_random_lora(root / name / adapters.GGUF_NAME, bundled_model)
+    (root / "deep" / adapters.META_NAME).write_text("[" * 200_000 + "]" * 200_000)
+    (root / "sound" / adapters.META_NAME).write_text(json.dumps({"kind": "dpo"}))
+    assert main(["--data-dir", str(data_dir), "adapters", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "deep" in out and "damaged: meta.json nests too deeply" in out and "sound" in out
+    assert main(["--data-dir", str(data_dir), "adapters", "list", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert "nests too deeply" in rows["deep"]["problem"] and rows["sound"]["problem"] is None
+
+
+# -- 9. names ending in a newline ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["nl\n", "a\n", "v1\r\n"])
+def test_a_name_ending_in_a_newline_is_refused(data_dir, bundled_model, tmp_path, capsys, name):
+    folder = paths.adapters_dir(data_dir) / "v1"
+    folder.mkdir()
+    write_random_lora(folder / adapters.GGUF_NAME, bundled_model)
+    with pytest.raises(adapters.AdapterError, match="not a valid adapter name"):
+        adapters.check_name(name)
+    line = error_line(capsys, ["--data-dir", data_dir, "adapters", "rename", "v1", name])
+    assert "not a valid adapter name" in line
+    assert sorted(p.name for p in paths.adapters_dir(data_dir).iterdir()) == ["v1"]
+    with pytest.raises(adapters.AdapterError):
+        adapters.resolve("v1\n", data_dir)
