@@ -224,7 +224,10 @@ def _registered(path: Path) -> bool:
 
 def list_adapters(root: str | os.PathLike | None = None) -> list[AdapterInfo]:
     """Registered adapters, newest first; unfinished jobs' temporary folders are skipped."""
-    found = [_from_dir(p) for p in paths.adapters_dir(root).iterdir() if _registered(p)]
+    folder = paths.data_dir(root) / "adapters"
+    if not folder.is_dir():  # listing makes nothing: a read-only data folder has no adapters
+        return []
+    found = [_from_dir(p) for p in folder.iterdir() if _registered(p)]
     return sorted(found, key=lambda a: a.created_at, reverse=True)
 
 

@@ -211,3 +211,73 @@ def test_a_name_ending_in_a_newline_is_refused(data_dir, bundled_model, tmp_path
     assert sorted(p.name for p in paths.adapters_dir(data_dir).iterdir()) == ["v1"]
     with pytest.raises(adapters.AdapterError):
         adapters.resolve("v1\n", data_dir)
+
+
+# -- 7. special files and endless lines ------------------------------------------------------
+
+
+@pytest.fixture
+def within_seconds():
+    """Fail, rather than wait for ever, when a command runs past its time."""
+    def interrupt(signum, frame):
+        raise TimeoutError("still running")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 20)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def test_data_import_refuses_a_fifo_and_a_device(data_dir, tmp_path, capsys, within_seconds):
+    fifo = tmp_path / "votes.jsonl"
+    os.mkfifo(fifo)
+    for special in (fifo, "/dev/zero", tmp_path):
+        line = error_line(capsys, ["data", "import", special])
+        assert f"{special}: not a regular file" in line
+
+
+def test_data_import_refuses_a_line_longer_than_the_cap(data_dir, tmp_path, capsys, monkeypatch):
+    from diptych.training import preferences
+
+    monkeypatch.setattr(preferences, "MAX_LINE_BYTES", 1000)
+    long = tmp_path / "long.jsonl"
+    long.write_bytes(b"\n" + b"[" * 5000 + b"\n")
+    line = error_line(capsys, ["data", "import", long])
+    assert line == f"diptych: error: {long}: line 2: longer than 1,000 bytes"
+
+
+# -- 8. tracebacks left ------------------------------------------------------------------
+
+
+def test_data_import_of_a_lone_surrogate_is_one_line(home, tmp_path, capsys):
+    out = tmp_path / "votes.jsonl"
+    assert main(["--data-dir", str(home), "data", "export", "--out", str(out)]) == 0
+    first = json.loads(out.read_text().splitlines()[0])
+    first["chosen"][0]["content"] = "\ud800"
+    out.write_text(json.dumps(first) + "\n")  # ensure_ascii: written as the escape "\ud800"
+    capsys.readouterr()
+    line = error_line(capsys, ["--data-dir", home, "data", "import", out])
+    assert "line 1: a string holds a lone surrogate" in line
+
+
+def test_prompts_from_a_binary_file_is_one_line(data_dir, tmp_path, capsys):
+    binary = tmp_path / "prompts.txt"
+    binary.write_bytes(b"Say hi\n\xff\xfe\x00binary")
+    line = error_line(capsys, ["train", "grpo", "--dry-run", "--prompts-from", binary,
+                               "--task", "length"])
+    assert f"{binary}: not UTF-8 text" in line
+
+
+def test_a_read_only_data_folder_lists_nothing_and_a_job_is_one_line(tmp_path, capsys):
+    from test_hardening_store import read_only
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with read_only(home):
+        assert main(["--data-dir", str(home), "adapters", "list"]) == 0
+        assert "no adapters yet" in capsys.readouterr().out
+        line = error_line(capsys, ["--data-dir", home, "train", "dpo", "--name", "x"])
+        assert line == (f"diptych: error: {home / 'adapters'}: the adapters folder cannot be "
+                        "made (Read-only file system)")
+    assert list(home.iterdir()) == []

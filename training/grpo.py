@@ -83,7 +83,11 @@ def _messages(prompt) -> list[dict]:
 def _file_prompts(path: Path) -> list[dict]:
     if not path.is_file():
         raise JobError(f"{path}: no such prompt file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobError(f"{path}: not UTF-8 text (byte {exc.start:,}): give one prompt a line, "
+                       "or JSON lines") from None
     if path.suffix != ".jsonl":
         return [{"prompt": _messages(line.strip())} for line in text.splitlines() if line.strip()]
     examples = []

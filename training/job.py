@@ -396,6 +396,14 @@ def _no_space(exc: BaseException, root: Path) -> str | None:
             "nothing was kept: free some space and run the job again")
 
 
+def _unwritable(exc: BaseException) -> str | None:
+    """One line for a file the job could not write for want of permission (a read-only
+    data folder); None for other errors."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{exc.filename}: {exc.strerror}: the job cannot write its files there"
+    return None
+
+
 def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bool | None = None) -> int:
     """Run ``train(job)`` as a job and register its adapter; returns the exit code.
 
@@ -405,10 +413,10 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
     """
     progress = Progress(cfg.progress == "jsonl")
     started = time.monotonic()
-    root = paths.adapters_dir(cfg.data_dir)
-    out_dir = None
+    out_dir = root = None
     try:
         with _cancellable() as disarm:
+            root = paths.adapters_dir(cfg.data_dir)
             if is_main_process():  # the others would see rank 0's folder as a running job
                 _check_free(root, cfg.name)
                 clean_stale(root)
@@ -451,9 +459,10 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
         progress("cancelled")
         return 128 + exc.signum
     except Exception as exc:
-        full = _no_space(exc, root)
-        if isinstance(exc, UserError) or full:
-            progress("error", error=full or one_line(exc))
+        full = _no_space(exc, root) if root is not None else None
+        if isinstance(exc, UserError) or full or (problem := _unwritable(exc)):
+            progress("error", error=full or (one_line(exc) if isinstance(exc, UserError)
+                                             else problem))
             return EXIT_USAGE
         traceback.print_exc(file=sys.stderr)  # a crash: the details on stderr, one line for the app
         progress("error", error=f"{type(exc).__name__}: {exc}")

@@ -196,11 +196,7 @@ def import_jsonl(store: Store, path: str | Path) -> int:
     import os
     import tempfile
 
-    numbers = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if raw.strip():
-                numbers.append(number)
+    numbers = [number for number, raw in prefs.raw_lines(path) if raw.strip()]
     records = read_jsonl(path)  # every line checked; errors name the line
     lines = list(zip(numbers, records))
     pairs = sorted(to_pair_records(lines), key=lambda item: item[0])
@@ -223,11 +219,10 @@ def import_jsonl(store: Store, path: str | Path) -> int:
 
 def is_unpaired_file(path: str | Path) -> bool:
     """Whether a JSON lines file's first record is in the unpaired format."""
-    with open(path, "rb") as f:
-        for raw in f:
-            if raw.strip():
-                try:
-                    return is_unpaired(json.loads(raw))
-                except (ValueError, RecursionError):  # the importer says why, with the line
-                    return False
+    for _, raw in prefs.raw_lines(path):  # a regular file, lines of a bounded length
+        if raw.strip():
+            try:
+                return is_unpaired(json.loads(raw))
+            except (ValueError, RecursionError):  # the importer says why, with the line
+                return False
     return False
