@@ -281,3 +281,37 @@ def test_a_read_only_data_folder_lists_nothing_and_a_job_is_one_line(tmp_path, c
         assert line == (f"diptych: error: {home / 'adapters'}: the adapters folder cannot be "
                         "made (Read-only file system)")
     assert list(home.iterdir()) == []
+
+
+# -- 6. a vote on an empty conversation ----------------------------------------------------
+
+
+def test_an_empty_prompt_is_refused_by_the_store_and_left_out_by_the_loaders(tmp_path):
+    from conftest import record_sample_vote
+
+    from diptych.training import dpo, kto, unpaired
+    from diptych.training.preferences import records
+    from diptych.training.store import Store
+
+    home = tmp_path / "home"
+    with Store.open(home) as store:
+        cid = store.new_conversation()
+        with pytest.raises(ValueError, match="prompt_messages must be a non-empty list"):
+            store.add_response(cid, 0, "left", "base", "Hi.", model=None, model_path=None,
+                               model_hash=None, adapter=None, adapter_path=None,
+                               adapter_scale=None, template_name=None, template_source=None,
+                               params={}, prompt_messages=[], n_tokens=None, ttft_s=None,
+                               tokens_per_s=None, finish_reason="stop")
+        assert store.db.execute("SELECT count(*) FROM responses").fetchone()[0] == 0
+        record_sample_vote(store, "right", prompt="What is 2+2?")
+        damaged = record_sample_vote(store, "left", prompt="What is 3+3?")
+        # a row an older Diptych let in
+        store.db.execute("UPDATE responses SET prompt_messages = '[]' WHERE id IN (SELECT "
+                         "left_response_id FROM votes WHERE id = ?)", [damaged])
+        assert [r["prompt"][-1]["content"] for r in records(store)] == ["What is 2+2?"]
+        assert len(unpaired.records(store)) == 2
+        assert [p[-1]["content"] for p in store.recent_prompts()] == ["What is 3+3?", "What is 2+2?"]
+    pairs, data = dpo.load_pairs(dpo.Config(data_dir=str(home)))
+    assert len(pairs) == 1 and data["source"] == "store (1 vote left out: an empty or damaged prompt)"
+    examples, data = kto.load_examples(kto.Config(data_dir=str(home)))
+    assert len(examples) == 2 and "1 vote left out" in data["source"]

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from . import staged_import
-from .store import CHOICES, ROLES, SIDES, Store, now
+from .store import CHOICES, ROLES, SIDES, Store, now, usable_vote
 from diptych.models.errors import UserError
 
 PAIR_CHOICES = ("left", "right", "better")
@@ -115,7 +115,7 @@ def records(store: Store, adapter: str | None = None, include_ties: bool = False
     """The store's live votes as preference lines, oldest first."""
     wanted = CHOICES if include_ties else PAIR_CHOICES
     return [record for vote in store.votes(adapter=adapter)
-            if vote["choice"] in wanted for record in vote_records(vote)]
+            if vote["choice"] in wanted and usable_vote(vote) for record in vote_records(vote)]
 
 
 class ExportTargetError(UserError, OSError):

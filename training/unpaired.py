@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 
 from . import preferences as prefs
-from .store import Store
+from .store import Store, usable_vote
 
 TIES = ("skip", "desirable")
 
@@ -62,7 +62,8 @@ def vote_labels(vote: dict, ties: str = "skip") -> list[dict]:
 
 def records(store: Store, ties: str = "skip", adapter: str | None = None) -> list[dict]:
     """The store's live votes as unpaired lines, oldest first."""
-    return [line for vote in store.votes(adapter=adapter) for line in vote_labels(vote, ties)]
+    return [line for vote in store.votes(adapter=adapter) if usable_vote(vote)
+            for line in vote_labels(vote, ties)]
 
 
 def export_jsonl(store: Store, out, ties: str = "skip") -> int:
