@@ -315,3 +315,33 @@ def test_an_empty_prompt_is_refused_by_the_store_and_left_out_by_the_loaders(tmp
     assert len(pairs) == 1 and data["source"] == "store (1 vote left out: an empty or damaged prompt)"
     examples, data = kto.load_examples(kto.Config(data_dir=str(home)))
     assert len(examples) == 2 and "1 vote left out" in data["source"]
+
+
+# -- 11. limits the model or the machine cannot honour -------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "dpo", "--name", "x", "--lora-r", "100000"],
+     "--lora-r 100,000 is more than gemma-3-270m-q4_k_m.gguf's width (640)"),
+    (["train", "dpo", "--name", "x", "--max-length", "10000000"],
+     "--max-length 10,000,000 is more than gemma-3-270m-q4_k_m.gguf's context of 32,768 tokens"),
+    (["train", "kto", "--name", "x", "--steps", str(10**20)],
+     "--steps 100,000,000,000,000,000,000 is more than 1,000,000: the job would not end"),
+    (["train", "sft", "--name", "x", "--epochs", "1e20"], "--epochs 1e+20 is more than 10,000"),
+    (["train", "grpo", "--dry-run", "--max-completion-length", "100000"],
+     "--max-completion-length 100,000 is more than gemma-3-270m-q4_k_m.gguf's context"),
+    (["chat", "--prompt", "Hi", "--max-tokens", "100000000"],
+     "--max-tokens 100,000,000 is more than gemma-3-270m-q4_k_m.gguf can write: its context "
+     "holds 4,096 tokens"),
+    (["score", "--adapter", "x", "--prompt", "Hi", "--response", "Hello.", "--top", "1000000"],
+     "argument --top: must be from 0 to 100, not 1000000"),
+])
+def test_limits_past_what_the_model_or_machine_can_honour_are_one_line(data_dir, capsys, argv,
+                                                                       message):
+    try:
+        line = error_line(capsys, argv)
+    except SystemExit as exc:  # argparse's own refusal
+        assert exc.code == 2
+        line = capsys.readouterr().err.strip()
+    assert line.startswith("diptych: error: ") and message in line, line
+    assert not (data_dir / "adapters").exists() or not list((data_dir / "adapters").iterdir())

@@ -47,7 +47,7 @@ from pathlib import Path
 from diptych.models.group_sampler import Sampling
 
 from . import kinds, tasks
-from .job import Job, JobConfig, JobError, sha256_of, split_eval
+from .job import Job, JobConfig, JobError, check_limits, sha256_of, split_eval
 
 SAMPLERS = ("auto", "llama.cpp", "transformers")
 
@@ -294,8 +294,6 @@ def train(job: Job) -> dict:
 def dry_run(cfg: Config, out=None) -> int:
     """Sample answers for a few prompts with the model as it is, print them with their
     rewards; no training, no torch unless a reward model needs it. Returns the exit code."""
-    from diptych.models import catalog
-
     from . import rewards
     from .rollouts import LlamaCppRollouts
 
@@ -306,7 +304,7 @@ def dry_run(cfg: Config, out=None) -> int:
     base = _base(cfg)
     if not base.is_file():
         raise JobError(f"{base}: no such model file")
-    catalog.read_info(base)
+    check_limits(cfg, base)
     examples, source = load_examples(cfg, task)
     examples = examples[: min(3, len(examples))]
     functions, weights, label = build_rewards(cfg, task, None)

@@ -396,6 +396,32 @@ def _no_space(exc: BaseException, root: Path) -> str | None:
             "nothing was kept: free some space and run the job again")
 
 
+MAX_STEPS = 1_000_000  # at a second a step on the smallest model, eleven days
+MAX_EPOCHS = 10_000
+
+
+def check_limits(cfg: JobConfig, base: Path) -> None:
+    """JobError for a setting its flag's type takes but the model or the machine cannot
+    honour: more tokens than the model's context, a LoRA rank above the model's width, a
+    job that would not end."""
+    info = catalog.read_info(base)
+    fields, _ = catalog.read_header_fields(base)
+    width = fields.get(f"{info.architecture}.embedding_length")
+    if cfg.steps is not None and cfg.steps > MAX_STEPS:
+        raise JobError(f"--steps {cfg.steps:,} is more than {MAX_STEPS:,}: the job would not end")
+    if cfg.steps is None and cfg.epochs > MAX_EPOCHS:
+        raise JobError(f"--epochs {cfg.epochs:g} is more than {MAX_EPOCHS:,}: the job would not end")
+    if isinstance(width, int) and cfg.lora_r > width:
+        raise JobError(f"--lora-r {cfg.lora_r:,} is more than {info.path.name}'s width "
+                       f"({width:,}): a LoRA's rank cannot exceed the sides of its layers")
+    for field, flag in (("max_length", "--max-length"),
+                        ("max_completion_length", "--max-completion-length")):
+        value = getattr(cfg, field, None)
+        if info.context_length and value is not None and value > info.context_length:
+            raise JobError(f"{flag} {value:,} is more than {info.path.name}'s context of "
+                           f"{info.context_length:,} tokens")
+
+
 def _unwritable(exc: BaseException) -> str | None:
     """One line for a file the job could not write for want of permission (a read-only
     data folder); None for other errors."""
@@ -425,6 +451,7 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
             job.writes_gguf = kind != "reward" if writes_gguf is None else writes_gguf
             if not job.base.is_file():
                 raise JobError(f"{job.base}: no such model file")
+            check_limits(cfg, job.base)
             if cfg.from_adapter:
                 from . import parent
 

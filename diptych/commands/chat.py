@@ -40,6 +40,12 @@ def run(args) -> int:
     except (catalog.ModelFileError, adapters.AdapterError, EngineError, FileNotFoundError) as exc:
         print(error_line(exc), file=sys.stderr)
         return 2
+    context = engines["base"].n_ctx
+    if args.max_tokens >= context:  # the answer cannot outgrow the context it is written in
+        print(error_line(f"--max-tokens {args.max_tokens:,} is more than {Path(model).name} can "
+                         f"write: its context holds {context:,} tokens, prompt included"),
+              file=sys.stderr)
+        return 2
     messages = ([{"role": "system", "content": args.system}] if args.system else [])
     messages.append({"role": "user", "content": args.prompt})
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens,
