@@ -345,3 +345,37 @@ def test_limits_past_what_the_model_or_machine_can_honour_are_one_line(data_dir,
         line = capsys.readouterr().err.strip()
     assert line.startswith("diptych: error: ") and message in line, line
     assert not (data_dir / "adapters").exists() or not list((data_dir / "adapters").iterdir())
+
+
+# -- 10. --from a damaged adapter ----------------------------------------------------------
+
+
+def damaged_parent(data_dir, name: str, r, cut: bool):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = paths.adapters_dir(data_dir) / name
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"task_type": "CAUSAL_LM", "r": r, "lora_alpha": 32, "target_modules": "all-linear"}))
+    (folder / adapters.META_NAME).write_text(json.dumps({"kind": "dpo"}))
+    weights = folder / "adapter_model.safetensors"
+    save_file({"base_model.model.layers.0.lora_A.weight": np.zeros((16, 640), np.float32)}, weights)
+    if cut:
+        weights.write_bytes(weights.read_bytes()[:4000])
+    return folder
+
+
+@pytest.mark.parametrize("name, r, cut, message", [
+    ("negative", -1, False, "--from negative: its adapter_config.json has r = -1, not a positive number"),
+    ("cut", 16, True, "--from cut: cannot read"),
+    ("other", 8, False, "--from other: its LoRA has r = 8, this job 16"),
+])
+def test_a_damaged_parent_is_refused_before_the_job_starts(voted, capsys, name, r, cut, message):
+    damaged_parent(voted, name, r, cut)
+    started = time.monotonic()
+    line = error_line(capsys, ["--data-dir", voted, "train", "dpo", "--name", "next", "--from",
+                               name, "--no-drift"])
+    assert message in line
+    assert time.monotonic() - started < 30  # torch's import, no data, no weights
+    assert not (paths.adapters_dir(voted) / "next").exists()

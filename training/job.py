@@ -456,6 +456,8 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
                 from . import parent
 
                 job.parent = parent.resolve(cfg.from_adapter, cfg.data_dir, job.base, job.writes_gguf)
+                # the rank now, not once the data is tokenized and the model loaded
+                parent.check_shape(job.parent, job.lora(parent.TASK_TYPES[job.writes_gguf]))
             if job.main:
                 out_dir.mkdir()
             progress("load", processes=int(os.environ.get("WORLD_SIZE", "1")))
