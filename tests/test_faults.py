@@ -379,3 +379,24 @@ def test_a_damaged_parent_is_refused_before_the_job_starts(voted, capsys, name, 
     assert message in line
     assert time.monotonic() - started < 30  # torch's import, no data, no weights
     assert not (paths.adapters_dir(voted) / "next").exists()
+
+
+# -- 2. the Train tab: a job that ends without its done line failed ----------------------
+
+
+@pytest.mark.parametrize("trial", [False, True])
+def test_the_train_tab_calls_a_job_without_its_done_line_a_failure(qtbot, data_dir, trial):
+    from PySide6.QtCore import QProcess
+
+    from diptych.desktop.training_panel import TrainingPanel
+
+    panel = TrainingPanel(data_dir)
+    qtbot.addWidget(panel)
+    panel.trial = trial
+    panel.handle_line('{"phase": "eval_before"}')
+    panel._finished(0, QProcess.ExitStatus.NormalExit)
+    assert "ended unexpectedly (exit code 0)" in panel.phase.text()
+    assert panel.progress.format() == "failed"
+    panel.handle_line('{"phase": "sample", "prompt": "Hi", "answer": "Hello", "rewards": {}, "reward": 1}')
+    panel._finished(11, QProcess.ExitStatus.CrashExit)
+    assert "it crashed (killed by a signal)" in panel.phase.text()
