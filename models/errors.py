@@ -21,5 +21,10 @@ def error_line(error: BaseException | str) -> str:
 
 
 def one_line(error: BaseException | str) -> str:
-    """The error's message on one line, whatever it holds (a library's message may wrap)."""
-    return " ".join(str(error).split()) or type(error).__name__
+    """The error's message on one line, whatever it holds (a library's message may wrap);
+    an OSError as "FILE: what went wrong", not "[Errno 30] ..."."""
+    text = str(error)
+    if (isinstance(error, OSError) and error.strerror
+            and type(error).__str__ is OSError.__str__):  # not one that words its own message
+        text = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return " ".join(text.split()) or type(error).__name__

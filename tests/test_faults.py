@@ -400,3 +400,14 @@ def test_the_train_tab_calls_a_job_without_its_done_line_a_failure(qtbot, data_d
     panel.handle_line('{"phase": "sample", "prompt": "Hi", "answer": "Hello", "rewards": {}, "reward": 1}')
     panel._finished(11, QProcess.ExitStatus.CrashExit)
     assert "it crashed (killed by a signal)" in panel.phase.text()
+
+
+def test_an_os_error_is_one_line_without_its_errno(data_dir, capsys, monkeypatch):
+    from test_hardening_store import read_only
+
+    folder = paths.adapters_dir(data_dir) / "v1"
+    folder.mkdir()
+    (folder / adapters.META_NAME).write_text(json.dumps({"kind": "dpo"}))
+    with read_only(data_dir):
+        line = error_line(capsys, ["adapters", "rename", "v1", "v2"])
+    assert line == f"diptych: error: {folder}: Read-only file system"
