@@ -674,7 +674,7 @@ class TrainingPanel(QWidget):
         elif phase in ("load", "eval_before", "eval_after", "save", "done", "cancelled"):
             self._append_log(f"[{phase}]" + (f" {event.get('path')}" if phase == "done" else ""))
 
-    def _finished(self, code: int, _status) -> None:
+    def _finished(self, code: int, status) -> None:
         self._set_running(False)
         self.process = None
         self._eta = None
@@ -691,8 +691,11 @@ class TrainingPanel(QWidget):
             self.refresh_adapters()
             self.name.setText(self._fresh_name())  # the next Start needs a name not yet taken
             self.adapter_ready.emit(self.finished_adapter)
-        elif phase not in ("cancelled", "error"):
-            self.phase.setText(f"The job ended unexpectedly (exit code {code}); no adapter was registered.")
+        elif phase not in ("cancelled", "error"):  # no done line: a failure, whatever the code
+            how = ("it crashed (killed by a signal)" if status == QProcess.ExitStatus.CrashExit
+                   else f"exit code {code}")
+            what = "tried nothing" if self.trial else "no adapter was registered"
+            self.phase.setText(f"The job ended unexpectedly ({how}); {what}.")
             self.progress.setFormat("failed")
         else:
             self.progress.setFormat(phase)

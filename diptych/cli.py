@@ -13,13 +13,20 @@ import sys
 import traceback
 
 from . import __version__
-from .models.errors import UserError, one_line
+from .models.errors import UserError, error_line
 
 SUBCOMMANDS = ("chat", "data", "train", "adapters", "score")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the one format of every error (subcommands too)."""
+
+    def error(self, message: str):
+        self.exit(2, error_line(f"{message} (see '{self.prog} --help')") + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diptych",
         description="Chat with a base model and its RL-tuned twin side by side; "
         "vote, train a LoRA on your votes, and see where the model moved.",
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _main(argv)
         except UserError as exc:  # the user can fix it: one line, no traceback
-            print(f"diptych: error: {one_line(exc)}", file=sys.stderr)
+            print(error_line(exc), file=sys.stderr)
             return 2
         except BrokenPipeError:
             raise  # handled below: the reader of our output went away
@@ -108,7 +115,7 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         if args.adapter and (problem := _unrunnable_adapter(args)):
-            print(f"diptych: error: {problem}", file=sys.stderr)
+            print(error_line(problem), file=sys.stderr)
             return 2
         from diptych.desktop.app import run_app
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import platformdirs
 
+from diptych.models.errors import UserError
+
 ENV_VAR = "DIPTYCH_HOME"
 DB_NAME = "diptych.sqlite"
 
@@ -31,7 +33,18 @@ def db_path(root: str | os.PathLike | None = None) -> Path:
     return data_dir(root) / DB_NAME
 
 
+class DataDirError(UserError, OSError):
+    """A data folder that cannot be written (read-only, not ours): one line, not an errno."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 def adapters_dir(root: str | os.PathLike | None = None) -> Path:
     path = data_dir(root) / "adapters"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(exc.errno, f"{path}: the adapters folder cannot be made "
+                           f"({exc.strerror or exc})") from None
     return path

@@ -29,7 +29,8 @@ from . import catalog
 
 GGUF_NAME = "adapter.gguf"
 META_NAME = "meta.json"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# fullmatch, never match with "$": "$" also matches before a final newline ("nl\n")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class AdapterError(catalog.ModelFileError):
@@ -51,7 +52,7 @@ class AdapterInfo:
 
 def check_name(name: str) -> str:
     """``name`` if it can be a folder name on every platform, else AdapterError."""
-    if not NAME_RE.match(name or ""):
+    if not NAME_RE.fullmatch(name or ""):
         raise AdapterError(
             f"{name!r} is not a valid adapter name: use up to 64 letters, digits, '.', '_' "
             "or '-', starting with a letter or digit"
@@ -71,6 +72,8 @@ def _load_meta(path: Path) -> tuple[dict | None, str | None]:
         return None, f"meta.json cannot be read: {exc.strerror or exc}"
     except ValueError as exc:  # edited by hand into something else, or cut short
         return None, f"meta.json is not valid JSON: {str(exc).splitlines()[0]}"
+    except RecursionError:  # "[[[[..." thousands deep: the parser gives up
+        return None, "meta.json nests too deeply to be read"
     if not isinstance(meta, dict):
         return None, f"meta.json holds {_json_kind(meta)}, not a JSON object"
     return meta, None
@@ -221,14 +224,17 @@ def _registered(path: Path) -> bool:
 
 def list_adapters(root: str | os.PathLike | None = None) -> list[AdapterInfo]:
     """Registered adapters, newest first; unfinished jobs' temporary folders are skipped."""
-    found = [_from_dir(p) for p in paths.adapters_dir(root).iterdir() if _registered(p)]
+    folder = paths.data_dir(root) / "adapters"
+    if not folder.is_dir():  # listing makes nothing: a read-only data folder has no adapters
+        return []
+    found = [_from_dir(p) for p in folder.iterdir() if _registered(p)]
     return sorted(found, key=lambda a: a.created_at, reverse=True)
 
 
 def resolve(name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> AdapterInfo:
     """A registered name, an adapter folder, or a bare GGUF LoRA file."""
     text = str(name_or_path)
-    if NAME_RE.match(text) and _registered(paths.adapters_dir(root) / text):
+    if NAME_RE.fullmatch(text) and _registered(paths.adapters_dir(root) / text):
         return _from_dir(paths.adapters_dir(root) / text)
     path = Path(text).expanduser()
     if path.is_dir():

@@ -238,6 +238,7 @@ def _check_hyperparameters(fields: dict, tensors: list, arch: str) -> str | None
     key_length = check("attention.key_length", high=2**16)
     check("attention.value_length", high=2**16)
     check("attention.sliding_window", low=0, high=2**24)
+    problems += _float_problems(fields, arch)
     if problems:
         return problems[0]
     blocks = {int(m.group(1)) for t in tensors if (m := _BLOCK.match(t[0]))}
@@ -268,6 +269,51 @@ def _check_hyperparameters(fields: dict, tensors: list, arch: str) -> str | None
     if n_embd is not None and embd is not None and embd[0] != n_embd:
         return (f"{arch}.embedding_length is {n_embd} but token_embd.weight is "
                 f"{embd[0]} wide")
+    return None
+
+
+# Float hyperparameters that must be above zero: a rope base of 0 or a softcap of 0 divides
+# by zero. Every other one (epsilons, scales, factors) may be 0 but not below: llama.cpp
+# asserts ``eps >= 0.0f`` (a native abort, or a hang after the assert's message).
+_ABOVE_ZERO = ("freq_base", "softcapping")
+
+
+def _float_problems(fields: dict, arch: str) -> list[str]:
+    """Why a float of the architecture's keys cannot be used: NaN, infinite or negative
+    (an inf rope base loads and writes garbage), or zero where it divides."""
+    problems = []
+    for key, value in fields.items():
+        if not key.startswith(f"{arch}."):
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if not isinstance(v, float):
+                continue
+            positive = any(word in key for word in _ABOVE_ZERO)
+            if not math.isfinite(v) or v < 0 or (positive and v == 0):
+                wanted = "above 0" if positive else "0 or more"
+                problems.append(f"{key} is {v!r}, not a finite number {wanted}")
+                break
+    return problems
+
+
+def _template_problem(fields: dict) -> str | None:
+    """Why llama.cpp's binding could not take one of the file's chat templates, which it
+    compiles as it loads the file (a traceback, or a hang: templates.check_model_template)."""
+    for key, value in fields.items():
+        if key == "tokenizer.chat_template" or key.startswith("tokenizer.chat_template."):
+            if not isinstance(value, str):
+                return f"{key} is not text"
+            if problem := _template_refusal(value):
+                return f"its chat template ({key}) {problem}"
+    return None
+
+
+@lru_cache(maxsize=32)
+def _template_refusal(source: str) -> str | None:
+    try:
+        templates.check_model_template(source)
+    except templates.TemplateRenderError as exc:
+        return str(exc)
     return None
 
 
@@ -325,6 +371,8 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
     if general_type != "adapter" and (problem := _check_hyperparameters(fields, header.tensors,
                                                                          arch)):
         raise ModelFileError(f"{path.name} is a damaged or crafted GGUF file: {problem}")
+    if general_type != "adapter" and (problem := _template_problem(fields)):
+        raise ModelFileError(f"{path.name} cannot be used: {problem}")
     return ModelInfo(
         path=path.resolve(),
         architecture=arch,

@@ -12,6 +12,19 @@ class UserError(Exception):
     """Something the user can fix; ``str(error)`` is the whole message, one line."""
 
 
-def one_line(error: BaseException) -> str:
-    """The error's message on one line, whatever it holds (a library's message may wrap)."""
-    return " ".join(str(error).split()) or type(error).__name__
+EXIT_STATUS = 2  # what a command that met an error the user can fix exits with
+
+
+def error_line(error: BaseException | str) -> str:
+    """The one line every command prints for an error the user can fix (exit status 2)."""
+    return f"diptych: error: {one_line(error)}"
+
+
+def one_line(error: BaseException | str) -> str:
+    """The error's message on one line, whatever it holds (a library's message may wrap);
+    an OSError as "FILE: what went wrong", not "[Errno 30] ..."."""
+    text = str(error)
+    if (isinstance(error, OSError) and error.strerror
+            and type(error).__str__ is OSError.__str__):  # not one that words its own message
+        text = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    return " ".join(text.split()) or type(error).__name__

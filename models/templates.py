@@ -405,6 +405,91 @@ def custom(source: str, base: ChatTemplate) -> ChatTemplate:
     return template
 
 
+def check_model_template(source: str) -> None:
+    """TemplateRenderError unless llama.cpp's Python binding can take ``source`` as a model
+    file's template: ``llama_cpp.Llama`` compiles every template of the file as it loads
+    it, outside any budget, in a sandbox that folds constant expressions at compile time
+    (``{{ 'A' * 2000000000 }}`` is built then, and written into the compiled code). So the
+    source must parse as it parses it, and what it would fold must fit the limits above."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True,  # as Jinja2ChatFormatter makes its environment
+        extensions=[Jinja2ChatFormatter.IgnoreGenerationTags, "jinja2.ext.loopcontrols"])
+    try:
+        tree = env.parse(source)
+    except TemplateError as exc:
+        raise TemplateRenderError(f"does not parse: {exc}") from None
+    budget = _BUDGET.set(_Budget(MAX_RENDER_SECONDS))
+    try:
+        _check_folds(tree)
+    except _OverBudget as exc:
+        raise TemplateBudgetError(f"refused: it {exc}") from None
+    except (MemoryError, RecursionError, OverflowError) as exc:
+        raise TemplateBudgetError(f"refused: it makes a value too large to build "
+                                  f"({type(exc).__name__})") from None
+    finally:
+        _BUDGET.reset(budget)
+
+
+class _NotConstant(Exception):
+    pass
+
+
+def _check_folds(node: nodes.Node) -> None:
+    """Build each constant expression under ``node`` as Jinja's optimizer would, under the
+    render checks (_OverBudget): the largest ones only, descending where a part varies."""
+    if isinstance(node, nodes.Expr):
+        try:
+            _constant(node)
+            return
+        except _NotConstant:
+            pass
+    for child in node.iter_child_nodes():
+        _check_folds(child)
+
+
+_FOLDING = _BudgetedEnvironment()  # its filters check their arguments before they run
+
+
+def _constant(node: nodes.Expr):
+    """The value ``node`` folds into, each operation checked before it runs."""
+    _tick()
+    if isinstance(node, nodes.Const):
+        return node.value
+    if isinstance(node, (nodes.Tuple, nodes.List)):
+        items = [_constant(item) for item in node.items]
+        return tuple(items) if isinstance(node, nodes.Tuple) else items
+    if isinstance(node, nodes.BinExpr):
+        left, right = _constant(node.left), _constant(node.right)
+        if node.operator == "*":
+            _check_repeat(left, right)
+        elif node.operator == "**":
+            _check_power(left, right)
+        elif node.operator == "%" and isinstance(left, str):
+            _check_format(left, right)
+        try:
+            return _check_size(nodes._binop_to_func[node.operator](left, right))
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise _NotConstant() from exc  # Jinja does not fold what raises
+    if isinstance(node, nodes.Concat):
+        return _check_size("".join(str(_constant(part)) for part in node.nodes))
+    if isinstance(node, nodes.Filter) and node.node is not None and node.name in _FOLDING.filters:
+        value = _constant(node.node)
+        args = [_constant(arg) for arg in node.args]
+        kwargs = {pair.key: _constant(pair.value) for pair in node.kwargs}
+        func = _FOLDING.filters[node.name]
+        if getattr(func, "jinja_pass_arg", None) is not None or node.dyn_args or node.dyn_kwargs:
+            raise _NotConstant()  # needs a context or an environment: not folded here
+        try:
+            return func(value, *args, **kwargs)
+        except _OverBudget:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Jinja does not fold what raises
+            raise _NotConstant() from exc
+    raise _NotConstant()
+
+
 def _check(source: str) -> None:
     try:
         _compile(source)

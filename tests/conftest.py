@@ -169,6 +169,51 @@ def write_random_lora(path, base_path, rank=8, seed=0):
     return path
 
 
+def write_small_gguf(path, floats: dict | None = None, template: str | None = None):
+    """A small well-formed llama GGUF (key/values of each kind, two tensors), with the
+    float keys ``floats`` (name without the architecture -> value) and a chat template."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("small")
+    writer.add_context_length(64)
+    writer.add_embedding_length(4)
+    writer.add_block_count(1)
+    writer.add_head_count(1)
+    writer.add_array("tokenizer.ggml.tokens", ["a", "b", "c", "d", "e", "f", "g", "h"])
+    writer.add_float32("some.float", 0.5)
+    for key, value in (floats or {}).items():
+        writer.add_float32(f"llama.{key}", value)
+    writer.add_bool("some.flag", True)
+    if template is not None:
+        writer.add_chat_template(template)
+    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
+    writer.add_tensor("output_norm.weight", np.ones(4, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def patched_copy(source, target, key: str, value: float):
+    """A copy of the GGUF ``source`` whose float32 key ``key`` holds ``value`` instead."""
+    import shutil
+    import struct
+
+    shutil.copyfile(source, target)
+    with open(source, "rb") as f:
+        head = f.read(1 << 20)
+    name = key.encode()
+    at = head.index(struct.pack("<Q", len(name)) + name) + 8 + len(name)
+    assert struct.unpack_from("<I", head, at)[0] == 6, f"{key} is not a float32"
+    with open(target, "r+b") as f:
+        f.seek(at + 4)
+        f.write(struct.pack("<f", value))
+    return target
+
+
 def train(data_dir, *args) -> subprocess.Popen:
     """``diptych train ARGS --progress jsonl`` started as the app starts it."""
     # stderr goes to a file: a full pipe nobody reads while we wait on stdout would block the job

@@ -1,6 +1,7 @@
 """The window against the real bundled model, offscreen."""
 
 import argparse
+import math
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QTableWidget
 
+from conftest import write_small_gguf
 from diptych.desktop.app import build_window
 
 
@@ -107,6 +109,20 @@ def test_bad_gguf_gets_a_dialog_and_keeps_the_model(qtbot, window, tmp_path):
     assert box is not None and "is not a GGUF file" in box.text()
     assert window.controller.engines["base"] is before
     assert window.model_path != bad
+    # what llama.cpp would abort on, or hang in, is refused before it sees the file
+    for crafted, problem in (
+            (write_small_gguf(tmp_path / "nan.gguf", {"attention.layer_norm_rms_epsilon": math.nan}),
+             "llama.attention.layer_norm_rms_epsilon is nan"),
+            (write_small_gguf(tmp_path / "huge.gguf", template="{{ 'A' * 2000000000 }}"),
+             "makes a repeated string of 2,000,000,000 characters"),
+            (write_small_gguf(tmp_path / "broken.gguf", template="{% for %}"), "does not parse")):
+        box.close()
+        box.deleteLater()
+        qtbot.waitUntil(lambda: window.findChild(QMessageBox, "error-dialog") is None)
+        window.open_model(crafted)
+        box = window.findChild(QMessageBox, "error-dialog")
+        assert box is not None and problem in box.text() and "\n" not in box.text()
+        assert window.controller.engines["base"] is before
 
 
 def test_unloadable_architecture_keeps_the_model(qtbot, window, tiny_gguf):

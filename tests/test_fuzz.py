@@ -5,13 +5,14 @@ else may come out (another exception, a hang, a native abort)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import struct
 from contextlib import contextmanager
 
 import pytest
-from conftest import record_sample_vote
+from conftest import record_sample_vote, write_small_gguf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -51,29 +52,15 @@ def one_line_refusal(error: UserError) -> None:
 
 # -- GGUF headers -------------------------------------------------------------------
 
+FLOAT_KEYS = {"attention.layer_norm_rms_epsilon": 1e-6, "rope.freq_base": 10000.0,
+              "attn_logit_softcapping": 50.0}
+
+
 @pytest.fixture(scope="module")
 def small_gguf(tmp_path_factory) -> bytes:
     """A small well-formed llama GGUF (header, key/values of each kind, two tensors)."""
-    import gguf
-    import numpy as np
-
     path = tmp_path_factory.mktemp("fuzz") / "small.gguf"
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("small")
-    writer.add_context_length(64)
-    writer.add_embedding_length(4)
-    writer.add_block_count(1)
-    writer.add_head_count(1)
-    writer.add_array("tokenizer.ggml.tokens", ["a", "b", "c", "d", "e", "f", "g", "h"])
-    writer.add_float32("some.float", 0.5)
-    writer.add_bool("some.flag", True)
-    writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
-    writer.add_tensor("output_norm.weight", np.ones(4, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path.read_bytes()
+    return write_small_gguf(path, FLOAT_KEYS).read_bytes()
 
 
 def _mutated(data: bytes, edits: list[tuple[int, bytes]], cut: int | None) -> bytes:
@@ -102,6 +89,61 @@ def test_the_gguf_reader_reads_or_refuses_in_one_line(small_gguf, tmp_path, edit
         one_line_refusal(exc)
     else:
         assert info.architecture
+
+
+def _float_fields(data: bytes) -> dict[str, int]:
+    """Each float32 key of a GGUF header -> where its value starts."""
+    found = {}
+    for key in ["some.float", *(f"llama.{k}" for k in FLOAT_KEYS)]:
+        name = key.encode()
+        at = data.index(struct.pack("<Q", len(name)) + name)
+        found[key] = at + 8 + len(name) + 4
+    return found
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -1.0, -1e-30, 0.0])
+def test_every_float_key_with_a_bad_value_is_read_or_refused_in_one_line(small_gguf, tmp_path, value):
+    for key, at in _float_fields(small_gguf).items():
+        data = bytearray(small_gguf)
+        data[at:at + 4] = struct.pack("<f", value)
+        path = tmp_path / "floats.gguf"
+        path.write_bytes(bytes(data))
+        try:
+            with within(5):
+                catalog.read_info(path)
+        except catalog.ModelFileError as exc:
+            one_line_refusal(exc)
+            assert key in str(exc)
+        else:  # llama.cpp reads no other key; an epsilon may be 0, a divisor may not
+            assert key == "some.float" or (value == 0 and "epsilon" in key), (key, value)
+
+
+TEMPLATES = ["{{ 'A' * 2000000000 }}", "{{ ('A' * 100000) * 100000 }}", "{{ 'A' | center(2000000000) }}",
+             "{{ [0] * 10 ** 10 }}", "{{ '%2000000000d' % 1 }}", "{{ 2 ** 1000000000 }}", "{% for %}",
+             "{% if %}{% endfor %}", "{{ messages[0] ", "{% endif %}", "{{ 'A' ~ ('B' * 10 ** 9) }}"]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_a_template_llama_cpp_would_choke_on_is_refused_in_one_line(tmp_path, template):
+    path = write_small_gguf(tmp_path / "templated.gguf", FLOAT_KEYS, template)
+    with within(5), pytest.raises(catalog.ModelFileError) as refused:
+        catalog.read_info(path)
+    one_line_refusal(refused.value)
+    assert "chat template" in str(refused.value)
+
+
+@FUZZ
+@given(repeat=st.integers(0, 10**12), text=st.text(max_size=5), power=st.integers(0, 10**6),
+       cut=st.integers(0, 40))
+def test_templates_of_huge_repetitions_and_broken_syntax_are_read_or_refused(tmp_path, repeat, text,
+                                                                           power, cut):
+    template = f"{{{{ {text!r} * {repeat} }}}}{{{{ 3 ** {power} }}}}{{% for m in messages %}}{{% endfor %}}"
+    path = write_small_gguf(tmp_path / "t.gguf", FLOAT_KEYS, template[:len(template) - cut])
+    try:
+        with within(5):
+            catalog.read_info(path)
+    except catalog.ModelFileError as exc:
+        one_line_refusal(exc)
 
 
 def test_the_unmutated_small_gguf_is_read(small_gguf, tmp_path):

@@ -133,7 +133,7 @@ def test_the_cli_reports_a_bad_reward_in_one_line(tmp_path, data_dir):
     result = dry_run("--reward-fn", f"{tmp_path / 'r.py'}:reward", "--max-completion-length", "4")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"diptych train: error: {tmp_path / 'r.py'}: has no function named 'reward'"]
+        f"diptych: error: {tmp_path / 'r.py'}: has no function named 'reward'"]
 
 
 def test_a_judge_reward_is_a_probability_that_ranks_answers(bundled_model):

@@ -344,7 +344,7 @@ def test_export_refuses_a_target_that_is_not_a_regular_file(home, tmp_path, caps
         pytest.skip(f"no {target} here")
     assert main(["--data-dir", str(home), "data", "export", "--out", target]) == 2
     err = one_line(capsys.readouterr().err)
-    assert err.startswith("diptych data export: error:") and target in err
+    assert err.startswith("diptych: error:") and target in err
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 

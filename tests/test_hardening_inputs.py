@@ -329,7 +329,7 @@ def test_chat_with_a_prompt_longer_than_the_context_is_one_line(tmp_path, data_d
     monkeypatch.setattr(engine, "Engine", FakeEngine)
     model = write_model(tmp_path / "small.gguf")
     line = cli_error(capsys, "--model", model, "chat", "--prompt", "word " * 100)
-    assert line.startswith("diptych chat: small.gguf: the conversation is ")
+    assert line.startswith("diptych: error: small.gguf: the conversation is ")
     assert "more than this model's context of 32" in line
 
 
@@ -350,7 +350,9 @@ def test_chat_with_a_template_over_budget_is_one_line(tmp_path, data_dir, capsys
     writer.write_tensors_to_file()
     writer.close()
     line = cli_error(capsys, "--model", path, "chat", "--prompt", "Hi")
-    assert line.startswith("diptych chat: hostile.gguf: chat template 'gguf' refused")
+    # refused as the file is read, before llama.cpp compiles the template
+    assert line.startswith("diptych: error: hostile.gguf cannot be used: its chat template")
+    assert "refused: it makes a repeated string" in line
 
 
 # -- 4. smaller ones ---------------------------------------------------------------------

@@ -165,3 +165,15 @@ def test_the_synopsis_names_only_options_that_exist(line):
         known = set().union(*(_options_on(p) for p in parsers))
         for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", " ".join(part)):
             assert option in known, f"{line}: 'diptych {name}' has no {option}"
+
+
+def test_errors_look_as_the_readme_shows(data_dir, capsys):
+    from diptych.cli import main
+
+    shown = [line for block in blocks("text") for line in block]
+    pairs = [(line[2:], shown[i + 1]) for i, line in enumerate(shown)
+             if line.startswith("$ diptych ") and shown[i + 1].startswith("diptych: error: ")]
+    assert pairs, "the README shows what an error looks like"
+    for command, error in pairs:
+        assert main(shlex.split(command)[1:]) == 2, command
+        assert capsys.readouterr().err == error + "\n"

@@ -63,7 +63,8 @@ def load_pairs(cfg) -> tuple[list[dict], dict]:
 
         with Store.open(cfg.data_dir) as store:
             records = newer(store.preference_pairs(), since)
-        source = "store" if since is None else f"store, votes since {since}"
+            left_out = store.left_out()
+        source = ("store" if since is None else f"store, votes since {since}") + left_out
     # Ties and both-bad lines are not pairs; the metadata keys mean nothing to TRL.
     pairs = [{**{k: r[k] for k in PAIR_KEYS},
               "chosen_truncated": turns.unfinished(r.get("chosen_meta")),

@@ -49,7 +49,7 @@ from typing import Callable
 from diptych.models.group_sampler import Sampling
 
 from . import kinds, tasks
-from .job import Job, JobConfig, JobError, sha256_of, split_eval
+from .job import Job, JobConfig, JobError, check_limits, sha256_of, split_eval
 
 SAMPLERS = ("auto", "llama.cpp", "transformers")
 SCALES = ("group", "batch", "none")
@@ -59,6 +59,7 @@ SCALES = ("group", "batch", "none")
 class Config(JobConfig):
     task: str = "length"  # reverse | reverse_words | arith | length
     reward_fn: list[str] = field(default_factory=list)  # FILE.py:NAME, each a reward function
+    reward_timeout: float = 60.0  # seconds one call of a --reward-fn may take (a group)
     reward_weight: list[float] = field(default_factory=list)  # one per reward (default 1 each)
     judge: str | None = None  # a rubric: P(yes) of the judge model is a reward
     judge_model: str | None = None  # the judge's GGUF; None: the base
@@ -87,7 +88,11 @@ def _messages(prompt) -> list[dict]:
 def _file_prompts(path: Path) -> list[dict]:
     if not path.is_file():
         raise JobError(f"{path}: no such prompt file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise JobError(f"{path}: not UTF-8 text (byte {exc.start:,}): give one prompt a line, "
+                       "or JSON lines") from None
     if path.suffix != ".jsonl":
         return [{"prompt": _messages(line.strip())} for line in text.splitlines() if line.strip()]
     examples = []
@@ -146,7 +151,7 @@ def build_rewards(cfg: Config, task: tasks.Task, job: Job | None) -> tuple[list,
     """(reward functions, their weights, a label for meta.json): the rewards given, else the task's."""
     from . import rewards
 
-    functions = [rewards.load_function(spec) for spec in cfg.reward_fn]
+    functions = [rewards.load_function(spec, cfg.reward_timeout) for spec in cfg.reward_fn]
     if cfg.judge:
         functions.append(rewards.judge(cfg.judge, cfg.judge_model))
     if cfg.reward_model:
@@ -332,8 +337,6 @@ def dry_run(cfg: Config, out=None, worked: Callable[[Config, tasks.Task, list[di
     rewards; no training, no torch unless a reward model needs it. ``worked(cfg, task,
     held_out)``: a job's worked examples, whose written answers are scored too (a reward
     that pays them little is broken). Returns the exit code."""
-    from diptych.models import catalog
-
     from .rollouts import LlamaCppRollouts
 
     out = out or sys.stdout
@@ -343,7 +346,7 @@ def dry_run(cfg: Config, out=None, worked: Callable[[Config, tasks.Task, list[di
     base = _base(cfg)
     if not base.is_file():
         raise JobError(f"{base}: no such model file")
-    catalog.read_info(base)
+    check_limits(cfg, base)
     examples, source = load_examples(cfg, task)
     shown_worked = worked(cfg, task, split_eval(examples, cfg.eval_size, cfg.seed)[1]) if worked else []
     examples = examples[: min(3, len(examples))]
@@ -422,6 +425,9 @@ KIND = kinds.Kind(
         kinds.Option("reward_fn", "your reward function (TRL's signature: (prompts, completions, "
                      "**columns) -> list of floats); repeatable", action="append",
                      metavar="FILE.py:NAME", label="Reward function", widget="file"),
+        kinds.Option("reward_timeout", "seconds each call of a --reward-fn may take, for a "
+                     "group of answers, before the job stops (default: 60)", kinds.positive(float),
+                     metavar="S"),
         kinds.Option("reward_weight", "the weight of each reward, in the order given (default 1 each)",
                      kinds.finite, action="append", metavar="W"),
         kinds.Option("judge", "a reward: P(yes) of a local model asked whether the answer meets RUBRIC",

@@ -43,7 +43,7 @@ from typing import Callable
 
 from diptych import paths
 from diptych.models import adapters, catalog
-from diptych.models.errors import UserError, one_line
+from diptych.models.errors import UserError, error_line, one_line
 
 PARTIAL = ".partial-"
 EXIT_USAGE = 2
@@ -110,7 +110,7 @@ class Progress:
             self.out.write(json.dumps(line, default=str) + "\n")
             return
         if phase == "error":
-            print(f"diptych train: error: {values['error']}", file=sys.stderr, flush=True)
+            print(error_line(values["error"]), file=sys.stderr, flush=True)
             return
         shown = " ".join(f"{k}={_short(v)}" for k, v in values.items()
                          if v is not None and k != "metrics")
@@ -405,6 +405,40 @@ def _no_space(exc: BaseException, root: Path) -> str | None:
             "nothing was kept: free some space and run the job again")
 
 
+MAX_STEPS = 1_000_000  # at a second a step on the smallest model, eleven days
+MAX_EPOCHS = 10_000
+
+
+def check_limits(cfg: JobConfig, base: Path) -> None:
+    """JobError for a setting its flag's type takes but the model or the machine cannot
+    honour: more tokens than the model's context, a LoRA rank above the model's width, a
+    job that would not end."""
+    info = catalog.read_info(base)
+    fields, _ = catalog.read_header_fields(base)
+    width = fields.get(f"{info.architecture}.embedding_length")
+    if cfg.steps is not None and cfg.steps > MAX_STEPS:
+        raise JobError(f"--steps {cfg.steps:,} is more than {MAX_STEPS:,}: the job would not end")
+    if cfg.steps is None and cfg.epochs > MAX_EPOCHS:
+        raise JobError(f"--epochs {cfg.epochs:g} is more than {MAX_EPOCHS:,}: the job would not end")
+    if isinstance(width, int) and cfg.lora_r > width:
+        raise JobError(f"--lora-r {cfg.lora_r:,} is more than {info.path.name}'s width "
+                       f"({width:,}): a LoRA's rank cannot exceed the sides of its layers")
+    for field, flag in (("max_length", "--max-length"),
+                        ("max_completion_length", "--max-completion-length")):
+        value = getattr(cfg, field, None)
+        if info.context_length and value is not None and value > info.context_length:
+            raise JobError(f"{flag} {value:,} is more than {info.path.name}'s context of "
+                           f"{info.context_length:,} tokens")
+
+
+def _unwritable(exc: BaseException) -> str | None:
+    """One line for a file the job could not write for want of permission (a read-only
+    data folder); None for other errors."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{exc.filename}: {exc.strerror}: the job cannot write its files there"
+    return None
+
+
 def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bool | None = None) -> int:
     """Run ``train(job)`` as a job and register its adapter; returns the exit code.
 
@@ -414,10 +448,10 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
     """
     progress = Progress(cfg.progress == "jsonl")
     started = time.monotonic()
-    root = paths.adapters_dir(cfg.data_dir)
-    out_dir = None
+    out_dir = root = None
     try:
         with _cancellable() as disarm:
+            root = paths.adapters_dir(cfg.data_dir)
             if is_main_process():  # the others would see rank 0's folder as a running job
                 _check_free(root, cfg.name)
                 clean_stale(root)
@@ -426,10 +460,13 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
             job.writes_gguf = kind != "reward" if writes_gguf is None else writes_gguf
             if not job.base.is_file():
                 raise JobError(f"{job.base}: no such model file")
+            check_limits(cfg, job.base)
             if cfg.from_adapter:
                 from . import parent
 
                 job.parent = parent.resolve(cfg.from_adapter, cfg.data_dir, job.base, job.writes_gguf)
+                # the rank now, not once the data is tokenized and the model loaded
+                parent.check_shape(job.parent, job.lora(parent.TASK_TYPES[job.writes_gguf]))
             if job.main:
                 out_dir.mkdir()
             progress("load", processes=int(os.environ.get("WORLD_SIZE", "1")))
@@ -460,9 +497,10 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
         progress("cancelled")
         return 128 + exc.signum
     except Exception as exc:
-        full = _no_space(exc, root)
-        if isinstance(exc, UserError) or full:
-            progress("error", error=full or one_line(exc))
+        full = _no_space(exc, root) if root is not None else None
+        if isinstance(exc, UserError) or full or (problem := _unwritable(exc)):
+            progress("error", error=full or (one_line(exc) if isinstance(exc, UserError)
+                                             else problem))
             return EXIT_USAGE
         traceback.print_exc(file=sys.stderr)  # a crash: the details on stderr, one line for the app
         progress("error", error=f"{type(exc).__name__}: {exc}")

@@ -80,7 +80,8 @@ def load_examples(cfg: Config) -> tuple[list[dict], dict]:
 
         with Store.open(cfg.data_dir) as store:
             lines = newer(unpaired.records(store, cfg.ties), since)
-        source = "store" if since is None else f"store, votes since {since}"
+            left_out = store.left_out()
+        source = ("store" if since is None else f"store, votes since {since}") + left_out
     examples, seen = [], set()
     for line in lines:
         example = {**{k: line[k] for k in EXAMPLE_KEYS},

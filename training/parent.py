@@ -36,7 +36,27 @@ def resolve(name: str, data_dir, base: Path, writes_gguf: bool) -> adapters.Adap
     if info.base_hash and info.base_hash != catalog.file_hash(base):
         raise JobError(f"--from {info.name}: it was trained on another base model "
                        f"({info.meta.get('base', {}).get('name', 'unknown')}), not {base.name}")
+    _check_files(info, config)
     return info
+
+
+def _check_files(info: adapters.AdapterInfo, config: dict) -> None:
+    """Refuse a damaged parent before the job loads and tokenizes anything: a rank or alpha
+    that is no LoRA's, weights whose file is cut short (its header and size are read only)."""
+    for key in ("r", "lora_alpha"):
+        value = config.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise JobError(f"--from {info.name}: its adapter_config.json has {key} = {value!r}, "
+                           "not a positive number")
+    from safetensors import SafetensorError, safe_open
+
+    path = info.path / "adapter_model.safetensors"
+    try:
+        with safe_open(path, "numpy") as weights:
+            if not list(weights.keys()):
+                raise JobError(f"--from {info.name}: {path} holds no weights")
+    except (OSError, SafetensorError) as exc:
+        raise JobError(f"--from {info.name}: cannot read {path}: {exc}") from None
 
 
 def _adapter_config(info: adapters.AdapterInfo) -> dict:

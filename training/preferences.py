@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from . import staged_import
-from .store import CHOICES, ROLES, SIDES, Store, now
+from .store import CHOICES, ROLES, SIDES, Store, now, usable_vote
 from diptych.models.errors import UserError
 
 PAIR_CHOICES = ("left", "right", "better")
@@ -115,7 +115,7 @@ def records(store: Store, adapter: str | None = None, include_ties: bool = False
     """The store's live votes as preference lines, oldest first."""
     wanted = CHOICES if include_ties else PAIR_CHOICES
     return [record for vote in store.votes(adapter=adapter)
-            if vote["choice"] in wanted for record in vote_records(vote)]
+            if vote["choice"] in wanted and usable_vote(vote) for record in vote_records(vote)]
 
 
 class ExportTargetError(UserError, OSError):
@@ -400,26 +400,52 @@ def _loads(text: str):
                       parse_int=_sqlite_int)
 
 
+MAX_LINE_BYTES = 64 * 2**20  # one vote is kilobytes; a "line" of /dev/zero never ends
+
+
+class ImportFileError(UserError, ValueError):
+    """An import file that is not one: a FIFO, a device, a folder."""
+
+
+def raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """Each line of a regular file with its number, none longer than MAX_LINE_BYTES
+    (ImportFileError for a file that is not a regular file, ImportFormatError for a line
+    too long): reading a FIFO or a device would wait or run for ever."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ImportFileError(f"{path}: not a regular file (a pipe, a device or a folder): "
+                              "give a file written by 'diptych data export'")
+    with open(path, "rb") as f:
+        for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise ImportFormatError(number, f"longer than {MAX_LINE_BYTES:,} bytes")
+            yield number, raw
+
+
 def checked_lines(path: str | Path, check: Callable) -> Iterator[tuple[int, dict]]:
     """Each non-blank line of a JSON lines file with its number, parsed (standard numbers
     only) and passed through ``check`` (which raises _Problem); ImportFormatError names the
     first line that fails. Both exchange formats read their files through this."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-                if not text.strip():
-                    continue
-                record = check(_loads(text))
-            except UnicodeDecodeError:
-                raise ImportFormatError(number, "not UTF-8 text") from None
-            except RecursionError:
-                raise ImportFormatError(number, "nested too deeply to read") from None
-            except json.JSONDecodeError as exc:
-                raise ImportFormatError(number, f"not valid JSON ({exc.msg}, column {exc.colno})") from None
-            except _Problem as exc:
-                raise ImportFormatError(number, str(exc)) from None
-            yield number, record
+    for number, raw in raw_lines(path):
+        try:
+            text = raw.decode("utf-8")
+            if not text.strip():
+                continue
+            parsed = _loads(text)
+            if "\\ud" in text.lower():  # an escaped surrogate: "\ud800" alone is no character
+                json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+            record = check(parsed)
+        except UnicodeDecodeError:
+            raise ImportFormatError(number, "not UTF-8 text") from None
+        except UnicodeEncodeError:
+            raise ImportFormatError(number, "a string holds a lone surrogate (such as "
+                                    "\"\\ud800\"), which is no character") from None
+        except RecursionError:
+            raise ImportFormatError(number, "nested too deeply to read") from None
+        except json.JSONDecodeError as exc:
+            raise ImportFormatError(number, f"not valid JSON ({exc.msg}, column {exc.colno})") from None
+        except _Problem as exc:
+            raise ImportFormatError(number, str(exc)) from None
+        yield number, record
 
 
 def _parse(path: str | Path) -> tuple[list[dict], list[tuple[int, dict]]]:

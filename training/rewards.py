@@ -11,9 +11,11 @@ Sources, combined by TRL with ``reward_weights``:
 
 - a built-in task (``tasks.py``);
 - ``--reward-fn FILE.py:NAME``: the user's own function, loaded from their file and run in
-  the job process. It is the user's code, so everything it does wrong is reported as one
-  line naming the file (and line): a file that does not import, a missing name, a function
-  that raises, returns the wrong number of rewards or something that is not a number;
+  a process of its own (``reward_process.py``). It is the user's code, so everything it
+  does wrong is reported as one line naming the file (and line): a file that does not
+  import, a missing name, a function that raises (``SystemExit`` too), returns the wrong
+  number of rewards or something that is not a number, ends or crashes its process, or
+  takes longer than the time limit;
 - ``--judge RUBRIC``: P(yes) of a local GGUF asked whether the answer meets the rubric
   (:mod:`diptych.models.judge`);
 - ``--reward-model NAME``: a reward model trained on the votes (``reward.py``).
@@ -31,14 +33,23 @@ from typing import Callable
 from .job import JobError
 
 
-def load_function(spec: str) -> Callable:
-    """``FILE.py:NAME`` -> that file's function NAME, checked on every call."""
+def load_function(spec: str, timeout: float | None = None) -> Callable:
+    """``FILE.py:NAME`` -> that file's function NAME, run in a process of its own
+    (``reward_process.py``) with ``timeout`` seconds a call, and checked on every call."""
+    from .reward_process import DEFAULT_TIMEOUT, RewardProcess
+
     file, sep, name = spec.rpartition(":")
     if not sep or not file or not name:
         raise JobError(f"{spec}: give the reward as FILE.py:FUNCTION")
     path = Path(file).expanduser().resolve()
     if not path.is_file():
         raise JobError(f"{file}: no such reward file")
+    return RewardProcess(path, file, name, timeout or DEFAULT_TIMEOUT)
+
+
+def load_in_process(path: Path, file: str, name: str) -> Callable:
+    """The function ``name`` of the reward file at ``path``, imported here and checked on
+    every call (what the reward's own process runs)."""
     module_name = f"diptych_reward_{abs(hash(str(path)))}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     if module_spec is None or module_spec.loader is None:
@@ -49,8 +60,8 @@ def load_function(spec: str) -> Callable:
         module_spec.loader.exec_module(module)
     except SyntaxError as exc:
         raise JobError(f"{file}:{exc.lineno}: the reward file does not parse: {exc.msg}") from None
-    except Exception as exc:  # noqa: BLE001 - the user's code: any failure is theirs to see
-        raise JobError(f"{_where(exc, path, file)}: the reward file failed to import: "
+    except BaseException as exc:  # noqa: BLE001 - the user's code (sys.exit included)
+        raise JobError(f"{where(exc, path, file)}: the reward file failed to import: "
                        f"{type(exc).__name__}: {exc}") from None
     fn = getattr(module, name, None)
     if fn is None:
@@ -66,9 +77,11 @@ def checked(fn: Callable, label: str, path: Path | None = None) -> Callable:
     def reward(prompts, completions, **columns):
         try:
             values = fn(prompts=prompts, completions=completions, **columns)
-        except Exception as exc:  # noqa: BLE001 - the user's code
-            where = f"{_where(exc, path, label.rpartition(':')[0])} ({fn.__name__})" if path else label
-            raise JobError(f"{where}: the reward raised {type(exc).__name__}: {exc}") from None
+        except BaseException as exc:  # noqa: BLE001 - the user's code (sys.exit, Ctrl+C too)
+            if isinstance(exc, JobError) or (path is None and not isinstance(exc, Exception)):
+                raise  # not the user's code: the project's own reward, stopped by a signal
+            at = f"{where(exc, path, label.rpartition(':')[0])} ({fn.__name__})" if path else label
+            raise JobError(f"{at}: the reward raised {type(exc).__name__}: {exc}") from None
         try:
             values = list(values)
         except TypeError:
@@ -80,8 +93,9 @@ def checked(fn: Callable, label: str, path: Path | None = None) -> Callable:
         out = []
         for i, value in enumerate(values):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value)):
-                raise JobError(f"{label}: the reward for answer {i + 1} is {value!r}, "
+                                      or not _finite(value)):
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+                raise JobError(f"{label}: the reward for answer {i + 1} is {shown}, "
                                "not a finite number (or None)")
             out.append(None if value is None else float(value))
         return out
@@ -90,7 +104,14 @@ def checked(fn: Callable, label: str, path: Path | None = None) -> Callable:
     return reward
 
 
-def _where(exc: BaseException, path: Path, file: str) -> str:
+def _finite(value: int | float) -> bool:
+    try:  # an int too large for a float (10**400) is no reward either
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def where(exc: BaseException, path: Path, file: str) -> str:
     """``file``, with the line of it where ``exc`` was raised when it was raised there."""
     lines = [frame.lineno for frame in traceback.extract_tb(exc.__traceback__)
              if Path(frame.filename).resolve() == path]

@@ -61,7 +61,8 @@ def load_examples(cfg: Config) -> tuple[list[dict], dict]:
             lines = [line for line in newer(unpaired.records(store), since)
                      if line["side"] == "written"
                      or (cfg.chosen and line["label"] and line["choice"] in ("left", "right"))]
-        source = "store" if since is None else f"store, votes since {since}"
+            left_out = store.left_out()
+        source = ("store" if since is None else f"store, votes since {since}") + left_out
     examples, seen = [], set()
     for line in lines:
         example = {"prompt": line["prompt"], "completion": line["completion"],

@@ -113,6 +113,21 @@ def m001_initial(db: Database) -> None:
     db["votes"].create_index(["created_at"])
 
 
+def well_formed_prompt(messages) -> bool:
+    """Whether ``messages`` is a prompt a model can answer: a non-empty list of messages
+    (text role and content) that ends with the user's. A row with any other prompt would
+    train, then break the job's drift measurement, and every later job's."""
+    return (isinstance(messages, list) and bool(messages)
+            and all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                    and isinstance(m.get("content"), str) for m in messages)
+            and messages[-1]["role"] == "user")
+
+
+def usable_vote(vote: dict) -> bool:
+    """Whether both sides of a vote (a row of ``Store.votes()``) answered a well-formed prompt."""
+    return all(well_formed_prompt(vote[side]["prompt_messages"]) for side in ("left", "right"))
+
+
 def now() -> str:
     """An ISO 8601 UTC timestamp with microseconds; sorts as text."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
@@ -316,6 +331,9 @@ class Store:
             raise ValueError(f"side must be one of {SIDES}, not {side!r}")
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+        if not well_formed_prompt(prompt_messages):
+            raise ValueError("prompt_messages must be a non-empty list of messages ending with "
+                             f"the user's, not {str(prompt_messages)[:80]}")
         row = {
             "conversation_id": conversation_id, "turn": turn, "side": side, "role": role,
             "model": model, "model_path": model_path, "model_sha256": model_hash,
@@ -433,6 +451,12 @@ class Store:
                       self.db.table("votes").rows_where(where, args, order_by="created_at, id")],
         }
 
+    def left_out(self) -> str:
+        """What the data loaders say after the store's name about the live votes they
+        leave out, those with a side whose prompt is not one (``well_formed_prompt``)."""
+        n = sum(1 for vote in self.votes() if not usable_vote(vote))
+        return f" ({n} vote{'s' * (n != 1)} left out: an empty or damaged prompt)" if n else ""
+
     def pair_counts(self, since: str | None = None) -> dict:
         """Live votes by choice (cast after ``since``, an ISO 8601 time, when given), and
         ``pairs``: the DPO pairs they make (a better answer makes two: it beats each shown
@@ -458,8 +482,19 @@ class Store:
         return records(self, adapter=adapter)
 
     def recent_prompts(self, limit: int = 100) -> list[list[dict]]:
-        """The distinct prompts the panes answered, newest first, as message lists."""
+        """The distinct prompts the panes answered, newest first, as message lists (a row
+        of an older store whose prompt is not one is left out: ``well_formed_prompt``)."""
         rows = self.db.query(
             "SELECT prompt_messages FROM responses GROUP BY prompt_messages "
-            "ORDER BY max(created_at) DESC, max(id) DESC LIMIT ?", [limit])
-        return [json.loads(row["prompt_messages"]) for row in rows]
+            "ORDER BY max(created_at) DESC, max(id) DESC")
+        prompts = []
+        for row in rows:
+            if len(prompts) == limit:
+                break
+            try:
+                prompt = json.loads(row["prompt_messages"] or "[]")
+            except (ValueError, RecursionError):
+                continue
+            if well_formed_prompt(prompt):
+                prompts.append(prompt)
+        return prompts

@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 
 from . import preferences as prefs
-from .store import Store
+from .store import Store, usable_vote
 
 TIES = ("skip", "desirable")
 
@@ -62,7 +62,8 @@ def vote_labels(vote: dict, ties: str = "skip") -> list[dict]:
 
 def records(store: Store, ties: str = "skip", adapter: str | None = None) -> list[dict]:
     """The store's live votes as unpaired lines, oldest first."""
-    return [line for vote in store.votes(adapter=adapter) for line in vote_labels(vote, ties)]
+    return [line for vote in store.votes(adapter=adapter) if usable_vote(vote)
+            for line in vote_labels(vote, ties)]
 
 
 def export_jsonl(store: Store, out, ties: str = "skip") -> int:
@@ -196,11 +197,7 @@ def import_jsonl(store: Store, path: str | Path) -> int:
     import os
     import tempfile
 
-    numbers = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if raw.strip():
-                numbers.append(number)
+    numbers = [number for number, raw in prefs.raw_lines(path) if raw.strip()]
     records = read_jsonl(path)  # every line checked; errors name the line
     lines = list(zip(numbers, records))
     pairs = sorted(to_pair_records(lines), key=lambda item: item[0])
@@ -223,11 +220,10 @@ def import_jsonl(store: Store, path: str | Path) -> int:
 
 def is_unpaired_file(path: str | Path) -> bool:
     """Whether a JSON lines file's first record is in the unpaired format."""
-    with open(path, "rb") as f:
-        for raw in f:
-            if raw.strip():
-                try:
-                    return is_unpaired(json.loads(raw))
-                except (ValueError, RecursionError):  # the importer says why, with the line
-                    return False
+    for _, raw in prefs.raw_lines(path):  # a regular file, lines of a bounded length
+        if raw.strip():
+            try:
+                return is_unpaired(json.loads(raw))
+            except (ValueError, RecursionError):  # the importer says why, with the line
+                return False
     return False

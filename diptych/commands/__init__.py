@@ -29,6 +29,17 @@ def at_least(minimum: int):
     return _typed(parse, "int")
 
 
+def from_to(minimum: int, maximum: int):
+    """An integer option from ``minimum`` to ``maximum``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum:,}, not {text}")
+        return value
+
+    return _typed(parse, "int")
+
+
 def seed(text: str) -> int:
     value = int(text)
     if not 0 <= value <= SEED_MAX:

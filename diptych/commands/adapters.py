@@ -54,13 +54,14 @@ def register(subparsers) -> None:
 
 def _run(args, action) -> int:
     from diptych.models.adapters import AdapterError
+    from diptych.models.errors import error_line
 
     try:
         return action(args)
     except BrokenPipeError:
         raise  # the reader of stdout went away: the CLI's entry ends quietly
     except (AdapterError, ValueError, OSError) as exc:  # ExportError is a ValueError
-        print(f"diptych adapters {args.adapters_command}: error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return USAGE_ERROR
 
 

@@ -28,6 +28,7 @@ def run(args) -> int:
 
     from diptych.models import adapters, catalog, templates
     from diptych.models.engine import Engine, EngineError, SamplingParams
+    from diptych.models.errors import error_line
 
     model = args.model or catalog.bundled_model_path()
     try:
@@ -37,7 +38,13 @@ def run(args) -> int:
                    if args.adapter else None)
         engines = {"base": Engine(model), "tuned": Engine(model, adapter=adapter)}
     except (catalog.ModelFileError, adapters.AdapterError, EngineError, FileNotFoundError) as exc:
-        print(f"diptych chat: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
+        return 2
+    context = engines["base"].n_ctx
+    if args.max_tokens >= context:  # the answer cannot outgrow the context it is written in
+        print(error_line(f"--max-tokens {args.max_tokens:,} is more than {Path(model).name} can "
+                         f"write: its context holds {context:,} tokens, prompt included"),
+              file=sys.stderr)
         return 2
     messages = ([{"role": "system", "content": args.system}] if args.system else [])
     messages.append({"role": "user", "content": args.prompt})
@@ -50,7 +57,7 @@ def run(args) -> int:
         except (EngineError, templates.TemplateRenderError) as exc:
             # a prompt longer than the context, a chat template refused: the model's problem
             # with this input, one line (the other engine's answer is not wanted any more)
-            print(f"diptych chat: {Path(model).name}: {exc}", file=sys.stderr)
+            print(error_line(f"{Path(model).name}: {exc}"), file=sys.stderr)
             return 2
     if args.json:
         out = {"prompt": args.prompt, "model": str(engines["base"].info.path),

@@ -50,6 +50,7 @@ def _run(args, action) -> int:
     # Imported here: every subcommand module is loaded to build the parser, and
     # sqlite-utils pulls in pandas when it is installed.
     from diptych import paths
+    from diptych.models.errors import error_line
     from diptych.training.preferences import ImportFormatError
     from diptych.training.store import Store, StoreVersionError
 
@@ -64,7 +65,7 @@ def _run(args, action) -> int:
             where = f"{args.file}: "
         elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, StoreVersionError):
             where = f"{paths.db_path(args.data_dir)}: "  # an error SQLite met after opening it
-        print(f"diptych data {args.data_command}: error: {where}{exc}", file=sys.stderr)
+        print(error_line(f"{where}{exc}"), file=sys.stderr)
         return USAGE_ERROR
 
 

@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 
-from . import at_least
+from . import from_to
+
+MAX_TOP = 100  # a person reads a handful; a million per token is megabytes of JSON
 
 
 def register(subparsers) -> None:
@@ -18,7 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--prompt", required=True)
     p.add_argument("--response", required=True, help="the answer to score")
     p.add_argument("--system", default="", help="system prompt")
-    p.add_argument("--top", type=at_least(0), default=5, help="alternatives per token in --json")
+    p.add_argument("--top", type=from_to(0, MAX_TOP), default=5,
+                   help=f"alternatives per token in --json (at most {MAX_TOP})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=run)
 
@@ -26,9 +29,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from diptych.models import adapters, catalog, scoring, templates
     from diptych.models.engine import Engine, EngineError
+    from diptych.models.errors import error_line
 
     def fail(message) -> int:
-        print(f"diptych score: {message}", file=sys.stderr)
+        print(error_line(message), file=sys.stderr)
         return 2
 
     if not args.adapter:

@@ -40,7 +40,7 @@ def register(subparsers) -> None:
 
 
 def run(kind: job_kinds.Kind, args) -> int:
-    from diptych.models.errors import UserError
+    from diptych.models.errors import UserError, error_line
     from diptych.training import job
 
     cfg = job_kinds.config_from(kind, vars(args))
@@ -50,9 +50,9 @@ def run(kind: job_kinds.Kind, args) -> int:
         except UserError as exc:  # a bad reward file, prompts file or model
             if cfg.progress == "jsonl":  # the app reads errors from stdout too
                 print(json.dumps({"phase": "error", "error": str(exc)}), flush=True)
-            print(f"diptych train: error: {exc}", file=sys.stderr)
+            print(error_line(exc), file=sys.stderr)
             return job.EXIT_USAGE
     if not cfg.name:
-        print(f"diptych train {kind.name}: error: --name is required", file=sys.stderr)
+        print(error_line("--name is required"), file=sys.stderr)
         return job.EXIT_USAGE
     return job.run(kind.name, cfg, kind.train, writes_gguf=kind.writes_gguf)
