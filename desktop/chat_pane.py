@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QCursor, QDesktopServices, QTextDocument
@@ -90,6 +91,7 @@ class ChatPane(QFrame):
         self._scoring_allowed = True  # off in blind mode until the vote
         self._can_score = False  # a finished answer with tokens is shown
         self._conversation: Conversation | None = None
+        self._authors: dict[int, str] = {}  # turn -> who wrote its answer, if not the header's
         self._shown_turns = 0
         self._partial = ""
         self._streaming = False
@@ -115,6 +117,13 @@ class ChatPane(QFrame):
             text = f"<b>{title}</b> &nbsp;·&nbsp; {html.escape(label)}"
         self.header.setText(text)
         self.header.setToolTip("" if hidden else label)
+
+    def set_authors(self, authors: dict[int, str]) -> None:
+        """Name the contender that wrote each answer listed (by turn): those the header,
+        which names the pane's contender now, does not."""
+        if authors != self._authors:
+            self._authors = dict(authors)
+            self._render()
 
     # -- transcript --------------------------------------------------------------------
 
@@ -231,6 +240,8 @@ class ChatPane(QFrame):
         parts = []
         for i, turn in enumerate(conv.turns):
             parts.append(f"<p><b>You:</b> {html.escape(turn.user.strip())}</p>")
+            if i in self._authors:
+                parts.append(f"<p><i>Answered by {html.escape(self._authors[i])}:</i></p>")
             if i < len(conv.turns) - 1:
                 answer = html.escape(turn.answers.get(self.side) or "").replace("\n", "<br>")
                 parts.append(f"<p>{answer}</p><hr>")
@@ -257,8 +268,11 @@ class ChatPane(QFrame):
             if conv is not None:
                 if conv.system.strip():
                     parts.append(f"System: {conv.system}")
-                for user, answer in self._turns():
-                    parts += [f"You: {user}", answer, "—" * 8]
+                for i, (user, answer) in enumerate(self._turns()):
+                    parts.append(f"You: {user}")
+                    if i in self._authors:
+                        parts.append(f"(Answered by {self._authors[i]})")
+                    parts += [answer, "—" * 8]
                 if self._streaming and len(parts) >= 2:
                     parts[-2] += " ▍"
             text = "\n\n".join(parts)
@@ -274,6 +288,8 @@ class ChatPane(QFrame):
                 if self._streaming and i == len(turns) - 1:
                     answer += " ▍"
                 parts.append("**You:** " + _keep_line_breaks(user.strip()))
+                if i in self._authors:
+                    parts.append(f"*Answered by {_escape_markdown(self._authors[i])}:*")
                 parts.append(_keep_line_breaks(answer))
                 parts.append("---")
         markdown = "\n\n".join(parts)
@@ -315,6 +331,11 @@ class ChatPane(QFrame):
 def _open_web_link(url: QUrl) -> None:
     if url.scheme() in ("http", "https"):
         QDesktopServices.openUrl(url)
+
+
+def _escape_markdown(text: str) -> str:
+    """A name shown as itself in Markdown (an adapter may be called dpo_v1*)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
 
 
 def _keep_line_breaks(text: str) -> str:

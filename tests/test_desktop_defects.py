@@ -186,12 +186,24 @@ def test_help_lists_the_real_keyboard_shortcuts(qtbot, window):
 # -- 3. buttons that can do nothing are off ----------------------------------------------
 
 
+def with_adapter(window, side: str = "right") -> None:
+    """``side``'s pane runs an adapter (as the window knows it; no engine is loaded)."""
+    from pathlib import Path
+
+    from diptych.models.session import Contender
+
+    window.controller.session.contenders[side] = Contender(Path("/gone/v1/adapter.gguf"),
+                                                           "v1-id", "v1")
+    window._update_headers()
+
+
 def test_chat_buttons_are_off_until_they_can_act(qtbot, window):
     assert not window.regenerate_button.isEnabled()
     for pane in window.panes.values():
         assert not pane.scores_button.isEnabled()
         assert not pane.regenerate_button.isEnabled()
     # a finished turn: regenerate and Δ vs base can act
+    with_adapter(window)
     window.controller.conversation = conversation(answer="Yes.")
     window._update_buttons()
     for pane in window.panes.values():
@@ -400,8 +412,32 @@ def test_at_1024x700_tabs_scroll_instead_of_clipping(qtbot, window):
 # -- blind mode ----------------------------------------------------------------------------
 
 
+def test_delta_vs_base_is_off_when_both_panes_run_the_base(qtbot, window):
+    """Issue 22, item 9: base against base always scores +0.000, after 25 s."""
+    window.controller.conversation = conversation(answer="Yes.")
+    for pane in window.panes.values():
+        pane.show_conversation(window.controller.conversation)
+    window._update_headers()
+    for pane in window.panes.values():
+        assert not pane.scores_button.isEnabled()
+        assert "Both panes run the base" in pane.scores_button.toolTip()
+    with_adapter(window, "left")
+    assert all(pane.scores_button.isEnabled() for pane in window.panes.values())
+
+
+def test_the_blind_hint_goes_when_the_next_conversation_starts(qtbot, window):
+    """Issue 22, item 9: "from the next conversation" is stale once that one started."""
+    window.controller.conversation = conversation(answer="Yes.")
+    window.blind_action.setChecked(True)
+    assert "next conversation" in window.statusBar().currentMessage()
+    with qtbot.waitSignal(window.controller.conversation_reset, timeout=2_000):
+        window.new_action.trigger()
+    assert window.statusBar().currentMessage() == ""
+
+
 def test_blind_mode_keeps_the_conversation_and_holds_back_delta(qtbot, window):
     session = window.controller.session
+    with_adapter(window)
     window.controller.conversation = conversation(answer="Yes.")
     for pane in window.panes.values():
         pane.show_conversation(window.controller.conversation)
