@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QFileSystemWatcher, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -31,6 +31,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from superqt.utils import qdebounced
+
+from diptych import paths
 from diptych.models import adapters as adapter_registry
 from diptych.models import catalog
 from diptych.models.conversation import SIDES
@@ -43,7 +46,7 @@ from .chat_pane import ChatPane
 from .data_view import DataView
 from .settings_panel import SettingsPanel
 from .stats_view import StatsView
-from .training_panel import TrainingPanel
+from .training_panel import TrainingPanel, read_adapters
 from .vote_bar import CHOICES, VoteBar
 
 OPEN_FILE = "__open__"
@@ -202,6 +205,10 @@ class MainWindow(QMainWindow):
         self._wire()
         self._fill_model_picker()
         self.refresh_adapters()
+        # A job run from a shell, or a rename or delete there, lands in the adapters
+        # folder (a job renames its finished folder into place): watch it.
+        self.adapters_watch = QFileSystemWatcher([str(paths.adapters_dir(data_dir))], self)
+        self.adapters_watch.directoryChanged.connect(self.reload_adapters)
         if self.store_error:
             self._show_error("Votes are not being recorded", self.store_error)
 
@@ -444,6 +451,27 @@ class MainWindow(QMainWindow):
                     self.controller.set_adapter(None, slot=slot)
         self._runnable = runnable
         self._fill_pickers()
+
+    @qdebounced(timeout=300)  # a job's folder comes and goes in a few quick steps
+    def reload_adapters(self, *_) -> None:
+        """Re-read the adapters folder off the UI thread; then the pickers, the Train
+        tab's list and Stats show what it holds."""
+        root, contenders = self.data_dir, list(self.controller.session.contenders.values())
+
+        def read():
+            infos, lines = read_adapters(root)
+            if any(c.adapter is not None and not c.adapter.exists() for c in contenders):
+                for info in infos:  # renamed? refresh_adapters looks for it by hash: cache them
+                    adapter_registry.stable_id(info)
+            return infos, lines
+
+        def show(result):
+            infos, lines = result
+            self.training.show_adapters(infos, lines)
+            self.refresh_adapters(infos)
+
+        ops.run_op(self, read, show, lambda exc: self.statusBar().showMessage(
+            f"The adapters folder could not be read: {ops.message(exc)}", 15_000))
 
     def _fill_pickers(self) -> None:
         """Each pane's picker names the contender shown in that pane; in a blind

@@ -686,16 +686,22 @@ class TrainingPanel(QWidget):
     # -- adapters ----------------------------------------------------------------------
 
     def refresh_adapters(self) -> None:
-        infos = registry.list_adapters(self.data_dir)
+        self.show_adapters(*read_adapters(self.data_dir))
+        self.adapters_changed.emit()
+
+    def show_adapters(self, infos: list, lines: list[str]) -> None:
+        """List ``infos`` (as ``read_adapters`` read them), keeping the selected one."""
+        selected = self._selected()
         self._infos = infos
         self.adapter_list.clear()
-        for info in infos:
-            item = QListWidgetItem(_describe(info, self.data_dir))
+        for info, line in zip(infos, lines):
+            item = QListWidgetItem(line)
             item.setData(Qt.ItemDataRole.UserRole, info.name)
             self.adapter_list.addItem(item)
+            if info.name == selected:
+                self.adapter_list.setCurrentItem(item)
         self._fill_adapter_pickers()
         self._adapter_picked()
-        self.adapters_changed.emit()
 
     def _fill_adapter_pickers(self) -> None:
         """The adapters each adapter option can name: a reward model's kind, or (to continue
@@ -781,6 +787,12 @@ class TrainingPanel(QWidget):
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def read_adapters(data_dir) -> tuple[list, list[str]]:
+    """The registered adapters and their lines in the list (reads the disk)."""
+    infos = registry.list_adapters(data_dir)
+    return infos, [_describe(info, data_dir) for info in infos]
 
 
 def _describe(info, data_dir) -> str:

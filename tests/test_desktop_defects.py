@@ -240,8 +240,41 @@ def test_adapter_buttons_are_off_until_one_is_selected(qtbot, data_dir):
     assert not any(b.isEnabled() for b in buttons)  # listed, but none selected
     panel.adapter_list.setCurrentRow(0)
     assert all(b.isEnabled() for b in buttons)
-    panel.refresh_adapters()  # the list is refilled: the selection is gone
+    panel.refresh_adapters()  # the list is refilled: the selection stays
+    assert all(b.isEnabled() for b in buttons)
+    panel.adapter_list.setCurrentRow(-1)
     assert not any(b.isEnabled() for b in buttons)
+
+
+def test_adapters_made_outside_the_app_appear_without_a_restart(qtbot, window, data_dir):
+    """Issue 22, item 2: `diptych train …` in a shell, a rename or a delete there: the
+    pane pickers, the Train tab's list and Stats follow the adapters folder."""
+    from diptych import paths
+    from diptych.models import adapters
+
+    def listed() -> dict[str, list[str]]:
+        picker = window.pickers["left"]
+        return {"picker": [picker.itemText(i).split(" · ")[0] for i in range(picker.count())],
+                "train": [window.training.adapter_list.item(i).text().split(" · ")[0]
+                          for i in range(window.training.adapter_list.count())],
+                "stats": [info.name for info in window.stats_view.adapters]}
+
+    def shows(*names: str) -> bool:
+        return listed() == {"picker": ["Base (no adapter)", *names, "Open adapter file…"],
+                            "train": [*names], "stats": [*names]}
+
+    assert shows()
+    # as a job does it: written in a hidden folder, renamed into place when complete
+    hidden = paths.adapters_dir(data_dir) / ".tmp-v1"
+    hidden.mkdir()
+    (hidden / adapters.GGUF_NAME).write_bytes(b"GGUF")
+    (hidden / adapters.META_NAME).write_text(json.dumps({"name": "v1", "kind": "kto"}))
+    hidden.rename(hidden.parent / "v1")
+    qtbot.waitUntil(lambda: shows("v1"), timeout=5_000)
+    adapters.rename("v1", "v2", data_dir)
+    qtbot.waitUntil(lambda: shows("v2"), timeout=5_000)
+    adapters.delete("v2", data_dir)
+    qtbot.waitUntil(lambda: shows(), timeout=5_000)
 
 
 # -- 4. both panes follow the answer --------------------------------------------------------
