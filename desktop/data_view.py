@@ -27,7 +27,10 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMessageBox,
+    QProxyStyle,
     QPushButton,
+    QStyle,
+    QStyleOptionHeader,
     QTableWidget,
     QTableWidgetItem,
     QTextBrowser,
@@ -47,6 +50,21 @@ CHOICE_NAMES = {"left": "left", "right": "right", "tie": "tie", "both_bad": "bot
 COLUMNS = ("Time", "Prompt", "Left", "Right", "Choice", "Blind", "Your answer")
 PROMPT_COLUMN = COLUMNS.index("Prompt")
 FILE_FILTER = "JSON lines (*.jsonl);;All files (*)"
+
+
+class SortArrows(QProxyStyle):
+    """A sorted column's arrow as readers take it: ▲ ascending, ▼ descending. (QHeaderView
+    hands the style SortUp for a descending column, and Fusion draws SortUp as ▲.)"""
+
+    FLIP = {QStyleOptionHeader.SortIndicator.SortUp: QStyleOptionHeader.SortIndicator.SortDown,
+            QStyleOptionHeader.SortIndicator.SortDown: QStyleOptionHeader.SortIndicator.SortUp}
+
+    def drawPrimitive(self, element, option, painter, widget=None):
+        if (element == QStyle.PrimitiveElement.PE_IndicatorHeaderArrow
+                and isinstance(option, QStyleOptionHeader)):
+            option = QStyleOptionHeader(option)
+            option.sortIndicator = self.FLIP.get(option.sortIndicator, option.sortIndicator)
+        super().drawPrimitive(element, option, painter, widget)
 
 
 def local_time(stamp: str) -> str:
@@ -165,6 +183,8 @@ class DataView(QWidget):
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # newest first
         header = self.table.horizontalHeader()
+        self._arrows = SortArrows()  # the header does not own its style
+        header.setStyle(self._arrows)
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(PROMPT_COLUMN, QHeaderView.ResizeMode.Stretch)
 
