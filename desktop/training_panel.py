@@ -64,6 +64,12 @@ NOISE = re.compile(r"(\d+%\|)|(it/s\]|s/it\]|examples/s\])|^\s*\{'|Warning\b|^\s
                    r"^\s*warn\(|^\s*$")
 
 
+# The log's line for each stage of a job.
+LOG_LINES = {"load": "Loading the base weights…", "eval_before": "Evaluating the base…",
+             "eval_after": "Evaluating the adapter…", "save": "Saving the adapter…",
+             "done": "Done.", "cancelled": "Cancelled: no adapter was written."}
+
+
 def _optional_spin(spin: QSpinBox | QDoubleSpinBox, lo, hi, step=None, decimals=None):
     """A spin box whose lowest value reads 'default': unset options take the job's defaults."""
     spin.setRange(lo, hi)
@@ -481,6 +487,7 @@ class TrainingPanel(QWidget):
             return
         self.answers.clear()
         self.summary.clear()
+        self.use_button.setVisible(False)  # what it tries is not the last job's adapter
         self._launch(self.command(dry_run=True))
         self.phase.setText("Sampling and scoring a few answers…")
 
@@ -490,7 +497,7 @@ class TrainingPanel(QWidget):
         self.last_line = None
         self._eta = None
         self._stdout_buffer = b""
-        self._append_log("$ " + shlex.join(args[1:]))
+        self._append_log("$ diptych " + shlex.join(args[3:]))  # as typed: not "python -m diptych"
         process = QProcess(self)
         process.setProgram(args[0])
         process.setArguments(args[1:])
@@ -646,13 +653,16 @@ class TrainingPanel(QWidget):
         if phase == "train" and event.get("loss") is not None:
             parts = [f"step {event.get('step')}/{event.get('total')}", f"loss {_num(event['loss'])}"]
             parts += [f"{label} {_num(event[key])}" for key, label in
-                      (("reward", "reward/margin"), ("kl", "KL"), ("eta_s", "ETA s"))
-                      if event.get(key) is not None]
+                      (("reward", "reward/margin"), ("kl", "KL")) if event.get(key) is not None]
+            if event.get("eta_s"):
+                parts.append(f"ETA {_duration(event['eta_s'])}")
             self._append_log("  ".join(parts))
         elif phase == "error":
             self._append_log(f"error: {event.get('error')}")
-        elif phase in ("load", "eval_before", "eval_after", "save", "done", "cancelled"):
-            self._append_log(f"[{phase}]" + (f" {event.get('path')}" if phase == "done" else ""))
+        elif phase == "done" and event.get("path"):
+            self._append_log(f"Done: the adapter is in {event['path']}")
+        elif phase in LOG_LINES:
+            self._append_log(LOG_LINES[phase])
 
     def _finished(self, code: int, _status) -> None:
         self._set_running(False)
@@ -808,7 +818,7 @@ def _summary(metrics: dict, drift: dict, data: dict | None = None) -> str:
     KL it measured."""
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     rows = []
-    for key in sorted(set(before) | set(after)):
+    for key in sorted((set(before) | set(after)) - {"n"}):  # n: the examples, said below
         b, a = before.get(key), after.get(key)
         if isinstance(a, (int, float)) or isinstance(b, (int, float)):
             rows.append(f"{key}: {_num(b)} → <b>{_num(a)}</b>")
@@ -816,10 +826,12 @@ def _summary(metrics: dict, drift: dict, data: dict | None = None) -> str:
     if took:
         rows.append(f"took {_duration(took)}")
     data = data or {}
-    if data.get("eval") and data.get("held_out"):
-        on = f"{data['eval']} held-out examples (not trained on)"
-    elif data.get("eval"):
-        on = f"the {data['eval']} training examples (too few to hold any out)"
+    n = data.get("eval")
+    plural = "" if n == 1 else "s"
+    if n and data.get("held_out"):
+        on = f"{n} held-out example{plural} (not trained on)"
+    elif n:
+        on = f"the {n} training example{plural} (too few to hold any out)"
     else:
         on = "held-out data"
     text = f"Evaluation on {on} — " + ("; ".join(rows) if rows else "no metrics")
