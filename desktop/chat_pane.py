@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QToolTip,
     QVBoxLayout,
 )
+from superqt import QElidingLabel
 from superqt.utils import qthrottled
 
 from diptych.models.conversation import Conversation
@@ -52,11 +53,11 @@ class ChatPane(QFrame):
         # A link in a model's answer never replaces the transcript; web links open outside.
         self.transcript.setOpenLinks(False)
         self.transcript.anchorClicked.connect(_open_web_link)
-        self.stats = QLabel("")
+        # A long line of numbers or an error must never widen the window: it ends in "…"
+        # at the pane's edge (the tooltip has it whole).
+        self.stats = QElidingLabel("")
         self.stats.setObjectName(f"{side}-stats")
         self.stats.setStyleSheet("color: gray")
-        # A long line of numbers or an error must never widen the window: it is cut at the
-        # pane's edge (the tooltip has it whole).
         self.stats.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.regenerate_button = QPushButton("Regenerate")
         self.regenerate_button.setToolTip("Sample this pane's last answer again")
@@ -77,8 +78,8 @@ class ChatPane(QFrame):
         self.score_summary.setVisible(False)
         self.transcript.highlighted.connect(self._hover_token)
 
-        bar = QHBoxLayout()
-        bar.addWidget(self.stats, 1)
+        bar = QHBoxLayout()  # the numbers get a row of their own: the buttons leave no room
+        bar.addStretch(1)
         bar.addWidget(self.scores_button)
         bar.addWidget(self.regenerate_button)
         bar.addWidget(self.stop_button)
@@ -86,6 +87,7 @@ class ChatPane(QFrame):
         layout.addWidget(self.header)
         layout.addWidget(self.transcript, 1)
         layout.addWidget(self.score_summary)
+        layout.addWidget(self.stats)
         layout.addLayout(bar)
 
         self._scoring_allowed = True  # off in blind mode until the vote
@@ -159,6 +161,7 @@ class ChatPane(QFrame):
         self.stop_button.setEnabled(True)
         self.regenerate_button.setEnabled(False)
         self.stats.setText("generating…")
+        self.stats.setToolTip("")
         self._render()
 
     def append(self, text: str) -> None:

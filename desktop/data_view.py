@@ -223,11 +223,10 @@ class DataView(QWidget):
         filters.addWidget(QLabel("Kind"))
         filters.addWidget(self.kind_filter)
         filters.addWidget(self.search, 1)
-        actions = QHBoxLayout()
-        actions.addWidget(self.counts, 1)
+        actions = QHBoxLayout()  # under the counts: beside them, a narrow window squeezes them
         actions.addWidget(self.open_button)
         actions.addWidget(self.delete_button)
-        actions.addSpacing(16)
+        actions.addStretch(1)
         actions.addWidget(self.include_ties)
         actions.addWidget(self.export_button)
         actions.addWidget(self.import_button)
@@ -235,6 +234,7 @@ class DataView(QWidget):
         layout.addLayout(filters)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.message_bar)
+        layout.addWidget(self.counts)
         layout.addLayout(actions)
 
         self.adapter_filter.currentIndexChanged.connect(self.refresh)

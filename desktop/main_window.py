@@ -104,11 +104,12 @@ class MainWindow(QMainWindow):
         toolbar = QToolBar("Models")
         toolbar.setMovable(False)
         self.addToolBar(toolbar)
+        # The toolbar must fit a 1024-pixel window: each picker shows the start of its
+        # text (the tooltip and the popup have it whole).
         self.model_picker = QComboBox()
-        self.model_picker.setMinimumWidth(200)
         self.model_picker.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_picker.setMinimumContentsLength(24)
+        self.model_picker.setMinimumContentsLength(16)
         # Each pane runs a contender: the base, or the base plus any adapter. The pickers
         # name adapters by their stable id, so a rename or delete is followed.
         self.pickers = {side: QComboBox(objectName=f"{side}-contender") for side in SIDES}
@@ -117,11 +118,9 @@ class MainWindow(QMainWindow):
         toolbar.addWidget(self.model_picker)
         for side in SIDES:
             picker = self.pickers[side]
-            # Long adapter descriptions must not widen the window: show ~36 characters,
-            # the popup shows them whole.
             picker.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            picker.setMinimumContentsLength(36)
+            picker.setMinimumContentsLength(22)
             picker.setPlaceholderText("hidden until you vote")
             toolbar.addWidget(QLabel(f"  {side.title()} pane "))
             toolbar.addWidget(picker)
@@ -199,11 +198,14 @@ class MainWindow(QMainWindow):
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        # Narrow, so that a 1024-pixel window leaves the tabs room (the user can widen it).
+        self.resizeDocks([dock], [dock.minimumSizeHint().width()], Qt.Orientation.Horizontal)
         self.settings_dock = dock
 
         self._build_menus()
         self._wire()
         self._fill_model_picker()
+        self._select_model_item(None)
         self.refresh_adapters()
         # A job run from a shell, or a rename or delete there, lands in the adapters
         # folder (a job renames its finished folder into place): watch it.
@@ -492,7 +494,7 @@ class MainWindow(QMainWindow):
                 picker.insertItem(1, current.adapter.name, str(current.adapter))
                 index = 1
             picker.setCurrentIndex(-1 if hidden else index)  # -1 shows the placeholder
-            picker.setToolTip(BLIND_PICKER_TIP if hidden else "")
+            picker.setToolTip(BLIND_PICKER_TIP if hidden else picker.currentText())
             picker.blockSignals(False)
         self._update_buttons()
 
@@ -555,7 +557,7 @@ class MainWindow(QMainWindow):
         else:
             self.vote_bar.show_idle()
             if c.store is None:
-                self.vote_bar.prompt_label.setText("Votes are off: the database could not be opened.")
+                self.vote_bar.set_hint("Votes are off: the database could not be opened.")
 
     def _on_vote_recorded(self, vote_id: int, choice: str) -> None:
         self.vote_bar.show_recorded(choice, self.controller.session.vote_count)
@@ -682,6 +684,7 @@ class MainWindow(QMainWindow):
     def _select_model_item(self, path: Path | None) -> None:
         index = self.model_picker.findData(str(path)) if path else 0
         self.model_picker.setCurrentIndex(max(index, 0))
+        self.model_picker.setToolTip(self.model_picker.currentText())
 
     def closeEvent(self, event) -> None:
         """Before quitting, write the votes the database refused; while some cannot be

@@ -328,6 +328,7 @@ class TrainingPanel(QWidget):
 
     def _kind_changed(self, *_):
         kind = self._kind()
+        self.kind.setToolTip(kind.title)  # whole, where the form's width cuts it
         self.name.setText(self._fresh_name())
         self.source.clear()
         if kind.data == "prompts":
