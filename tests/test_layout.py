@@ -2,10 +2,7 @@
 is cut (a label may be elided, with "…" and a tooltip that has it whole), and nothing
 covers anything else."""
 
-import argparse
-
-import pytest
-from PySide6.QtCore import QRect
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import (
     QAbstractScrollArea,
@@ -23,6 +20,7 @@ from PySide6.QtWidgets import (
 from superqt import QElidingLabel
 
 from conftest import record_sample_vote
+from test_app import send, wait_idle, window  # noqa: F401 - the app on the bundled model
 
 # Widgets whose children overlap by design (a scroll area's viewport and bars, a combo's
 # popup parts, a tab bar's scroll buttons, pyqtgraph's scene).
@@ -36,15 +34,18 @@ def _name(widget: QWidget) -> str:
 
 
 def _label_cut(label: QLabel) -> bool:
-    rect = label.contentsRect()
+    """Is some of the label's text outside it (a wrapped label too short for its lines, or
+    one line wider than the label)?"""
     if label.wordWrap():
         return label.heightForWidth(label.width()) > label.height() + 1
     doc = QTextDocument()
     doc.setDefaultFont(label.font())
     doc.setDocumentMargin(0)
-    doc.setHtml(label.text()) if label.textFormat() != label.textFormat().PlainText and \
-        "<" in label.text() else doc.setPlainText(label.text())
-    return doc.idealWidth() > rect.width() + 1
+    if label.textFormat() != Qt.TextFormat.PlainText and "<" in label.text():
+        doc.setHtml(label.text())
+    else:
+        doc.setPlainText(label.text())
+    return doc.idealWidth() > label.contentsRect().width() + 1
 
 
 def _combo_cut(combo: QComboBox) -> bool:
@@ -73,7 +74,7 @@ def problems(window) -> list[str]:
     for toolbar in window.findChildren(QToolBar):
         more = toolbar.findChild(QToolButton, "qt_toolbar_ext_button")
         if more is not None and more.isVisible():
-            found.append(f"the toolbar hides some of its items behind »")
+            found.append("the toolbar hides some of its items behind »")
     for widget in window.findChildren(QWidget):
         if not _on_screen(widget):
             continue
@@ -99,34 +100,22 @@ def problems(window) -> list[str]:
     return found
 
 
-@pytest.fixture
-def window(qtbot, data_dir):
-    from diptych.desktop.app import build_window
-    from diptych.training.store import Store
+def test_nothing_is_cut_or_covered_at_1024x700_and_1280x800(qtbot, window):
+    from diptych.models.session import Changes
 
-    with Store.open(data_dir) as store:  # enough votes for every Stats table to have rows
-        for choice in ("left", "right", "tie"):
-            record_sample_vote(store, choice, right="dpo-1205-0841")
-        record_sample_vote(store, "right", left="dpo-1205-0841", right="v1")
-    win = build_window(argparse.Namespace(data_dir=str(data_dir), model=None, adapter=None))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    win.settings.max_tokens.setValue(12)
-    qtbot.waitUntil(lambda: len(win.controller.engines) == 2, timeout=30_000)
-    return win
-
-
-@pytest.mark.parametrize("size", [(1024, 700), (1280, 800)])
-def test_nothing_is_cut_or_covered(qtbot, window, size):
-    from test_app import send, wait_idle
-
-    send(qtbot, window, "What is the capital of France?")
+    for choice in ("left", "right", "tie"):  # every Stats table gets rows
+        record_sample_vote(window.store, choice, right="dpo-1205-0841")
+    record_sample_vote(window.store, "right", left="dpo-1205-0841", right="v1")
+    with qtbot.waitSignal(window.stats_view.ratings_updated, timeout=10_000):
+        window._on_changes(Changes(votes=True))
+    send(qtbot, window, "What is the capital of France?")  # the panes' numbers show
     wait_idle(qtbot, window)
-    window.resize(*size)
     seen = []
-    for index in range(window.tabs.count()):
-        window.tabs.setCurrentIndex(index)
-        qtbot.wait(30)
-        seen += [f"{window.tabs.tabText(index)}: {problem}" for problem in problems(window)]
+    for size in ((1024, 700), (1280, 800)):
+        window.resize(*size)
+        for index in range(window.tabs.count()):
+            window.tabs.setCurrentIndex(index)
+            qtbot.wait(30)
+            seen += [f"{size} {window.tabs.tabText(index)}: {problem}"
+                     for problem in problems(window)]
     assert seen == []
