@@ -5,7 +5,6 @@ covers anything else."""
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QTextDocument
 from PySide6.QtWidgets import (
-    QAbstractScrollArea,
     QComboBox,
     QLabel,
     QPushButton,
