@@ -48,6 +48,8 @@ class ChatController(QObject):
         self.partial: dict[str, str] = {s: "" for s in SIDES}
         self.last: dict[str, Completion | None] = {s: None for s in SIDES}
         self.failed: dict[str, str | None] = {s: None for s in SIDES}
+        # (turn, side) -> the session's Answer: which contender wrote each answer shown
+        self.written_by: dict[tuple[int, str], object] = {}
         self._running: dict[str, threading.Event] = {}  # side -> its cancel flag
         self._pending: list = []  # actions waiting for the streams to stop
         self.loading = False
@@ -105,6 +107,16 @@ class ChatController(QObject):
 
     def engine_for(self, side: str) -> Engine | None:
         return self.session.engine(side)
+
+    def authors(self, side: str) -> dict[int, tuple]:
+        """turn -> (engine, contender) that wrote ``side``'s answer to it (the answer being
+        written now included: a switch queued behind it must not take its name)."""
+        found = {turn: (a.engine, a.contender)
+                 for (turn, s), a in self.written_by.items() if s == side}
+        live = self.session.answers.get(side)
+        if live is not None:
+            found[live.turn] = (live.engine, live.contender)
+        return found
 
     def template(self):
         return self.session.template()
@@ -197,6 +209,7 @@ class ChatController(QObject):
             self.session.new_conversation()
             self.partial = {s: "" for s in SIDES}
             self.last = {s: None for s in SIDES}
+            self.written_by = {}
             self.saving_vote = False
             self.conversation_reset.emit()
 
@@ -235,6 +248,9 @@ class ChatController(QObject):
 
     def _on_done(self, side: str, completion: Completion) -> None:
         self.last[side] = completion
+        answer = self.session.answers.get(side)
+        if answer is not None:
+            self.written_by[(answer.turn, side)] = answer
         self._running.pop(side, None)
         self.answer_finished.emit(side, completion)
         self._finished()

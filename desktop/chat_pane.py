@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QCursor, QDesktopServices, QTextDocument
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import (
     QToolTip,
     QVBoxLayout,
 )
+from superqt import QElidingLabel
 from superqt.utils import qthrottled
 
 from diptych.models.conversation import Conversation
@@ -51,11 +53,11 @@ class ChatPane(QFrame):
         # A link in a model's answer never replaces the transcript; web links open outside.
         self.transcript.setOpenLinks(False)
         self.transcript.anchorClicked.connect(_open_web_link)
-        self.stats = QLabel("")
+        # A long line of numbers or an error must never widen the window: it ends in "…"
+        # at the pane's edge (the tooltip has it whole).
+        self.stats = QElidingLabel("")
         self.stats.setObjectName(f"{side}-stats")
         self.stats.setStyleSheet("color: gray")
-        # A long line of numbers or an error must never widen the window: it is cut at the
-        # pane's edge (the tooltip has it whole).
         self.stats.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.regenerate_button = QPushButton("Regenerate")
         self.regenerate_button.setToolTip("Sample this pane's last answer again")
@@ -76,8 +78,8 @@ class ChatPane(QFrame):
         self.score_summary.setVisible(False)
         self.transcript.highlighted.connect(self._hover_token)
 
-        bar = QHBoxLayout()
-        bar.addWidget(self.stats, 1)
+        bar = QHBoxLayout()  # the numbers get a row of their own: the buttons leave no room
+        bar.addStretch(1)
         bar.addWidget(self.scores_button)
         bar.addWidget(self.regenerate_button)
         bar.addWidget(self.stop_button)
@@ -85,11 +87,13 @@ class ChatPane(QFrame):
         layout.addWidget(self.header)
         layout.addWidget(self.transcript, 1)
         layout.addWidget(self.score_summary)
+        layout.addWidget(self.stats)
         layout.addLayout(bar)
 
         self._scoring_allowed = True  # off in blind mode until the vote
         self._can_score = False  # a finished answer with tokens is shown
         self._conversation: Conversation | None = None
+        self._authors: dict[int, str] = {}  # turn -> who wrote its answer, if not the header's
         self._shown_turns = 0
         self._partial = ""
         self._streaming = False
@@ -115,6 +119,13 @@ class ChatPane(QFrame):
             text = f"<b>{title}</b> &nbsp;·&nbsp; {html.escape(label)}"
         self.header.setText(text)
         self.header.setToolTip("" if hidden else label)
+
+    def set_authors(self, authors: dict[int, str]) -> None:
+        """Name the contender that wrote each answer listed (by turn): those the header,
+        which names the pane's contender now, does not."""
+        if authors != self._authors:
+            self._authors = dict(authors)
+            self._render()
 
     # -- transcript --------------------------------------------------------------------
 
@@ -150,6 +161,7 @@ class ChatPane(QFrame):
         self.stop_button.setEnabled(True)
         self.regenerate_button.setEnabled(False)
         self.stats.setText("generating…")
+        self.stats.setToolTip("")
         self._render()
 
     def append(self, text: str) -> None:
@@ -231,6 +243,8 @@ class ChatPane(QFrame):
         parts = []
         for i, turn in enumerate(conv.turns):
             parts.append(f"<p><b>You:</b> {html.escape(turn.user.strip())}</p>")
+            if i in self._authors:
+                parts.append(f"<p><i>Answered by {html.escape(self._authors[i])}:</i></p>")
             if i < len(conv.turns) - 1:
                 answer = html.escape(turn.answers.get(self.side) or "").replace("\n", "<br>")
                 parts.append(f"<p>{answer}</p><hr>")
@@ -257,8 +271,11 @@ class ChatPane(QFrame):
             if conv is not None:
                 if conv.system.strip():
                     parts.append(f"System: {conv.system}")
-                for user, answer in self._turns():
-                    parts += [f"You: {user}", answer, "—" * 8]
+                for i, (user, answer) in enumerate(self._turns()):
+                    parts.append(f"You: {user}")
+                    if i in self._authors:
+                        parts.append(f"(Answered by {self._authors[i]})")
+                    parts += [answer, "—" * 8]
                 if self._streaming and len(parts) >= 2:
                     parts[-2] += " ▍"
             text = "\n\n".join(parts)
@@ -274,6 +291,8 @@ class ChatPane(QFrame):
                 if self._streaming and i == len(turns) - 1:
                     answer += " ▍"
                 parts.append("**You:** " + _keep_line_breaks(user.strip()))
+                if i in self._authors:
+                    parts.append(f"*Answered by {_escape_markdown(self._authors[i])}:*")
                 parts.append(_keep_line_breaks(answer))
                 parts.append("---")
         markdown = "\n\n".join(parts)
@@ -315,6 +334,11 @@ class ChatPane(QFrame):
 def _open_web_link(url: QUrl) -> None:
     if url.scheme() in ("http", "https"):
         QDesktopServices.openUrl(url)
+
+
+def _escape_markdown(text: str) -> str:
+    """A name shown as itself in Markdown (an adapter may be called dpo_v1*)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", text)
 
 
 def _keep_line_breaks(text: str) -> str:

@@ -27,7 +27,10 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QMessageBox,
+    QProxyStyle,
     QPushButton,
+    QStyle,
+    QStyleOptionHeader,
     QTableWidget,
     QTableWidgetItem,
     QTextBrowser,
@@ -47,6 +50,21 @@ CHOICE_NAMES = {"left": "left", "right": "right", "tie": "tie", "both_bad": "bot
 COLUMNS = ("Time", "Prompt", "Left", "Right", "Choice", "Blind", "Your answer")
 PROMPT_COLUMN = COLUMNS.index("Prompt")
 FILE_FILTER = "JSON lines (*.jsonl);;All files (*)"
+
+
+class SortArrows(QProxyStyle):
+    """A sorted column's arrow as readers take it: ▲ ascending, ▼ descending. (QHeaderView
+    hands the style SortUp for a descending column, and Fusion draws SortUp as ▲.)"""
+
+    FLIP = {QStyleOptionHeader.SortIndicator.SortUp: QStyleOptionHeader.SortIndicator.SortDown,
+            QStyleOptionHeader.SortIndicator.SortDown: QStyleOptionHeader.SortIndicator.SortUp}
+
+    def drawPrimitive(self, element, option, painter, widget=None):
+        if (element == QStyle.PrimitiveElement.PE_IndicatorHeaderArrow
+                and isinstance(option, QStyleOptionHeader)):
+            option = QStyleOptionHeader(option)
+            option.sortIndicator = self.FLIP.get(option.sortIndicator, option.sortIndicator)
+        super().drawPrimitive(element, option, painter, widget)
 
 
 def local_time(stamp: str) -> str:
@@ -165,6 +183,8 @@ class DataView(QWidget):
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)  # newest first
         header = self.table.horizontalHeader()
+        self._arrows = SortArrows()  # the header does not own its style
+        header.setStyle(self._arrows)
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(PROMPT_COLUMN, QHeaderView.ResizeMode.Stretch)
 
@@ -203,11 +223,10 @@ class DataView(QWidget):
         filters.addWidget(QLabel("Kind"))
         filters.addWidget(self.kind_filter)
         filters.addWidget(self.search, 1)
-        actions = QHBoxLayout()
-        actions.addWidget(self.counts, 1)
+        actions = QHBoxLayout()  # under the counts: beside them, a narrow window squeezes them
         actions.addWidget(self.open_button)
         actions.addWidget(self.delete_button)
-        actions.addSpacing(16)
+        actions.addStretch(1)
         actions.addWidget(self.include_ties)
         actions.addWidget(self.export_button)
         actions.addWidget(self.import_button)
@@ -215,6 +234,7 @@ class DataView(QWidget):
         layout.addLayout(filters)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.message_bar)
+        layout.addWidget(self.counts)
         layout.addLayout(actions)
 
         self.adapter_filter.currentIndexChanged.connect(self.refresh)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QFileSystemWatcher, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -31,6 +31,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from superqt.utils import qdebounced
+
+from diptych import paths
 from diptych.models import adapters as adapter_registry
 from diptych.models import catalog
 from diptych.models.conversation import SIDES
@@ -43,12 +46,14 @@ from .chat_pane import ChatPane
 from .data_view import DataView
 from .settings_panel import SettingsPanel
 from .stats_view import StatsView
-from .training_panel import TrainingPanel
+from .training_panel import TrainingPanel, read_adapters
 from .vote_bar import CHOICES, VoteBar
 
 OPEN_FILE = "__open__"
 VOTE_KEYS = {key: choice for choice, _, key in CHOICES}
 NO_ADAPTER = ""
+BLIND_PICKER_TIP = ("Blind: which pane runs which contender is hidden until you vote; "
+                    "the choice is kept")
 
 
 class PromptEdit(QPlainTextEdit):
@@ -82,6 +87,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Diptych — base vs RL-tuned")
         self.resize(1280, 800)
         self.controller = ChatController(self)
+        self._runnable: list = []  # the registered adapters the pickers offer
+        self._blind_note = ""  # the status bar's word on a Blind switch mid-conversation
         self.model_path: Path | None = None
         self.store: Store | None = None
         self.store_error: str | None = None
@@ -97,11 +104,12 @@ class MainWindow(QMainWindow):
         toolbar = QToolBar("Models")
         toolbar.setMovable(False)
         self.addToolBar(toolbar)
+        # The toolbar must fit a 1024-pixel window: each picker shows the start of its
+        # text (the tooltip and the popup have it whole).
         self.model_picker = QComboBox()
-        self.model_picker.setMinimumWidth(200)
         self.model_picker.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_picker.setMinimumContentsLength(24)
+        self.model_picker.setMinimumContentsLength(16)
         # Each pane runs a contender: the base, or the base plus any adapter. The pickers
         # name adapters by their stable id, so a rename or delete is followed.
         self.pickers = {side: QComboBox(objectName=f"{side}-contender") for side in SIDES}
@@ -110,11 +118,10 @@ class MainWindow(QMainWindow):
         toolbar.addWidget(self.model_picker)
         for side in SIDES:
             picker = self.pickers[side]
-            # Long adapter descriptions must not widen the window: show ~36 characters,
-            # the popup shows them whole.
             picker.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            picker.setMinimumContentsLength(36)
+            picker.setMinimumContentsLength(22)
+            picker.setPlaceholderText("hidden until you vote")
             toolbar.addWidget(QLabel(f"  {side.title()} pane "))
             toolbar.addWidget(picker)
         toolbar.addSeparator()
@@ -191,12 +198,19 @@ class MainWindow(QMainWindow):
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                          | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        # Narrow, so that a 1024-pixel window leaves the tabs room (the user can widen it).
+        self.resizeDocks([dock], [dock.minimumSizeHint().width()], Qt.Orientation.Horizontal)
         self.settings_dock = dock
 
         self._build_menus()
         self._wire()
         self._fill_model_picker()
+        self._select_model_item(None)
         self.refresh_adapters()
+        # A job run from a shell, or a rename or delete there, lands in the adapters
+        # folder (a job renames its finished folder into place): watch it.
+        self.adapters_watch = QFileSystemWatcher([str(paths.adapters_dir(data_dir))], self)
+        self.adapters_watch.directoryChanged.connect(self.reload_adapters)
         if self.store_error:
             self._show_error("Votes are not being recorded", self.store_error)
 
@@ -393,8 +407,10 @@ class MainWindow(QMainWindow):
         self.controller.load_model(path, adapter=adapter, on_loaded=loaded)
 
     def use_adapter(self, path: str | Path | None, side: str = "right") -> None:
-        """Run the GGUF LoRA ``path`` (None: the base alone) in ``side``'s pane."""
-        self.controller.set_adapter(Path(path) if path else None, slot=side)
+        """Run the GGUF LoRA ``path`` (None: the base alone) in ``side``'s pane (the slot
+        that shows there: in a blind conversation, maybe the other one)."""
+        self.controller.set_adapter(Path(path) if path else None,
+                                    slot=self.controller.session.shown[side])
 
     def _on_changes(self, changes: Changes, data_view: bool = True) -> None:
         """Redraw what shows what changed, once per operation."""
@@ -411,35 +427,64 @@ class MainWindow(QMainWindow):
         self.use_adapter(path)
         self.tabs.setCurrentIndex(0)
 
-    def refresh_adapters(self) -> None:
+    def refresh_adapters(self, infos: list | None = None) -> None:
         """List registered adapters (kind, date, key metric) in both pickers and select
         each pane's. A pane follows its adapter by stable id: to its new name after a
         rename; back to the base, with a word, after a delete. (Ids are hashes: only an
-        adapter whose file has gone is looked for by id, so a refresh hashes nothing new.)"""
-        infos = adapter_registry.list_adapters(self.data_dir)
+        adapter whose file has gone is looked for by id, so a refresh hashes nothing new.)
+        ``infos``: the registry as read off the UI thread (default: read it now)."""
+        if infos is None:
+            infos = adapter_registry.list_adapters(self.data_dir)
         runnable = [info for info in infos if info.gguf_path is not None]  # not reward models
         if self.stats_view is not None:
             self.stats_view.set_adapters(infos)
         session = self.controller.session
-        for side, picker in self.pickers.items():
-            current = session.contenders[side]
+        for slot, current in list(session.contenders.items()):
             if current.adapter is not None and session.engines and not current.adapter.exists():
                 info = next((i for i in runnable
                              if adapter_registry.stable_id(i) == current.adapter_id), None)
                 if info is not None:  # renamed: the engine keeps the LoRA it has loaded
-                    current = Contender(info.gguf_path, current.adapter_id, info.name,
-                                        current.scale)
-                    session.contenders[side] = current
+                    session.contenders[slot] = Contender(info.gguf_path, current.adapter_id,
+                                                         info.name, current.scale)
                     self._update_headers()
                 else:  # deleted
-                    self.statusBar().showMessage(f"The {side} pane's adapter {current.name} "
-                                                 "was deleted: the pane shows the base again.",
-                                                 15_000)
-                    self.use_adapter(None, side)
+                    self.statusBar().showMessage(f"The adapter {current.name} was deleted: its "
+                                                 "pane shows the base again.", 15_000)
+                    self.controller.set_adapter(None, slot=slot)
+        self._runnable = runnable
+        self._fill_pickers()
+
+    @qdebounced(timeout=300)  # a job's folder comes and goes in a few quick steps
+    def reload_adapters(self, *_) -> None:
+        """Re-read the adapters folder off the UI thread; then the pickers, the Train
+        tab's list and Stats show what it holds."""
+        root, contenders = self.data_dir, list(self.controller.session.contenders.values())
+
+        def read():
+            infos, lines = read_adapters(root)
+            if any(c.adapter is not None and not c.adapter.exists() for c in contenders):
+                for info in infos:  # renamed? refresh_adapters looks for it by hash: cache them
+                    adapter_registry.stable_id(info)
+            return infos, lines
+
+        def show(result):
+            infos, lines = result
+            self.training.show_adapters(infos, lines)
+            self.refresh_adapters(infos)
+
+        ops.run_op(self, read, show, lambda exc: self.statusBar().showMessage(
+            f"The adapters folder could not be read: {ops.message(exc)}", 15_000))
+
+    def _fill_pickers(self) -> None:
+        """Each pane's picker names the contender shown in that pane; in a blind
+        conversation it says "hidden" until the vote (the choices stay behind it)."""
+        session, hidden = self.controller.session, self.controller.hidden
+        for side, picker in self.pickers.items():
+            current = session.contender(side)
             picker.blockSignals(True)
             picker.clear()
             picker.addItem("Base (no adapter)", NO_ADAPTER)
-            for info in runnable:
+            for info in self._runnable:
                 picker.addItem(adapter_registry.describe(info), str(info.gguf_path))
                 picker.setItemData(picker.count() - 1, str(info.gguf_path),
                                    Qt.ItemDataRole.ToolTipRole)
@@ -448,8 +493,10 @@ class MainWindow(QMainWindow):
             if current.adapter is not None and index < 0:  # a file outside the registry
                 picker.insertItem(1, current.adapter.name, str(current.adapter))
                 index = 1
-            picker.setCurrentIndex(index)
+            picker.setCurrentIndex(-1 if hidden else index)  # -1 shows the placeholder
+            picker.setToolTip(BLIND_PICKER_TIP if hidden else picker.currentText())
             picker.blockSignals(False)
+        self._update_buttons()
 
     # -- slots -------------------------------------------------------------------------
 
@@ -499,6 +546,7 @@ class MainWindow(QMainWindow):
 
     def _on_answer_finished(self, side: str, completion) -> None:
         self.panes[side].end_answer(completion)
+        self._show_authors()
         self._update_score_buttons()
 
     def _offer_vote(self, *_):
@@ -509,7 +557,7 @@ class MainWindow(QMainWindow):
         else:
             self.vote_bar.show_idle()
             if c.store is None:
-                self.vote_bar.prompt_label.setText("Votes are off: the database could not be opened.")
+                self.vote_bar.set_hint("Votes are off: the database could not be opened.")
 
     def _on_vote_recorded(self, vote_id: int, choice: str) -> None:
         self.vote_bar.show_recorded(choice, self.controller.session.vote_count)
@@ -519,6 +567,7 @@ class MainWindow(QMainWindow):
     def _on_blind_changed(self, note: str) -> None:
         if note:
             self.statusBar().showMessage(note, 15_000)
+        self._blind_note = note
         self._update_headers()
 
     def _show_turns(self) -> None:
@@ -531,11 +580,15 @@ class MainWindow(QMainWindow):
         self.new_button.setEnabled(n > 0)
 
     def _update_score_buttons(self) -> None:
-        """Δ vs base says which model moved, so in blind mode it waits for the vote."""
+        """Δ vs base says which model moved, so in blind mode it waits for the vote; with
+        no adapter in either pane nothing moved, so there is nothing to show."""
         c = self.controller
-        for side, pane in self.panes.items():
-            pane.set_scoring_allowed(not c.hidden, "Δ vs base tells the models apart: "
-                                     "it is available once you have voted" if c.hidden else "")
+        tuned = any(c.session.contender(side).adapter is not None for side in SIDES)
+        why = ("Δ vs base tells the models apart: it is available once you have voted"
+               if c.hidden else "" if tuned else
+               "Both panes run the base: choose an adapter for a pane to see where it moved")
+        for pane in self.panes.values():
+            pane.set_scoring_allowed(not why, why)
 
     def _update_buttons(self) -> None:
         """Enable what can act now: nothing to stop when idle, nothing to regenerate
@@ -545,9 +598,10 @@ class MainWindow(QMainWindow):
         self.stop_button.setEnabled(c.busy)
         self.send_button.setEnabled(idle and not c.loading)
         self.regenerate_button.setEnabled(idle and not c.loading and bool(c.conversation.turns))
-        for widget in (self.model_picker, self.adapter_picker,
-                       self.open_model_action, self.open_adapter_action):
+        for widget in (self.model_picker, self.open_model_action, self.open_adapter_action):
             widget.setEnabled(idle)
+        for picker in self.pickers.values():  # blind: who runs where waits for the vote
+            picker.setEnabled(idle and not c.hidden)
 
     def _on_busy(self, _busy: bool) -> None:
         self._update_buttons()
@@ -560,6 +614,8 @@ class MainWindow(QMainWindow):
             self._show_engine_status()
 
     def _on_reset(self) -> None:
+        if self._blind_note and self.statusBar().currentMessage() == self._blind_note:
+            self.statusBar().clearMessage()  # "from the next conversation": this is it
         self.vote_bar.show_idle()
         self._update_buttons()
         for pane in self.panes.values():
@@ -574,23 +630,28 @@ class MainWindow(QMainWindow):
         c = self.controller
         session = c.session
         for side, pane in self.panes.items():
-            engine = c.engine_for(side)
-            contender = session.contender(side)
-            if engine is None:
-                label = "no model loaded"
-            elif contender.adapter is None:
-                label = f"{engine.info.name} · no adapter"
-            else:
-                scale = f" ×{contender.scale:g}" if contender.scale != 1.0 else ""
-                label = f"{engine.info.name} + LoRA {contender.name}{scale}"
-            pane.set_identity(contender.role, label, hidden=c.hidden)
+            engine, contender = c.engine_for(side), session.contender(side)
+            pane.set_identity(contender.role, _label(engine, contender), hidden=c.hidden)
+        self._show_authors()
         self._update_score_buttons()
+        self._fill_pickers()
         template = c.template()
         if template is not None:
             self.settings.show_template(template.name, template.source)
         self._show_engine_status()
         if refresh:
             self.refresh_adapters()
+
+    def _show_authors(self) -> None:
+        """An answer keeps the name of the contender that wrote it: where that is not the
+        pane's contender now (switched since), the answer says who wrote it."""
+        c = self.controller
+        for side, pane in self.panes.items():
+            now = _maker(c.engine_for(side), c.session.contender(side))
+            pane.set_authors({} if c.hidden else {
+                turn: _label(engine, contender)
+                for turn, (engine, contender) in c.authors(side).items()
+                if _maker(engine, contender) != now})
 
     def _show_engine_status(self) -> None:
         engine = self.controller.engines.get("tuned")
@@ -623,6 +684,7 @@ class MainWindow(QMainWindow):
     def _select_model_item(self, path: Path | None) -> None:
         index = self.model_picker.findData(str(path)) if path else 0
         self.model_picker.setCurrentIndex(max(index, 0))
+        self.model_picker.setToolTip(self.model_picker.currentText())
 
     def closeEvent(self, event) -> None:
         """Before quitting, write the votes the database refused; while some cannot be
@@ -638,6 +700,21 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Retry:
                 break
         super().closeEvent(event)
+
+
+def _label(engine, contender: Contender) -> str:
+    """The model and adapter a pane's header names."""
+    if engine is None:
+        return "no model loaded"
+    if contender.adapter is None:
+        return f"{engine.info.name} · no adapter"
+    scale = f" ×{contender.scale:g}" if contender.scale != 1.0 else ""
+    return f"{engine.info.name} + LoRA {contender.name}{scale}"
+
+
+def _maker(engine, contender: Contender) -> tuple:
+    """What makes two answers the same contender's (an adapter keeps its id when renamed)."""
+    return (engine.info.path if engine else None, contender.adapter_id, contender.scale)
 
 
 def _scrolling(widget: QWidget) -> QScrollArea:

@@ -107,7 +107,8 @@ def _interval(rating: Rating) -> str:
 
 def _table(columns: tuple[str, ...], name: str) -> QTableWidget:
     table = QTableWidget(0, len(columns), objectName=name)
-    table.setHorizontalHeaderLabels(columns)
+    # "Your answer" over two lines: the columns are as wide as their numbers, not their names
+    table.setHorizontalHeaderLabels([column.replace(" ", "\n", 1) for column in columns])
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
     table.verticalHeader().hide()
@@ -205,13 +206,11 @@ class StatsView(QWidget):
         box.addWidget(self.versions_table)
         self.versions_box.hide()  # until an adapter continues another
 
-        left_column = QVBoxLayout()
-        left_column.addWidget(against_base)
-        left_column.addWidget(self.versions_box)
-        left_column.addWidget(drift_box)
-        tables = QHBoxLayout()
-        tables.addLayout(left_column, 3)
-        tables.addWidget(ratings_box, 2)
+        # One column: each table has the tab's whole width, so a 1024-pixel window shows
+        # every column (the tab scrolls down instead).
+        tables = QVBoxLayout()
+        for box in (against_base, self.versions_box, drift_box, ratings_box):
+            tables.addWidget(box)
         plots = QHBoxLayout()
         plots.addWidget(self.winrate_plot, 1)
         plots.addWidget(self.kl_plot, 1)

@@ -62,6 +62,12 @@ NOISE = re.compile(r"(\d+%\|)|(it/s\]|s/it\]|examples/s\])|^\s*\{'|Warning\b|^\s
                    r"^\s*warn\(|^\s*$")
 
 
+# The log's line for each stage of a job.
+LOG_LINES = {"load": "Loading the base weights…", "eval_before": "Evaluating the base…",
+             "eval_after": "Evaluating the adapter…", "save": "Saving the adapter…",
+             "done": "Done.", "cancelled": "Cancelled: no adapter was written."}
+
+
 def _optional_spin(spin: QSpinBox | QDoubleSpinBox, lo, hi, step=None, decimals=None):
     """A spin box whose lowest value reads 'default': unset options take the job's defaults."""
     spin.setRange(lo, hi)
@@ -321,6 +327,7 @@ class TrainingPanel(QWidget):
 
     def _kind_changed(self, *_):
         kind = self._kind()
+        self.kind.setToolTip(kind.title)  # whole, where the form's width cuts it
         self.name.setText(self._fresh_name())
         self.source.clear()
         if kind.data == "prompts":
@@ -483,6 +490,7 @@ class TrainingPanel(QWidget):
             return
         self.answers.clear()
         self.summary.clear()
+        self.use_button.setVisible(False)  # what it tries is not the last job's adapter
         self._launch(self.command(dry_run=True))
         self.phase.setText("Sampling and scoring a few answers…")
 
@@ -492,7 +500,7 @@ class TrainingPanel(QWidget):
         self.last_line = None
         self._eta = None
         self._stdout_buffer = b""
-        self._append_log("$ " + shlex.join(args[1:]))
+        self._append_log("$ diptych " + shlex.join(args[3:]))  # as typed: not "python -m diptych"
         process = QProcess(self)
         process.setProgram(args[0])
         process.setArguments(args[1:])
@@ -664,15 +672,18 @@ class TrainingPanel(QWidget):
         if phase == "train" and event.get("loss") is not None:
             parts = [f"step {event.get('step')}/{event.get('total')}", f"loss {_num(event['loss'])}"]
             parts += [f"{label} {_num(event[key])}" for key, label in
-                      (("reward", "reward/margin"), ("kl", "KL"), ("eta_s", "ETA s"))
-                      if event.get(key) is not None]
+                      (("reward", "reward/margin"), ("kl", "KL")) if event.get(key) is not None]
+            if event.get("eta_s"):
+                parts.append(f"ETA {_duration(event['eta_s'])}")
             self._append_log("  ".join(parts))
         elif phase == "error":
             self._append_log(f"error: {event.get('error')}")
         elif phase == "stage":
-            self._append_log(f"[warm-up done at step {event.get('step')}: GRPO starts]")
-        elif phase in ("load", "eval_before", "eval_after", "save", "done", "cancelled"):
-            self._append_log(f"[{phase}]" + (f" {event.get('path')}" if phase == "done" else ""))
+            self._append_log(f"Warm-up done at step {event.get('step')}: GRPO starts.")
+        elif phase == "done" and event.get("path"):
+            self._append_log(f"Done: the adapter is in {event['path']}")
+        elif phase in LOG_LINES:
+            self._append_log(LOG_LINES[phase])
 
     def _finished(self, code: int, status) -> None:
         self._set_running(False)
@@ -709,16 +720,22 @@ class TrainingPanel(QWidget):
     # -- adapters ----------------------------------------------------------------------
 
     def refresh_adapters(self) -> None:
-        infos = registry.list_adapters(self.data_dir)
+        self.show_adapters(*read_adapters(self.data_dir))
+        self.adapters_changed.emit()
+
+    def show_adapters(self, infos: list, lines: list[str]) -> None:
+        """List ``infos`` (as ``read_adapters`` read them), keeping the selected one."""
+        selected = self._selected()
         self._infos = infos
         self.adapter_list.clear()
-        for info in infos:
-            item = QListWidgetItem(_describe(info, self.data_dir))
+        for info, line in zip(infos, lines):
+            item = QListWidgetItem(line)
             item.setData(Qt.ItemDataRole.UserRole, info.name)
             self.adapter_list.addItem(item)
+            if info.name == selected:
+                self.adapter_list.setCurrentItem(item)
         self._fill_adapter_pickers()
         self._adapter_picked()
-        self.adapters_changed.emit()
 
     def _fill_adapter_pickers(self) -> None:
         """The adapters each adapter option can name: a reward model's kind, or (to continue
@@ -806,6 +823,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def read_adapters(data_dir) -> tuple[list, list[str]]:
+    """The registered adapters and their lines in the list (reads the disk)."""
+    infos = registry.list_adapters(data_dir)
+    return infos, [_describe(info, data_dir) for info in infos]
+
+
 def _describe(info, data_dir) -> str:
     """An adapter's line, with the adapters it continues (v1 → v2 → v3)."""
     from diptych.training.lineage import lineage
@@ -820,7 +843,7 @@ def _summary(metrics: dict, drift: dict, data: dict | None = None) -> str:
     before, after = metrics.get("before") or {}, metrics.get("after") or {}
     warmup = metrics.get("warmup")  # a skill job: after its warm-up, before GRPO
     rows = []
-    for key in sorted(set(before) | set(after)):
+    for key in sorted((set(before) | set(after)) - {"n"}):  # n: the examples, said below
         b, a = before.get(key), after.get(key)
         if isinstance(a, (int, float)) or isinstance(b, (int, float)):
             middle = f"{_num(warmup.get(key))} → " if isinstance(warmup, dict) else ""
@@ -831,10 +854,12 @@ def _summary(metrics: dict, drift: dict, data: dict | None = None) -> str:
     if took:
         rows.append(f"took {_duration(took)}")
     data = data or {}
-    if data.get("eval") and data.get("held_out"):
-        on = f"{data['eval']} held-out examples (not trained on)"
-    elif data.get("eval"):
-        on = f"the {data['eval']} training examples (too few to hold any out)"
+    n = data.get("eval")
+    plural = "" if n == 1 else "s"
+    if n and data.get("held_out"):
+        on = f"{n} held-out example{plural} (not trained on)"
+    elif n:
+        on = f"the {n} training example{plural} (too few to hold any out)"
     else:
         on = "held-out data"
     text = f"Evaluation on {on} — " + ("; ".join(rows) if rows else "no metrics")

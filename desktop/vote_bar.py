@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from superqt import QElidingLabel
 
 CHOICES = (
     ("left", "Left is better", "1"),
@@ -28,6 +29,7 @@ CHOICES = (
 # the vote it records is "your answer".
 WRITE_ACTION = "Write a better answer…"
 LABELS = {key: label for key, label, _ in CHOICES} | {"better": "Your answer"}
+VOTE_HINT = "Which is better?"
 
 
 class VoteBar(QWidget):
@@ -38,8 +40,9 @@ class VoteBar(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.prompt_label = QLabel("Which answer is better?")
-        # The buttons set the bar's width, never a message: a narrow window cuts it.
+        self.prompt_label = QElidingLabel(VOTE_HINT)
+        # The buttons set the bar's width, never a message: a narrow window elides it
+        # (its tooltip has it whole).
         self.prompt_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.buttons: dict[str, QPushButton] = {}
         row = QHBoxLayout(self)
@@ -79,13 +82,18 @@ class VoteBar(QWidget):
     def show_idle(self) -> None:
         """Nothing to vote on yet (an answer is missing or still streaming)."""
         self._set(voting=False, recorded=None)
-        self.prompt_label.setText("Vote once both answers are in.")
+        self.set_hint("Vote once both answers are in.")
 
     def show_voting(self, answers: dict[str, str], prompt: str = "") -> None:
         self.answers = answers
         self.prompt = prompt
         self._set(voting=True, recorded=None)
-        self.prompt_label.setText("Which answer is better?")
+        self.set_hint(VOTE_HINT)
+
+    def set_hint(self, text: str) -> None:
+        """The words before the buttons (elided where the window is narrow)."""
+        self.prompt_label.setText(text)
+        self.prompt_label.setToolTip(text)
 
     def show_saving(self, choice: str) -> None:
         """Sent to the store, not yet committed: no "Recorded" until it is."""

@@ -98,6 +98,29 @@ def test_regenerate_one_pane_only(qtbot, window):
     assert window.controller.is_running("right") and not window.controller.is_running("left")
     wait_idle(qtbot, window)
     assert window.controller.conversation.turns[0].answers["left"] == left_before
+    # issue 22, item 5: while either pane writes, neither pane's contender can change
+    window.panes["left"].regenerate_button.click()
+    assert not any(picker.isEnabled() for picker in window.pickers.values())
+    wait_idle(qtbot, window)
+    assert all(picker.isEnabled() for picker in window.pickers.values())
+
+
+def test_an_answer_keeps_the_name_of_the_contender_that_wrote_it(qtbot, window, bundled_model):
+    """Issue 22, item 4: after "Use in tuned pane" the base's answer is not relabelled."""
+    folder = register_lora(window.data_dir, "v1", bundled_model)
+    send(qtbot, window, "Name a colour.")
+    wait_idle(qtbot, window)
+    with qtbot.waitSignal(window.controller.engines_changed, timeout=10_000):
+        window.training.use_adapter.emit(str(folder / "adapter.gguf"))  # Use in tuned pane
+    right, left = window.panes["right"], window.panes["left"]
+    assert "LoRA v1" in right.header.text()
+    assert "Answered by Gemma 3 270m · no adapter" in right.text()
+    assert "Answered by" not in left.text()
+    send(qtbot, window, "Another one?")
+    wait_idle(qtbot, window)
+    first, second = right.text().split("You: Another one?")
+    assert "Answered by Gemma 3 270m · no adapter" in first and "Answered by" not in second
+    assert window.store.votes() == [] and window.controller.written_by[(1, "right")].contender.name == "v1"
 
 
 def test_bad_gguf_gets_a_dialog_and_keeps_the_model(qtbot, window, tmp_path):
@@ -182,11 +205,19 @@ def test_blind_mode_hides_labels_until_the_vote(qtbot, window, bundled_model):
     for pane in window.panes.values():
         assert "hidden until you vote" in pane.header.text()
         assert "Gemma" not in pane.header.text()
+    # issue 22, item 1: nor do the toolbar's pickers say who is where
+    for picker in window.pickers.values():
+        assert picker.currentText() == "" and picker.placeholderText() == "hidden until you vote"
+        assert not picker.isEnabled()
     with qtbot.waitSignal(window.controller.vote_recorded, timeout=2_000):
         qtbot.keyClick(window.prompt, Qt.Key.Key_3)
     headers = [p.header.text() for p in window.panes.values()]
     assert all("Gemma" in h for h in headers)
     assert {"Base" in headers[0], "Base" in headers[1]} == {True, False}
+    for side, pane in window.panes.items():  # revealed: each picker names its pane's contender
+        picker = window.pickers[side]
+        assert picker.isEnabled()
+        assert picker.currentText().startswith("v1") == ("LoRA v1" in pane.header.text())
     assert window.store.votes()[-1]["blind"] == 1
 
 
@@ -202,7 +233,16 @@ def test_a_vote_shows_in_the_data_view(qtbot, window):
     qtbot.waitUntil(lambda: table.model().rowCount() == 0, timeout=2_000)
 
 
-def test_log_ratio_view_colours_tokens(qtbot, window):
+def use_lora(qtbot, window, bundled_model, side="right"):
+    """``side``'s pane runs a registered random LoRA, v1."""
+    register_lora(window.data_dir, "v1", bundled_model)
+    window.refresh_adapters()
+    with qtbot.waitSignal(window.controller.engines_changed, timeout=10_000):
+        window.pickers[side].activated.emit(1)
+
+
+def test_log_ratio_view_colours_tokens(qtbot, window, bundled_model):
+    use_lora(qtbot, window, bundled_model)
     send(qtbot, window, "What is the capital of France?")
     wait_idle(qtbot, window)
     pane = window.panes["right"]
@@ -210,8 +250,7 @@ def test_log_ratio_view_colours_tokens(qtbot, window):
         pane.scores_button.click()
     side, comparison = blocker.args
     assert side == "right"
-    # no adapter: both engines hold the same weights, so nothing moved
-    assert all(t.log_ratio == 0.0 for t in comparison.tokens)
+    assert any(t.log_ratio != 0.0 for t in comparison.tokens)  # the LoRA moved it
     assert len(comparison.tokens) == window.controller.last["right"].n_tokens
     assert "tok:0" in pane.transcript.toHtml()
     assert "nats" in pane.score_summary.text()
@@ -220,8 +259,9 @@ def test_log_ratio_view_colours_tokens(qtbot, window):
     assert pane.comparison is None and "tok:0" not in pane.transcript.toHtml()
 
 
-def test_both_panes_can_be_scored_at_once(qtbot, window):
+def test_both_panes_can_be_scored_at_once(qtbot, window, bundled_model):
     """Each scoring uses both engines: the second request waits for the first."""
+    use_lora(qtbot, window, bundled_model)
     send(qtbot, window, "Name a colour.")
     wait_idle(qtbot, window)
     scored, failed = [], []

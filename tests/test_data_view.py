@@ -178,3 +178,26 @@ def test_a_delete_the_database_cannot_take_is_told_and_changes_nothing(qtbot, vi
     title, text = warnings[0]
     assert title == "The votes were not deleted" and "locked" in text
     assert store.vote(vote_id)["deleted_at"] is None and "Say hello" in column(view, "Prompt")
+
+
+def test_the_time_arrow_points_down_over_newest_first_rows(qtbot, view):
+    """Issue 22, item 9: newest first is descending, and must not wear ▲."""
+    def arrow_rows():  # the widths of the arrow's dark rows, top to bottom
+        header = view.table.horizontalHeader()
+        image = header.grab().toImage()
+        right = header.sectionViewportPosition(0) + header.sectionSize(0)
+        widths = [sum(1 for x in range(right - 24, right)
+                      if image.pixelColor(x, y).lightness() < 128) for y in range(image.height())]
+        return [w for w in widths if w]
+
+    view.resize(700, 200)
+    view.show()
+    qtbot.waitExposed(view)
+    times = column(view, "Time")
+    assert times == sorted(times, reverse=True)  # newest first
+    rows = arrow_rows()
+    assert rows and rows[0] > rows[-1]  # ▼: wide at the top
+    view.table.horizontalHeader().setSortIndicator(0, Qt.SortOrder.AscendingOrder)
+    assert column(view, "Time") == sorted(times)
+    rows = arrow_rows()
+    assert rows and rows[0] < rows[-1]  # ▲ over oldest first

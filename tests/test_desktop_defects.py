@@ -186,12 +186,24 @@ def test_help_lists_the_real_keyboard_shortcuts(qtbot, window):
 # -- 3. buttons that can do nothing are off ----------------------------------------------
 
 
+def with_adapter(window, side: str = "right") -> None:
+    """``side``'s pane runs an adapter (as the window knows it; no engine is loaded)."""
+    from pathlib import Path
+
+    from diptych.models.session import Contender
+
+    window.controller.session.contenders[side] = Contender(Path("/gone/v1/adapter.gguf"),
+                                                           "v1-id", "v1")
+    window._update_headers()
+
+
 def test_chat_buttons_are_off_until_they_can_act(qtbot, window):
     assert not window.regenerate_button.isEnabled()
     for pane in window.panes.values():
         assert not pane.scores_button.isEnabled()
         assert not pane.regenerate_button.isEnabled()
     # a finished turn: regenerate and Δ vs base can act
+    with_adapter(window)
     window.controller.conversation = conversation(answer="Yes.")
     window._update_buttons()
     for pane in window.panes.values():
@@ -228,8 +240,41 @@ def test_adapter_buttons_are_off_until_one_is_selected(qtbot, data_dir):
     assert not any(b.isEnabled() for b in buttons)  # listed, but none selected
     panel.adapter_list.setCurrentRow(0)
     assert all(b.isEnabled() for b in buttons)
-    panel.refresh_adapters()  # the list is refilled: the selection is gone
+    panel.refresh_adapters()  # the list is refilled: the selection stays
+    assert all(b.isEnabled() for b in buttons)
+    panel.adapter_list.setCurrentRow(-1)
     assert not any(b.isEnabled() for b in buttons)
+
+
+def test_adapters_made_outside_the_app_appear_without_a_restart(qtbot, window, data_dir):
+    """Issue 22, item 2: `diptych train …` in a shell, a rename or a delete there: the
+    pane pickers, the Train tab's list and Stats follow the adapters folder."""
+    from diptych import paths
+    from diptych.models import adapters
+
+    def listed() -> dict[str, list[str]]:
+        picker = window.pickers["left"]
+        return {"picker": [picker.itemText(i).split(" · ")[0] for i in range(picker.count())],
+                "train": [window.training.adapter_list.item(i).text().split(" · ")[0]
+                          for i in range(window.training.adapter_list.count())],
+                "stats": [info.name for info in window.stats_view.adapters]}
+
+    def shows(*names: str) -> bool:
+        return listed() == {"picker": ["Base (no adapter)", *names, "Open adapter file…"],
+                            "train": [*names], "stats": [*names]}
+
+    assert shows()
+    # as a job does it: written in a hidden folder, renamed into place when complete
+    hidden = paths.adapters_dir(data_dir) / ".tmp-v1"
+    hidden.mkdir()
+    (hidden / adapters.GGUF_NAME).write_bytes(b"GGUF")
+    (hidden / adapters.META_NAME).write_text(json.dumps({"name": "v1", "kind": "kto"}))
+    hidden.rename(hidden.parent / "v1")
+    qtbot.waitUntil(lambda: shows("v1"), timeout=5_000)
+    adapters.rename("v1", "v2", data_dir)
+    qtbot.waitUntil(lambda: shows("v2"), timeout=5_000)
+    adapters.delete("v2", data_dir)
+    qtbot.waitUntil(lambda: shows(), timeout=5_000)
 
 
 # -- 4. both panes follow the answer --------------------------------------------------------
@@ -400,8 +445,32 @@ def test_at_1024x700_tabs_scroll_instead_of_clipping(qtbot, window):
 # -- blind mode ----------------------------------------------------------------------------
 
 
+def test_delta_vs_base_is_off_when_both_panes_run_the_base(qtbot, window):
+    """Issue 22, item 9: base against base always scores +0.000, after 25 s."""
+    window.controller.conversation = conversation(answer="Yes.")
+    for pane in window.panes.values():
+        pane.show_conversation(window.controller.conversation)
+    window._update_headers()
+    for pane in window.panes.values():
+        assert not pane.scores_button.isEnabled()
+        assert "Both panes run the base" in pane.scores_button.toolTip()
+    with_adapter(window, "left")
+    assert all(pane.scores_button.isEnabled() for pane in window.panes.values())
+
+
+def test_the_blind_hint_goes_when_the_next_conversation_starts(qtbot, window):
+    """Issue 22, item 9: "from the next conversation" is stale once that one started."""
+    window.controller.conversation = conversation(answer="Yes.")
+    window.blind_action.setChecked(True)
+    assert "next conversation" in window.statusBar().currentMessage()
+    with qtbot.waitSignal(window.controller.conversation_reset, timeout=2_000):
+        window.new_action.trigger()
+    assert window.statusBar().currentMessage() == ""
+
+
 def test_blind_mode_keeps_the_conversation_and_holds_back_delta(qtbot, window):
     session = window.controller.session
+    with_adapter(window)
     window.controller.conversation = conversation(answer="Yes.")
     for pane in window.panes.values():
         pane.show_conversation(window.controller.conversation)

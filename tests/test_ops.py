@@ -119,6 +119,9 @@ def test_quitting_with_a_refused_vote_asks_before_losing_it(qtbot, window, data_
 
 def test_scoring_while_switching_adapters(qtbot, window):
     """The switch waits for the scoring on that engine instead of failing as busy."""
+    left = window.pickers["left"]  # base against base has nothing to score: v1 on the left
+    with qtbot.waitSignal(window.controller.engines_changed, timeout=30_000):
+        left.activated.emit(left.findText("v1", flags=Qt.MatchFlag.MatchStartsWith))
     send(qtbot, window, "Say hello.")
     wait_idle(qtbot, window)
     scored, failed = [], []

@@ -72,6 +72,8 @@ def test_a_failing_job_shows_its_error_and_leaves_the_app_alone(qtbot, data_dir,
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
     assert panel.last_line["phase"] == "error"
     assert panel.last_line["error"] in panel.phase.text() and "error:" in panel.log.toPlainText()
+    # issue 22, item 8: the command as a user types it
+    assert panel.log.toPlainText().startswith(f"$ diptych --data-dir {data_dir} train dpo ")
     # issue 14, defect 7: a failed start keeps the last job's plots and evaluation
     assert panel.history["loss"] == [(1, 0.7)] and panel.summary.text() == summary
     assert panel.adapter_list.count() == 0
@@ -148,8 +150,10 @@ def test_grpo_try_it_shows_scored_answers_and_the_live_view_draws_a_job(qtbot, d
     panel.extra.setText("--max-completion-length 8")
     assert "--dry-run" in panel.command(dry_run=True) and "--name" not in panel.command(dry_run=True)
     assert panel.command()[panel.command().index("--reward-fn") + 1].endswith(":short_statement")
+    panel.use_button.setVisible(True)  # as after an earlier job
     panel.try_button.click()
     qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+    assert panel.use_button.isHidden()  # issue 22, item 9: nothing was trained to use
     assert panel.last_line["phase"] == "done", panel.log.toPlainText()[-2000:]
     assert panel.answers.toPlainText().count("→") == 12  # 3 prompts x 4 answers, each scored
     assert "nothing was trained" in panel.summary.text()
@@ -168,3 +172,26 @@ def test_grpo_try_it_shows_scored_answers_and_the_live_view_draws_a_job(qtbot, d
     panel.handle_line('{"phase": "eval", "step": 2, "total": 4, "reward": 0.5, "samples": '
                       '[{"prompt": "Is <b>this</b> shown?", "answer": "Yes <i>as text</i>.", "reward": 0.5}]}')
     assert "Yes <i>as text</i>." in panel.answers.toPlainText()  # exactly as written
+
+
+def test_the_log_and_the_summary_are_written_for_a_person(qtbot, data_dir):
+    """Issue 22, item 8: no "[eval_before]", "ETA s 1.89e+03" or "1 held-out examples …
+    n: 1 → 1"."""
+    from diptych.desktop.training_panel import TrainingPanel
+
+    panel = TrainingPanel(data_dir)
+    qtbot.addWidget(panel)
+    for line in ('{"phase": "load"}', '{"phase": "eval_before"}',
+                 '{"phase": "train", "step": 1, "total": 400, "loss": 0.5, "kl": 0.002, "eta_s": 1890.4}',
+                 '{"phase": "eval_after"}', '{"phase": "save"}',
+                 '{"phase": "done", "adapter": "v1", "path": "/data/adapters/v1", "data": '
+                 '{"eval": 1, "held_out": true}, "metrics": {"before": {"pair_accuracy": 0.0, "n": 1}, '
+                 '"after": {"pair_accuracy": 1.0, "n": 1}}}'):
+        panel.handle_line(line)
+    assert panel.log.toPlainText().splitlines() == [
+        "Loading the base weights…", "Evaluating the base…",
+        "step 1/400  loss 0.5  KL 0.002  ETA 31 min 30 s",
+        "Evaluating the adapter…", "Saving the adapter…", "Done: the adapter is in /data/adapters/v1"]
+    summary = panel.summary.text()
+    assert "Evaluation on 1 held-out example (not trained on)" in summary
+    assert "pair_accuracy: 0 → <b>1</b>" in summary and "n:" not in summary
