@@ -190,8 +190,8 @@ def kept(self, model, inputs, *a, **k):  # each step's tokens, for the floor bel
 GRPOTrainer.compute_loss = kept
 
 def bare_step(model, args, batch):
-    """The floor: one plain LoRA forward and backward of the same padded tokens, the loss
-    on the answer tokens through the same fused LM head the step uses, same autocast."""
+    # The floor: one plain LoRA forward and backward of the same padded tokens, the loss
+    # on the answer tokens through the same fused LM head the step uses, same autocast.
     import torch
     ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
     mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
