@@ -328,7 +328,8 @@ def test_chat_with_a_prompt_longer_than_the_context_is_one_line(tmp_path, data_d
 
     monkeypatch.setattr(engine, "Engine", FakeEngine)
     model = write_model(tmp_path / "small.gguf")
-    line = cli_error(capsys, "--model", model, "chat", "--prompt", "word " * 100)
+    line = cli_error(capsys, "--model", model, "chat", "--prompt", "word " * 100,
+                     "--max-tokens", "8")  # an answer the context could hold, a prompt it can't
     assert line.startswith("diptych: error: small.gguf: the conversation is ")
     assert "more than this model's context of 32" in line
 
