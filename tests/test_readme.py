@@ -35,6 +35,9 @@ TINY = {
     ("train", "reward"): ["--steps", "1", "--batch-size", "2", "--max-length", "48", "--eval-size", "1"],
     ("train", "grpo"): ["--steps", "1", "--num-generations", "2", "--max-completion-length", "4",
                         "--eval-size", "2", "--no-drift"],
+    ("train", "skill"): ["--steps", "1", "--warmup-steps", "1", "--warmup-examples", "2",
+                         "--warmup-batch-size", "2", "--num-generations", "2", "--max-prompts", "2",
+                         "--max-completion-length", "4", "--eval-size", "1", "--no-drift"],
     ("chat",): ["--max-tokens", "4"],
     ("adapters", "drift"): ["--max-tokens", "4"],
 }
@@ -78,7 +81,7 @@ def _command_path(words: list[str], parser: argparse.ArgumentParser) -> tuple[tu
 def _tiny(argv: list[str]) -> list[str]:
     path, _ = _command_path(argv, build_parser())
     extra = TINY.get(path, [])
-    if path == ("train", "grpo") and "--dry-run" in argv:
+    if path in (("train", "grpo"), ("train", "skill")) and "--dry-run" in argv:
         extra = ["--num-generations", "2", "--max-completion-length", "8"]
     return argv + extra
 

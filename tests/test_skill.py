@@ -22,7 +22,7 @@ from diptych.models import adapters  # noqa: E402
 from diptych.training import skill, tasks, worked  # noqa: E402
 from diptych.training.job import JobError  # noqa: E402
 
-SMALL = ["--task", "arith", "--warmup-examples", "6", "--warmup-epochs", "1", "--warmup-batch-size", "2",
+SMALL = ["--task", "arith", "--warmup-steps", "3", "--warmup-examples", "6", "--warmup-batch-size", "2",
          "--steps", "2", "--max-prompts", "2", "--num-generations", "2", "--batch-size", "2",
          "--max-completion-length", "4", "--eval-size", "2", "--eval-every", "1", "--no-drift"]
 
@@ -38,7 +38,7 @@ def test_a_skill_job_warms_up_then_reinforces_one_adapter(tiny, data_dir):
     phases = [line["phase"] for line in lines if line["phase"] not in ("train", "eval")]
     assert phases == ["load", "eval_before", "stage", "eval_after", "save", "done"]
     stage = next(line for line in lines if line["phase"] == "stage")
-    warm = stage["step"]  # 6 worked examples, 2 a step, one pass
+    warm = stage["step"]  # 3 warm-up steps of 2 worked examples
     assert warm == 3 and stage["stage"] == "grpo" and stage["total"] == warm + 2
     trained = [line for line in lines if line["phase"] == "train" and line["loss"] is not None]
     assert [(t["step"], t["stage"]) for t in trained] == \
@@ -59,7 +59,7 @@ def test_a_skill_job_warms_up_then_reinforces_one_adapter(tiny, data_dir):
     assert metrics["after"]["reward"] == evals[-1]["reward"]
     assert metrics["train"]["warmup"]["steps"] == warm and metrics["train"]["grpo"]["steps"] == 2
     assert data["warmup"]["source"] == "task:arith" and data["warmup"]["examples"] == 6
-    assert info.meta["config"]["warmup_epochs"] == 1 and info.meta["config"]["beta"] == 0
+    assert info.meta["config"]["warmup_steps"] == 3 and info.meta["config"]["beta"] == 0
 
 
 @pytest.mark.parametrize("stage", ["warmup", "grpo"])

@@ -24,7 +24,6 @@ reward: a reward that pays the worked answers little is broken, before anything 
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -34,32 +33,43 @@ from . import grpo, kinds, tasks, turns, worked
 from .job import Job, JobError, sha256_of, split_eval
 
 
+# GRPO's learning rate ramps up over the first 30 % of its steps: a fresh optimizer's first
+# steps are full-size in every direction, and without the ramp they undid part of what the
+# warm-up taught (bench/RESULTS.md, the sweep).
+LR_RAMP = 0.3
+
+
 @dataclass
 class Config(grpo.Config):
     examples: str | None = None  # worked examples (JSONL); None: the task's own
-    warmup_examples: int = 100  # at most this many worked examples
-    warmup_epochs: float = 3.0
+    warmup_steps: int = 75  # optimizer steps of the warm-up: a file is passed over as often as they take
+    warmup_examples: int | None = None  # at most this many (default: a task computes steps x batch)
     warmup_lr: float = 5e-4
     warmup_batch_size: int = 8
     steps: int | None = 30  # GRPO steps after the warm-up
     lr: float = 1e-4  # GRPO's, after the warm-up: gentler than from scratch, to keep what it learnt
+    # After a warm-up the model answers in the task's format, so whole-vocabulary sampling
+    # is no longer noise; and a reward that pays near misses a little must not have those
+    # small differences blown up by the group's spread (bench/RESULTS.md, the sweep).
+    temperature: float = 1.0
+    scale_rewards: str = "none"
     eval_size: int | None = 32  # held-out prompts: a skill is right or wrong, 16 would be coarse
 
 
 def worked_examples(cfg: Config, task: tasks.Task, held: list[dict]) -> list[dict]:
     """The warm-up's worked examples: the file's, or the task's; none of them shares a
     prompt with the ``held`` out evaluation."""
+    wanted = cfg.warmup_examples or cfg.warmup_steps * cfg.warmup_batch_size
     if cfg.examples:
         examples = worked.read(Path(cfg.examples))
     else:
-        pool = task.examples(cfg.warmup_examples + len(held) + cfg.max_prompts, random.Random(cfg.seed + 1))
-        examples = task.worked(pool)
+        examples = task.worked(task.examples(wanted + len(held), random.Random(cfg.seed + 1)))
     held_keys = {worked.key(e) for e in held}
     kept = [e for e in examples if worked.key(e) not in held_keys]
     if not kept:
         raise JobError("every worked example shares its prompt with a held-out prompt: "
                        "give worked examples for other prompts")
-    return kept[: cfg.warmup_examples]
+    return kept[:wanted]
 
 
 def _warmup_trainer(job: Job, model, tokenizer, examples: list[dict]):
@@ -72,7 +82,7 @@ def _warmup_trainer(job: Job, model, tokenizer, examples: list[dict]):
         model=model,
         args=job.training_args(SFTConfig, cpu_bf16=True, max_length=cfg.max_length,
                                completion_only_loss=True, learning_rate=cfg.warmup_lr,
-                               num_train_epochs=cfg.warmup_epochs, max_steps=-1,
+                               max_steps=cfg.warmup_steps,
                                per_device_train_batch_size=cfg.warmup_batch_size),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
@@ -108,7 +118,7 @@ def train(job: Job) -> dict:
     if job.parent is not None:
         parent.check_shape(job.parent, policy.peft_config["default"])
         parent.load_into(policy, job.parent)
-    warm_steps = math.ceil(len(warm.get_train_dataloader()) * cfg.warmup_epochs)  # as the Trainer counts
+    warm_steps = cfg.warmup_steps
     job.span.update(offset=0, after=cfg.steps, total=warm_steps + cfg.steps)
     at = {"step": 0}
     with grpo.sampler(job, tokenizer) as rollouts:
@@ -125,7 +135,8 @@ def train(job: Job) -> dict:
         after_warmup = measure()
         if rollouts is not None:
             rollouts.step_offset = warm_steps
-        reinforce = grpo.trainer(job, policy, tokenizer, train_prompts, functions, weights, rollouts)
+        reinforce = grpo.trainer(job, policy, tokenizer, train_prompts, functions, weights, rollouts,
+                                 warmup_steps=LR_RAMP)
 
         def grpo_step() -> tuple[int, int]:
             return warm_steps + reinforce.state.global_step, warm_steps + cfg.steps
@@ -165,10 +176,11 @@ KIND = kinds.Kind(
         kinds.Option("examples", "worked examples: JSON lines with a 'prompt' and a 'completion' "
                      "(default: the task's own)", worked.checked, metavar="FILE.jsonl", label="Worked examples",
                      widget="file"),
-        kinds.Option("warmup_examples", "at most this many worked examples (default 100)",
-                     kinds.positive(int)),
-        kinds.Option("warmup_epochs", "passes of the warm-up over the worked examples",
-                     kinds.positive(float), label="Warm-up epochs"),
+        kinds.Option("warmup_steps", "optimizer steps of the warm-up (default 75); the worked "
+                     "examples are passed over as often as they take", kinds.positive(int),
+                     label="Warm-up steps"),
+        kinds.Option("warmup_examples", "use at most this many worked examples (default: all of "
+                     "a file's; a task computes steps x batch size)", kinds.positive(int)),
         kinds.Option("warmup_lr", "the warm-up's learning rate", kinds.positive(float)),
         kinds.Option("warmup_batch_size", "worked examples per warm-up step", kinds.positive(int)),
         *(o for o in grpo.KIND.options if o.field != "dry_run"),
