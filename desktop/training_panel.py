@@ -115,7 +115,8 @@ class TrainingPanel(QWidget):
         self.finished_adapter: str | None = None
         self.trial = False  # the process is GRPO's dry run (Try it), not a job
         self._stdout_buffer = b""
-        self._stale_view = False  # the plots show the last job until the new one reports
+        self._stale_view = False  # the plots show the last job until the new one starts loading
+        self._previous: dict | None = None  # the last job's view, back if the new one fails first
         self._eta: tuple[float, float] | None = None  # (ETA in s, when it was reported)
         self.kinds = job_kinds.kinds()
 
@@ -468,21 +469,53 @@ class TrainingPanel(QWidget):
             QMessageBox.warning(self, "Adapter name", f"An adapter named {name} already exists: "
                                 "choose another name for the new one.")
             return
-        self._stale_view = True  # the last job's plots stay until this one reports progress
+        self._stale_view = True  # the last job's plots stay until this one starts loading
         self.use_button.setVisible(False)
         self.finished_adapter = None
         self._launch(self.command())
 
     def _clear_view(self) -> None:
+        """An empty view for the job that starts; the last one's is kept until it draws."""
+        self._previous = {"history": self.history, "summary": self.summary.text(),
+                          "answers": self.answers.toPlainText()}
         self.history = {k: [] for k, _ in PLOTS}
-        for curve in (*self.plots.values(), *self.spread, self.held_out):
-            curve.setData([], [])
-        for key, marker in self.markers:
-            self.plot_widgets[key].removeItem(marker)
-        self.markers = []
         self.summary.clear()
         self.answers.clear()
         self._stale_view = False
+        self._draw()
+        for widget in self.plot_widgets.values():  # the new job's ranges, not the last one's
+            widget.enableAutoRange()
+
+    def _restore_view(self) -> None:
+        """The new job failed before it drew anything: the last job's view comes back."""
+        if self._previous is None or any(self.history.values()):
+            return
+        self.history = self._previous["history"]
+        self.summary.setText(self._previous["summary"])
+        self.answers.setPlainText(self._previous["answers"])
+        self._previous = None
+        self._draw()
+
+    def _draw(self) -> None:
+        """The curves and markers of ``history``; only the plots the job reports are shown
+        (an SFT job has no reward, a reward model no KL)."""
+        for key, _ in PLOTS:
+            self.plots[key].setData(*_columns(self.history.get(key), 2))
+        xs, low, high = _columns(self.history.get("spread"), 3)
+        self.spread[0].setData(xs, low)
+        self.spread[1].setData(xs, high)
+        self.held_out.setData(*_columns(self.history.get("held_out"), 2))
+        for key, marker in self.markers:
+            self.plot_widgets[key].removeItem(marker)
+        self.markers = []
+        for step, text in self.history.get("markers", []):
+            for key, widget in self.plot_widgets.items():
+                marker = pg.InfiniteLine(step, angle=90, pen=pg.mkPen("#555", style=Qt.PenStyle.DashLine),
+                                         label=text, labelOpts={"position": 0.9, "color": "#555"})
+                widget.addItem(marker)
+                self.markers.append((key, marker))
+        self.plot_widgets["reward"].setVisible(bool(self.history.get("reward") or self.history.get("held_out")))
+        self.plot_widgets["kl"].setVisible(bool(self.history.get("kl")))
 
     def try_rewards(self) -> None:
         """GRPO's dry run: a few answers of the model as it is, with their rewards."""
@@ -596,7 +629,7 @@ class TrainingPanel(QWidget):
             return
         self.last_line = event
         phase = event.get("phase", "")
-        if self._stale_view and phase not in ("load", "error"):  # the new job has data: its own view
+        if self._stale_view and phase != "error":  # the new job has started: its own view
             self._clear_view()
         step, total = event.get("step"), event.get("total")
         self._log_event(event)
@@ -624,24 +657,17 @@ class TrainingPanel(QWidget):
         elif event.get("stage") == "grpo":
             labels["train"] = labels["stage"] = "GRPO: sampling, scoring, reinforcing the better answers"
         self.phase.setText(labels.get(phase, phase))
-        if phase == "stage" and step is not None:
-            self._mark(int(step), "GRPO")
+        if phase == "stage" and step is not None:  # where a skill job's GRPO starts
+            self.history.setdefault("markers", []).append((int(step), "GRPO"))
         if phase in ("train", "eval") and step is not None:
             for key, _ in PLOTS:
                 if event.get(key) is not None and (phase == "train" or key == "kl"):
                     self.history[key] = sorted({**dict(self.history[key]), int(step): float(event[key])}.items())
-                    xs, ys = zip(*self.history[key])
-                    self.plots[key].setData(list(xs), list(ys))
             if event.get("reward_std") is not None and event.get("reward") is not None:
                 self.history.setdefault("spread", []).append(
                     (int(step), event["reward"] - event["reward_std"], event["reward"] + event["reward_std"]))
-                xs, low, high = zip(*self.history["spread"])
-                self.spread[0].setData(list(xs), list(low))
-                self.spread[1].setData(list(xs), list(high))
         if phase == "eval" and event.get("reward") is not None:
             self.history.setdefault("held_out", []).append((int(step or 0), float(event["reward"])))
-            xs, ys = zip(*self.history["held_out"])
-            self.held_out.setData(list(xs), list(ys))
             ended = (f", {event['ended']} of {event['n']} ended by themselves"
                      if event.get("ended") is not None and event.get("n") else "")
             self.answers.setPlainText(f"Held-out answers at step {step or 0} (greedy), mean reward "
@@ -655,16 +681,11 @@ class TrainingPanel(QWidget):
             self.finished_adapter = event.get("adapter")
             self.summary.setText(_summary(event.get("metrics") or {}, event.get("drift") or {},
                                           event.get("data") or {}))
+        if phase in ("stage", "train", "eval"):
+            self._draw()
         if phase == "error":  # the last job's plots and evaluation stay: only this start failed
+            self._restore_view()
             self.phase.setText(f"Failed: {event.get('error')}")
-
-    def _mark(self, step: int, text: str) -> None:
-        """A dashed vertical line on every plot at ``step``: where a job's next phase starts."""
-        for key, widget in self.plot_widgets.items():
-            marker = pg.InfiniteLine(step, angle=90, pen=pg.mkPen("#555", style=Qt.PenStyle.DashLine),
-                                     label=text, labelOpts={"position": 0.9, "color": "#555"})
-            widget.addItem(marker)
-            self.markers.append((key, marker))
 
     def _log_event(self, event: dict) -> None:
         """A progress line, as a person would write it in the log."""
@@ -835,6 +856,11 @@ def _describe(info, data_dir) -> str:
 
     chain = lineage(info, data_dir)
     return registry.describe(info) + (f" · from {' → '.join(chain[:-1])}" if len(chain) > 1 else "")
+
+
+def _columns(rows: list[tuple] | None, width: int) -> list[list]:
+    """``rows`` of ``width`` values as that many columns (empty ones when there are none)."""
+    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
 def _summary(metrics: dict, drift: dict, data: dict | None = None) -> str:

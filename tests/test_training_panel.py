@@ -195,3 +195,40 @@ def test_the_log_and_the_summary_are_written_for_a_person(qtbot, data_dir):
     summary = panel.summary.text()
     assert "Evaluation on 1 held-out example (not trained on)" in summary
     assert "pair_accuracy: 0 → <b>1</b>" in summary and "n:" not in summary
+
+
+def test_a_new_job_gets_a_clean_view_with_only_the_plots_it_reports(qtbot, data_dir):
+    """Issue 22, item 7: the last job's curves and axis ranges go once the next job loads;
+    an SFT job shows no empty reward or KL chart; a job that fails before drawing brings
+    the last view back (issue 14, defect 7)."""
+    from diptych.desktop.training_panel import TrainingPanel
+
+    panel = TrainingPanel(data_dir)
+    qtbot.addWidget(panel)
+    panel.show()
+    grpo = ('{"phase": "eval", "step": 0, "total": 40, "reward": 0.2, "kl": 0.0, "samples": []}',
+            '{"phase": "stage", "stage": "grpo", "step": 30, "total": 40}',
+            '{"phase": "train", "step": 31, "total": 40, "loss": 9.0, "reward": 0.5, "reward_std": 0.2, '
+            '"kl": 3.0, "eta_s": 30}')
+    for line in grpo:
+        panel.handle_line(line)
+    assert panel.plot_widgets["reward"].isVisible() and panel.plot_widgets["kl"].isVisible()
+    assert len(panel.markers) == len(panel.plot_widgets)  # where GRPO starts, on every plot
+    last = dict(panel.history)
+
+    panel._stale_view = True  # what Start does
+    panel.handle_line('{"phase": "load"}')
+    shown = panel.plots["loss"].getData()[0]
+    assert not any(panel.history.values()) and (shown is None or len(shown) == 0)
+    assert panel.markers == []
+    panel.handle_line('{"phase": "train", "step": 1, "total": 3, "loss": 2.0, "eta_s": 5}')
+    assert panel.plot_widgets["loss"].isVisible()
+    assert not panel.plot_widgets["reward"].isVisible() and not panel.plot_widgets["kl"].isVisible()
+    x_range = panel.plot_widgets["loss"].getViewBox().viewRange()[0]
+    assert x_range[1] < 10, x_range  # step 1 of 3, not the last job's 31 steps
+
+    panel.history, panel._stale_view = last, True  # as if the GRPO job were the last one
+    panel.handle_line('{"phase": "load"}')
+    panel.handle_line('{"phase": "error", "error": "no pairs to learn from"}')
+    assert panel.history == last and panel.plot_widgets["reward"].isVisible()
+    assert len(panel.markers) == len(panel.plot_widgets)
