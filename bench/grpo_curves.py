@@ -91,10 +91,10 @@ def plot(results: list[dict], png: Path) -> None:
     import pyqtgraph.exporters
     from PySide6.QtWidgets import QApplication
 
-    app = QApplication.instance() or QApplication([])  # noqa: F841 - pyqtgraph needs one
+    app = QApplication.instance() or QApplication([])
     pg.setConfigOptions(background="w", foreground="k", antialias=True)
-    what = "Warm-up on worked examples, then GRPO" if results[0].get("kind") == "skill" else "GRPO"
-    widget = pg.PlotWidget(title=f"{what} on the bundled model, 2 CPU cores: held-out reward (greedy)")
+    what = "Worked examples, then GRPO (dotted: GRPO starts)" if results[0].get("kind") == "skill" else "GRPO"
+    widget = pg.PlotWidget(title=f"{what}: held-out reward, bundled model, 2 cores")
     widget.resize(900, 520)
     widget.setLabel("bottom", "minutes since the job started (loading included)")
     widget.setLabel("left", "mean held-out reward")
@@ -112,6 +112,8 @@ def plot(results: list[dict], png: Path) -> None:
         if r.get("stage"):  # where GRPO took over from the warm-up
             widget.addItem(pg.InfiniteLine(r["stage"]["t"] / 60, angle=90,
                                            pen=pg.mkPen(colour, width=1, style=pg.QtCore.Qt.PenStyle.DotLine)))
+    widget.show()  # laid out, so the axes' ticks line up with the curves in the image
+    app.processEvents()
     exporter = pyqtgraph.exporters.ImageExporter(widget.plotItem)
     exporter.parameters()["width"] = 900
     exporter.export(str(png))
