@@ -15,6 +15,7 @@ import textwrap
 import time
 
 import pytest
+import tiny_models
 from conftest import finish, write_random_lora
 
 from diptych import paths
@@ -105,9 +106,11 @@ SLOW_KL = textwrap.dedent("""
 def test_sigterm_during_the_drift_phase_cancels_cleanly(voted, tmp_path):
     marker = tmp_path / "inside-kl"
     log = tempfile.TemporaryFile("w+")
+    tiny = tiny_models.build("llama", tmp_path / "tiny.gguf")  # the phase, not the model, is tested
     process = subprocess.Popen(
         [sys.executable, "-c", SLOW_KL, str(marker), "--data-dir", str(voted), "train", "dpo",
-         "--name", "cut", "--data", str(voted / "pairs.jsonl"), *TINY_DPO, "--progress", "jsonl"],
+         "--model", str(tiny), "--name", "cut", "--data", str(voted / "pairs.jsonl"), *TINY_DPO,
+         "--progress", "jsonl"],
         stdout=subprocess.PIPE, stderr=log, text=True)
     process.log = log
     lines = []
