@@ -68,7 +68,7 @@ class LlamaCppRollouts:
     def text(self, ids: list[int]) -> str:
         """An answer's text without special tokens, as TRL decodes it for the rewards."""
         if self.tokenizer is None:
-            return self.engine._llama.detokenize(ids, special=False).decode("utf-8", "replace")
+            return self.engine.detokenize(ids)
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def sync(self, model, step: int) -> None:
