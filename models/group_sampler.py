@@ -41,7 +41,11 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Sampling:
+class GroupSampling:
+    """How a GroupSampler draws: no repeat penalty or stop strings (an answer ends at an
+    end-of-generation token), and ``seed`` + i seeds the i-th sequence of a call. The
+    panes' engine samples with ``engine.SamplingParams`` instead."""
+
     temperature: float = 1.0  # 0: greedy
     top_p: float = 1.0
     top_k: int = 0  # 0: no cut
@@ -98,7 +102,7 @@ class GroupSampler:
 
     # -- sampling ------------------------------------------------------------------------
 
-    def sample(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
+    def sample(self, prompts: list[list[int]], n: int, sampling: GroupSampling) -> list[list[Sample]]:
         """``n`` answers to each prompt (token ids); one list of ``Sample`` per prompt."""
         if not prompts:
             return []
@@ -171,7 +175,8 @@ class GroupSampler:
         if rc != 0:
             raise EngineError(f"llama.cpp could not decode the batch (code {rc})")
 
-    def _take(self, flat: list[Sample], samplers, seq: int, row: int, sampling: Sampling) -> None:
+    def _take(self, flat: list[Sample], samplers, seq: int, row: int,
+              sampling: GroupSampling) -> None:
         """Draw sequence ``seq``'s next token from logits row ``row``; record it and its log-prob."""
         import llama_cpp
 
@@ -185,10 +190,10 @@ class GroupSampler:
             sample.finish_reason = "stop"
 
     @staticmethod
-    def _done(sample: Sample, sampling: Sampling) -> bool:
+    def _done(sample: Sample, sampling: GroupSampling) -> bool:
         return sample.finish_reason == "stop" or len(sample.ids) >= sampling.max_tokens
 
-    def _sampler(self, sampling: Sampling, seed: int):
+    def _sampler(self, sampling: GroupSampling, seed: int):
         import llama_cpp
 
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
