@@ -19,11 +19,9 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-
 from diptych.models import scoring
 from diptych.models.catalog import bundled_model_path
-from diptych.models.engine import Engine, SamplingParams, _log_softmax
+from diptych.models.engine import Engine, SamplingParams, log_softmax
 
 PROMPT = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper."}]
 N_TOKENS = 200
@@ -41,15 +39,13 @@ def answer_200(engine: Engine) -> tuple[SamplingParams, float]:
 
 def token_loop(engine: Engine, ids: list[int]) -> list[float]:
     """Score ``ids`` the slow way: one decode per token, logits read at every step."""
-    llama = engine._llama
-    llama.reset()
-    llama.eval(engine.tokenize(engine.render(PROMPT)))
+    engine.clear()
+    engine.eval(engine.tokenize(engine.render(PROMPT)))
     logprobs = []
     for token in ids:
-        logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(llama.n_vocab(),))
-        logprobs.append(float(_log_softmax(logits)[token]))
-        llama.eval([token])
-    llama.reset()
+        logprobs.append(float(log_softmax(engine.logits(-1))[token]))
+        engine.eval([token])
+    engine.clear()
     return logprobs
 
 

@@ -478,7 +478,7 @@ def batched_vs_sequential(num_generations: int, prompts: int, max_tokens: int,
 
     from diptych.models.catalog import bundled_model_path
     from diptych.models.engine import Engine, SamplingParams
-    from diptych.models.group_sampler import GroupSampler, Sampling
+    from diptych.models.group_sampler import GroupSampler, GroupSampling
     from diptych.training.tasks import reverse_words_examples
 
     cores = len(os.sched_getaffinity(0))
@@ -487,7 +487,8 @@ def batched_vs_sequential(num_generations: int, prompts: int, max_tokens: int,
     sampler = GroupSampler(engine, n_seq=num_generations * prompts)
     ids = [engine.tokenize(engine.render(e["prompt"])) for e in examples]
     t0 = time.perf_counter()
-    groups = sampler.sample(ids, num_generations, Sampling(temperature=temperature, max_tokens=max_tokens))
+    groups = sampler.sample(ids, num_generations,
+                            GroupSampling(temperature=temperature, max_tokens=max_tokens))
     batched_s = time.perf_counter() - t0
     batched_tokens = sum(len(s.ids) for g in groups for s in g)
     sampler.close()

@@ -352,7 +352,7 @@ class DataView(QWidget):
         ids = self.selected_ids()
         if len(ids) != 1:
             return
-        vote = self.store.vote(ids[0])
+        vote = self.store.vote_by_id(ids[0])
         conversation = self.store.conversation(vote["conversation_id"])
         if self._dialog is None:
             self._dialog = QDialog(self, objectName="conversation-dialog")

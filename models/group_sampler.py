@@ -41,7 +41,11 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class Sampling:
+class GroupSampling:
+    """How a GroupSampler draws: no repeat penalty or stop strings (an answer ends at an
+    end-of-generation token), and ``seed`` + i seeds the i-th sequence of a call. The
+    panes' engine samples with ``engine.SamplingParams`` instead."""
+
     temperature: float = 1.0  # 0: greedy
     top_p: float = 1.0
     top_k: int = 0  # 0: no cut
@@ -59,8 +63,7 @@ class GroupSampler:
 
         self.engine = engine
         self.n_seq = n_seq
-        llama = engine._llama
-        self._model = llama._model
+        self._model = engine.model
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = min(n_ctx, 512)
@@ -68,11 +71,11 @@ class GroupSampler:
         params.kv_unified = True  # a group shares its prompt's KV cells
         threads = n_threads or len(os.sched_getaffinity(0))
         params.n_threads = params.n_threads_batch = threads
-        self._ctx = LlamaContext(model=self._model, params=params, verbose=False)
+        self._context = LlamaContext(model=self._model, params=params, verbose=False)
         self._batch = LlamaBatch(n_tokens=params.n_batch, embd=0, n_seq_max=n_seq, verbose=False)
         self.n_ctx = n_ctx
         self.n_batch = params.n_batch
-        self.n_vocab = llama.n_vocab()
+        self.n_vocab = engine.n_vocab
         self._vocab = self._model.vocab
         self._adapter = None
         self.adapter_path: Path | None = None
@@ -81,25 +84,25 @@ class GroupSampler:
 
     def set_adapter(self, path: str | os.PathLike | None) -> None:
         """Apply a GGUF LoRA (None: the bare base) to this context; the previous one is freed."""
-        self._adapter = apply_lora(self._model.model, self._ctx.ctx, path, 1.0, self._adapter)
+        self._adapter = apply_lora(self._model.model, self._context.ctx, path, 1.0, self._adapter)
         self.adapter_path = Path(path) if path is not None else None
 
     def close(self) -> None:
         import llama_cpp
 
-        if self._ctx is None:
+        if self._context is None:
             return
-        llama_cpp.llama_set_adapters_lora(self._ctx.ctx, None, 0, None)
+        llama_cpp.llama_set_adapters_lora(self._context.ctx, None, 0, None)
         if self._adapter:
             llama_cpp.llama_adapter_lora_free(self._adapter)
             self._adapter = None
         self._batch.close()
-        self._ctx.close()
-        self._ctx = None
+        self._context.close()
+        self._context = None
 
     # -- sampling ------------------------------------------------------------------------
 
-    def sample(self, prompts: list[list[int]], n: int, sampling: Sampling) -> list[list[Sample]]:
+    def sample(self, prompts: list[list[int]], n: int, sampling: GroupSampling) -> list[list[Sample]]:
         """``n`` answers to each prompt (token ids); one list of ``Sample`` per prompt."""
         if not prompts:
             return []
@@ -120,12 +123,12 @@ class GroupSampler:
 
             for s in samplers:
                 llama_cpp.llama_sampler_free(s)
-            llama_cpp.llama_memory_clear(self._ctx.memory, True)
+            llama_cpp.llama_memory_clear(self._context.memory, True)
 
     def _run(self, prompts, n, sampling, samplers) -> list[list[Sample]]:
         import llama_cpp
 
-        mem = self._ctx.memory
+        mem = self._context.memory
         llama_cpp.llama_memory_clear(mem, True)
         samples = [[Sample() for _ in range(n)] for _ in prompts]
         flat = [s for group in samples for s in group]
@@ -168,16 +171,17 @@ class GroupSampler:
     def _decode(self) -> None:
         import llama_cpp
 
-        rc = llama_cpp.llama_decode(self._ctx.ctx, self._batch.batch)
+        rc = llama_cpp.llama_decode(self._context.ctx, self._batch.batch)
         if rc != 0:
             raise EngineError(f"llama.cpp could not decode the batch (code {rc})")
 
-    def _take(self, flat: list[Sample], samplers, seq: int, row: int, sampling: Sampling) -> None:
+    def _take(self, flat: list[Sample], samplers, seq: int, row: int,
+              sampling: GroupSampling) -> None:
         """Draw sequence ``seq``'s next token from logits row ``row``; record it and its log-prob."""
         import llama_cpp
 
-        token = llama_cpp.llama_sampler_sample(samplers[seq], self._ctx.ctx, row)
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx.ctx, row),
+        token = llama_cpp.llama_sampler_sample(samplers[seq], self._context.ctx, row)
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._context.ctx, row),
                                        shape=(self.n_vocab,))
         sample = flat[seq]
         sample.ids.append(int(token))
@@ -186,10 +190,10 @@ class GroupSampler:
             sample.finish_reason = "stop"
 
     @staticmethod
-    def _done(sample: Sample, sampling: Sampling) -> bool:
+    def _done(sample: Sample, sampling: GroupSampling) -> bool:
         return sample.finish_reason == "stop" or len(sample.ids) >= sampling.max_tokens
 
-    def _sampler(self, sampling: Sampling, seed: int):
+    def _sampler(self, sampling: GroupSampling, seed: int):
         import llama_cpp
 
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())

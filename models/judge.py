@@ -61,7 +61,7 @@ class Judge:
         ids = set()
         for text in {word, word.capitalize(), word.upper()}:
             for spelled in (text, " " + text):
-                tokens = self.engine._llama.tokenize(spelled.encode(), add_bos=False, special=False)
+                tokens = self.engine.tokenize(spelled, special=False)
                 if len(tokens) == 1:
                     ids.add(tokens[0])
         return sorted(ids)
@@ -81,12 +81,10 @@ class Judge:
         room = self.engine.n_ctx
         if len(ids) >= room:  # keep the end: the rubric and the question to answer are there
             ids = ids[:1] + ids[-(room - 1):]
-        llama = self.engine._llama
-        with self._lock, self.engine._guard():
-            llama.reset()
-            llama.eval(ids)
-            logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(llama.n_vocab(),))
-            x = logits.astype(np.float64)
+        with self._lock, self.engine.exclusive():
+            self.engine.clear()
+            self.engine.eval(ids)
+            x = self.engine.logits(-1).astype(np.float64)
         p = np.exp(x - x.max())
         yes, no = p[self._yes].sum(), p[self._no].sum()
         return float(yes / (yes + no)) if yes + no > 0 else 0.5

@@ -66,7 +66,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .engine import Completion, Engine, EngineError, SamplingParams
+from .engine import Completion, Engine, EngineError, SamplingParams, log_softmax
 
 ROWS = 32  # logits rows per decode: 32 MB of float32 for this vocabulary
 
@@ -153,8 +153,8 @@ def score(engine: Engine, prompt: str | list[dict], response: str | Sequence[int
     if not answer:
         return []
     rows = []
-    with engine._guard(), closing(_logit_chunks(engine, prompt_ids, answer,
-                                                max(1, rows_per_decode))) as chunks:
+    with engine.exclusive(), closing(_logit_chunks(engine, prompt_ids, answer,
+                                                   max(1, rows_per_decode))) as chunks:
         for logits, targets in chunks:
             rows.extend(_logprobs(logits, targets, top_k))
     return [TokenScore(tok, engine.token_text(tok), logp,
@@ -180,7 +180,7 @@ def kl_per_token(base_engine: Engine, tuned_engine: Engine, prompt: str | list[d
     # The pool is entered last so that it exits first: whatever ends the loop (an error,
     # or a job's Cancelled raised in this thread while it waits on a future), the chunk
     # generators are closed and the engines released only once no thread is inside them.
-    with base_engine._guard(), tuned_engine._guard(), \
+    with base_engine.exclusive(), tuned_engine.exclusive(), \
             closing(_logit_chunks(base_engine, prompt_ids, answer, ROWS)) as base, \
             closing(_logit_chunks(tuned_engine, prompt_ids, answer, ROWS)) as tuned, \
             _workers(2) as pool:
@@ -189,7 +189,7 @@ def kl_per_token(base_engine: Engine, tuned_engine: Engine, prompt: str | list[d
             base_chunk, tuned_chunk = (f.result() for f in futures)
             if base_chunk is None or tuned_chunk is None:
                 break
-            lb, lt = _log_softmax(base_chunk[0]), _log_softmax(tuned_chunk[0])
+            lb, lt = log_softmax(base_chunk[0]), log_softmax(tuned_chunk[0])
             out.append((np.exp(lt) * (lt - lb)).sum(axis=1, dtype=np.float64))
     return np.concatenate(out)
 
@@ -268,10 +268,10 @@ def _token_ids(engine: Engine, prompt, response) -> tuple[list[int], list[int]]:
     if not prompt_ids:
         raise ValueError("the prompt is empty: nothing predicts the first answer token")
     if isinstance(response, str):
-        answer = engine._llama.tokenize(response.encode("utf-8"), add_bos=False, special=False)
+        answer = engine.tokenize(response, special=False)
     else:
         answer = [int(t) for t in response]
-        if any(not 0 <= t < engine._llama.n_vocab() for t in answer):
+        if any(not 0 <= t < engine.n_vocab for t in answer):
             raise ValueError("the answer holds token ids outside this model's vocabulary")
     total = len(prompt_ids) + len(answer)
     if total > engine.n_ctx:
@@ -284,16 +284,14 @@ def _logit_chunks(engine: Engine, prompt_ids: list[int], answer: list[int],
                   rows_per_decode: int):
     """One pass over prompt + answer in chunks: yields (logits rows, their target tokens),
     one row for each answer token, at most ``rows_per_decode`` rows at a time.
-    The caller holds the engine's guard."""
-    import llama_cpp
+    The caller holds the engine (``Engine.exclusive``)."""
     from llama_cpp._internals import LlamaBatch
 
-    llama = engine._llama
     tokens = prompt_ids + answer[:-1]  # the last answer token predicts nothing we score
     first = len(prompt_ids) - 1  # the position that predicts answer[0]
-    size = min(llama.n_batch, len(tokens))
+    size = min(engine.n_batch, len(tokens))
     batch = LlamaBatch(n_tokens=size, embd=0, n_seq_max=1, verbose=False)
-    llama._ctx.kv_cache_clear()
+    engine.clear()
     try:
         for start, end in _chunks(len(tokens), first, size, rows_per_decode):
             b = batch.batch
@@ -301,19 +299,16 @@ def _logit_chunks(engine: Engine, prompt_ids: list[int], answer: list[int],
             for j, pos in enumerate(range(start, end)):
                 b.token[j], b.pos[j], b.n_seq_id[j], b.seq_id[j][0] = tokens[pos], pos, 1, 0
                 b.logits[j] = pos >= first
-            llama._ctx.decode(batch)
+            engine.decode(batch)
             rows = [j for j, pos in enumerate(range(start, end)) if pos >= first]
             if rows:
-                logits = np.stack([np.ctypeslib.as_array(
-                    llama_cpp.llama_get_logits_ith(llama.ctx, j), shape=(llama.n_vocab(),))
-                    for j in rows])
+                logits = np.stack([engine.logits(j) for j in rows])
                 yield logits, answer[start + rows[0] - first: start + rows[-1] - first + 1]
     finally:
         batch.close()
-        # The context now holds this pass, not what Llama.generate believes it cached:
-        # make the next generation evaluate its prompt from scratch.
-        llama.reset()
-        llama._ctx.kv_cache_clear()
+        # The context now holds this pass, not what the engine's generation believes it
+        # cached: make the next generation evaluate its prompt from scratch.
+        engine.clear()
 
 
 def _chunks(n: int, first: int, size: int, rows: int):
@@ -325,21 +320,9 @@ def _chunks(n: int, first: int, size: int, rows: int):
         start = end
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float32, normalised in float64.
-
-    ``exp`` runs in float32 and sums in float64: six times faster than a float64
-    log-softmax of 262k entries, and equal to it within 1e-7.
-    """
-    peak = logits.max(axis=1, keepdims=True)
-    lse = peak.astype(np.float64) + np.log(
-        np.exp(logits - peak).sum(axis=1, keepdims=True, dtype=np.float64))
-    return logits - lse.astype(np.float32)
-
-
 def _logprobs(logits: np.ndarray, targets: list[int], top_k: int):
     """Each row's log-probability of its target, and its top ``top_k``."""
-    logp = _log_softmax(logits)
+    logp = log_softmax(logits)
     k = max(0, min(top_k, logits.shape[1] - 1))
     top = np.argpartition(logp, -k, axis=1)[:, -k:] if k else np.empty((len(logp), 0), int)
     result = []

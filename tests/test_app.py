@@ -165,12 +165,12 @@ def test_vote_with_a_key_is_stored_and_undone(qtbot, window):
         qtbot.keyClick(window.prompt, Qt.Key.Key_2)
     vote_id, choice = blocker.args
     assert choice == "right" and window.prompt.toPlainText() == ""
-    stored = window.store.vote(vote_id)
+    stored = window.store.vote_by_id(vote_id)
     assert stored["choice"] == "right" and stored["deleted_at"] is None
     assert "Right is better" in window.vote_bar.recorded.text()
     with qtbot.waitSignal(window.controller.vote_undone, timeout=2_000):
         window.vote_bar.undo_button.click()
-    assert window.store.vote(vote_id)["deleted_at"] is not None
+    assert window.store.vote_by_id(vote_id)["deleted_at"] is not None
     assert window.vote_bar.voting
     with qtbot.waitSignal(window.controller.vote_recorded, timeout=2_000):
         window.vote_bar.buttons["tie"].click()

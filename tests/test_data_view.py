@@ -97,13 +97,13 @@ def test_delete_and_undo(qtbot, view, store):
     with qtbot.waitSignal(view.votes_changed):
         qtbot.mouseClick(view.delete_button, Qt.MouseButton.LeftButton)
     assert "Say hello" not in column(view, "Prompt")
-    assert store.vote(vote_id)["deleted_at"] is not None
+    assert store.vote_by_id(vote_id)["deleted_at"] is not None
     assert not view.message_bar.isHidden() and not view.undo_button.isHidden()
     assert "tie 0" in view.counts.text()
 
     with qtbot.waitSignal(view.votes_changed):
         qtbot.mouseClick(view.undo_button, Qt.MouseButton.LeftButton)
-    assert store.vote(vote_id)["deleted_at"] is None
+    assert store.vote_by_id(vote_id)["deleted_at"] is None
     assert view.selected_ids() == [vote_id]  # the restored vote comes back selected
     assert view.message_bar.isHidden()
 
@@ -177,7 +177,7 @@ def test_a_delete_the_database_cannot_take_is_told_and_changes_nothing(qtbot, vi
     other.close()
     title, text = warnings[0]
     assert title == "The votes were not deleted" and "locked" in text
-    assert store.vote(vote_id)["deleted_at"] is None and "Say hello" in column(view, "Prompt")
+    assert store.vote_by_id(vote_id)["deleted_at"] is None and "Say hello" in column(view, "Prompt")
 
 
 def test_the_time_arrow_points_down_over_newest_first_rows(qtbot, view):

@@ -33,7 +33,7 @@ def test_streams_tokens_then_a_completion(engine):
 
 def test_prompt_is_tokenized_with_one_bos(engine):
     ids = engine.tokenize(engine.render(QUESTION))
-    assert ids[0] == engine._llama.token_bos() and ids.count(engine._llama.token_bos()) == 1
+    assert ids[0] == engine.model.token_bos() and ids.count(engine.model.token_bos()) == 1
     assert engine.token_text(ids[1]) == "<start_of_turn>"
 
 

@@ -15,7 +15,7 @@ from conftest import run_job, steps
 
 from diptych.models import scoring
 from diptych.models.engine import Engine, SamplingParams
-from diptych.models.group_sampler import GroupSampler, Sampling
+from diptych.models.group_sampler import GroupSampler, GroupSampling
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "rewards"
@@ -33,8 +33,8 @@ def test_a_greedy_group_is_the_engines_greedy_answer(engine):
     sampler = GroupSampler(engine, n_seq=6)
     try:
         ids = engine.tokenize(engine.render(PROMPT))
-        groups = sampler.sample([ids, ids], 3, Sampling(temperature=0.0, max_tokens=12))
-        sampled = sampler.sample([ids], 6, Sampling(temperature=1.0, max_tokens=12, seed=1))[0]
+        groups = sampler.sample([ids, ids], 3, GroupSampling(temperature=0.0, max_tokens=12))
+        sampled = sampler.sample([ids], 6, GroupSampling(temperature=1.0, max_tokens=12, seed=1))[0]
     finally:
         sampler.close()
     alone = engine.generate(PROMPT, SamplingParams(temperature=0.0, max_tokens=12, repeat_penalty=1.0))
@@ -52,7 +52,7 @@ def test_a_greedy_group_is_the_engines_greedy_answer(engine):
     for sample in sampled:
         assert sample.finish_reason in ("stop", "length") and len(sample.ids) <= 12
         if sample.finish_reason == "stop":  # the end-of-turn token is kept, as TRL keeps EOS
-            assert engine._llama.detokenize(sample.ids[-1:], special=True) in (b"<eos>", b"<end_of_turn>")
+            assert engine.detokenize(sample.ids[-1:], special=True) in ("<eos>", "<end_of_turn>")
 
 
 def test_rollout_ids_are_the_trainers_tokens(bundled_model, weights_cache, tmp_path):
@@ -61,7 +61,8 @@ def test_rollout_ids_are_the_trainers_tokens(bundled_model, weights_cache, tmp_p
 
     tokenizer = load_tokenizer(bundled_model)
     rollouts = LlamaCppRollouts(bundled_model, tokenizer, num_generations=4, max_seqs=8,
-                                sampling=Sampling(temperature=1.0, max_tokens=16), workdir=tmp_path)
+                                sampling=GroupSampling(temperature=1.0, max_tokens=16),
+                                workdir=tmp_path)
     try:
         prompts = [[{"role": "user", "content": "What is the capital of France?"}],
                    [{"role": "user", "content": "Tell me about the sea."}]]
@@ -70,12 +71,12 @@ def test_rollout_ids_are_the_trainers_tokens(bundled_model, weights_cache, tmp_p
             assert ids == rollouts.engine.tokenize(rollouts.engine.render(prompt))
             assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
         groups = rollouts.sampler.sample([rollouts.prompt_ids(p) for p in prompts], 4,
-                                         Sampling(temperature=1.0, max_tokens=16, seed=3))
+                                         GroupSampling(temperature=1.0, max_tokens=16, seed=3))
     finally:
         rollouts.close()
     for group in groups:
         for sample in group:  # sampled ids mean the same text to both tokenizers
-            cpp = rollouts.engine._llama.detokenize(sample.ids, special=True).decode("utf-8", "replace")
+            cpp = rollouts.engine.detokenize(sample.ids, special=True)
             assert tokenizer.decode(sample.ids, skip_special_tokens=False) == cpp
             assert tokenizer.convert_ids_to_tokens(sample.ids)  # every id is in the vocabulary
 

@@ -109,7 +109,7 @@ def test_kl_label_only_for_an_unmodified_sample_of_the_tuned_model(base, twin):
 def test_text_is_tokenized_alone_without_control_tokens(base):
     text = " Blue.<end_of_turn>\nGreen"
     scored = scoring.score(base, QUESTION, text, top_k=0)
-    ids = base._llama.tokenize(text.encode(), add_bos=False, special=False)
+    ids = base.tokenize(text, special=False)
     assert [s.id for s in scored] == ids
     assert "".join(s.text for s in scored) == text
     assert base.tokenize("<end_of_turn>")[0] not in ids  # typed text, not the control token

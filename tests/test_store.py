@@ -72,7 +72,7 @@ def test_newer_schema_is_refused_and_left_untouched(tmp_path):
 
 def test_vote_round_trip_and_soft_delete(store):
     vote_id = record_sample_vote(store, "right", system="Be brief.")
-    vote = store.vote(vote_id)
+    vote = store.vote_by_id(vote_id)
     assert vote["choice"] == "right" and vote["blind"] is True and vote["prompt"] == "What is 2+2?"
     assert vote["left"]["role"] == "base" and vote["left"]["adapter"] is None
     assert vote["right"]["adapter"] == "v1" and vote["right"]["params"]["seed"] == 7
@@ -80,7 +80,7 @@ def test_vote_round_trip_and_soft_delete(store):
 
     store.undo_vote(vote_id)
     assert store.votes() == [] and store.pair_counts()["votes"] == 0
-    assert store.vote(vote_id)["deleted_at"] is not None
+    assert store.vote_by_id(vote_id)["deleted_at"] is not None
     assert len(store.votes(include_deleted=True)) == 1
     store.restore_vote(vote_id)
     assert [v["id"] for v in store.votes()] == [vote_id]
@@ -141,7 +141,7 @@ def test_bad_writes_are_refused(store):
         store.add_user_message(cid, 0, "goodbye")
     with pytest.raises(ValueError):
         store.add_user_message(cid, 1, "   ")
-    vote = store.vote(record_sample_vote(store))
+    vote = store.vote_by_id(record_sample_vote(store))
     with pytest.raises(ValueError, match="left response"):
         store.record_vote(vote["right_response_id"], vote["left_response_id"], "left", True)
     assert store.pair_counts()["votes"] == 1

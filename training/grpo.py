@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from diptych.models.group_sampler import Sampling
+from diptych.models.group_sampler import GroupSampling
 
 from . import kinds, tasks
 from .job import Job, JobConfig, JobError, check_limits, sha256_of, split_eval
@@ -187,8 +187,9 @@ def _task(cfg: Config) -> tasks.Task:
     return tasks.TASKS[cfg.task]
 
 
-def _sampling(cfg: Config) -> Sampling:
-    return Sampling(temperature=cfg.temperature, max_tokens=cfg.max_completion_length, seed=cfg.seed)
+def _sampling(cfg: Config) -> GroupSampling:
+    return GroupSampling(temperature=cfg.temperature, max_tokens=cfg.max_completion_length,
+                         seed=cfg.seed)
 
 
 def evaluation(rollouts, examples: list[dict], functions, weights, max_tokens: int) -> dict:
@@ -197,8 +198,8 @@ def evaluation(rollouts, examples: list[dict], functions, weights, max_tokens: i
     exactly right), and a few answers with their rewards."""
     from . import rewards
 
-    answers = [group[0] for group in rollouts.answer(examples, 1, Sampling(temperature=0.0,
-                                                                           max_tokens=max_tokens))]
+    answers = [group[0] for group in rollouts.answer(
+        examples, 1, GroupSampling(temperature=0.0, max_tokens=max_tokens))]
     completions = [[{"role": "assistant", "content": a.text}] for a in answers]
     columns = {k: [e[k] for e in examples] for k in examples[0] if k != "prompt"}
     scores = rewards.weighted(functions, weights)(

@@ -79,13 +79,13 @@ class ImportFormatError(UserError, ValueError):
 
 # -- export -------------------------------------------------------------------------
 
-def _meta(response: dict, prompt: list[dict]) -> dict:
+def response_meta(response: dict, prompt: list[dict]) -> dict:
     meta = {key: response[key] for key in META_TYPES if key != "prompt"}
     meta["prompt"] = None if response["prompt_messages"] == prompt else response["prompt_messages"]
     return meta
 
 
-def _assistant(text: str) -> dict:
+def assistant_message(text: str) -> dict:
     return {"role": "assistant", "content": text}
 
 
@@ -98,17 +98,20 @@ def vote_records(vote: dict) -> list[dict]:
     if vote["choice"] in ("left", "right"):
         winner, loser = (left, right) if vote["choice"] == "left" else (right, left)
         prompt = winner["prompt_messages"]
-        return [{"prompt": prompt, "chosen": [_assistant(winner["text"])],
-                 "rejected": [_assistant(loser["text"])], **about,
-                 "chosen_meta": _meta(winner, prompt), "rejected_meta": _meta(loser, prompt)}]
+        return [{"prompt": prompt, "chosen": [assistant_message(winner["text"])],
+                 "rejected": [assistant_message(loser["text"])], **about,
+                 "chosen_meta": response_meta(winner, prompt),
+                 "rejected_meta": response_meta(loser, prompt)}]
     if vote["choice"] == "better":
-        return [{"prompt": shown["prompt_messages"], "chosen": [_assistant(vote["better_text"])],
-                 "rejected": [_assistant(shown["text"])], **about, "chosen_meta": None,
-                 "rejected_meta": _meta(shown, shown["prompt_messages"])}
+        return [{"prompt": shown["prompt_messages"],
+                 "chosen": [assistant_message(vote["better_text"])],
+                 "rejected": [assistant_message(shown["text"])], **about, "chosen_meta": None,
+                 "rejected_meta": response_meta(shown, shown["prompt_messages"])}
                 for shown in (left, right)]
     prompt = left["prompt_messages"]
-    return [{"prompt": prompt, "responses": [_assistant(left["text"]), _assistant(right["text"])],
-             **about, "responses_meta": [_meta(left, prompt), _meta(right, prompt)]}]
+    return [{"prompt": prompt,
+             "responses": [assistant_message(left["text"]), assistant_message(right["text"])],
+             **about, "responses_meta": [response_meta(left, prompt), response_meta(right, prompt)]}]
 
 
 def records(store: Store, adapter: str | None = None, include_ties: bool = False) -> list[dict]:
@@ -133,11 +136,11 @@ def export_jsonl(store: Store, out: str | Path | IO[str], include_ties: bool = F
     if hasattr(out, "write"):
         out.writelines(lines)
     else:
-        _write_atomically(Path(out), "".join(lines))
+        write_atomically(Path(out), "".join(lines))
     return len(lines)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     target = Path(os.path.realpath(path))  # through a symlink: replace the file it names
     try:
         mode = target.stat().st_mode
@@ -164,7 +167,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 # -- validation ---------------------------------------------------------------------
 
-class _Problem(Exception):
+class RecordProblem(Exception):
     """What is wrong with one line; read_jsonl adds the line number."""
 
 
@@ -174,16 +177,16 @@ def _typename(types: tuple) -> str:
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
 
-def _field(obj: dict, key: str, types, where: str = "", nullable: bool = False):
+def checked_field(obj: dict, key: str, types, where: str = "", nullable: bool = False):
     """``obj[key]``, checked to be one of ``types``; ``where`` prefixes the key in errors."""
     if key not in obj:
-        raise _Problem(f"missing key '{where}{key}'")
+        raise RecordProblem(f"missing key '{where}{key}'")
     value = obj[key]
     if value is None and nullable:
         return value
     allowed = types if isinstance(types, tuple) else (types,)
     if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-        raise _Problem(f"'{where}{key}' must be {_typename(allowed)}")
+        raise RecordProblem(f"'{where}{key}' must be {_typename(allowed)}")
     return value
 
 
@@ -191,38 +194,38 @@ def _timestamp(value: str, where: str) -> None:
     try:
         datetime.fromisoformat(value)
     except ValueError:
-        raise _Problem(f"'{where}' is not an ISO 8601 time: {value!r}") from None
+        raise RecordProblem(f"'{where}' is not an ISO 8601 time: {value!r}") from None
 
 
 def _messages(value: list, where: str) -> list[dict]:
     if not value:
-        raise _Problem(f"'{where}' must be a non-empty list of messages")
+        raise RecordProblem(f"'{where}' must be a non-empty list of messages")
     for i, message in enumerate(value):
         at = f"{where}[{i}]"
         if not isinstance(message, dict):
-            raise _Problem(f"'{at}' must be an object with 'role' and 'content'")
-        role = _field(message, "role", str, f"{at}.")
-        content = _field(message, "content", str, f"{at}.")
+            raise RecordProblem(f"'{at}' must be an object with 'role' and 'content'")
+        role = checked_field(message, "role", str, f"{at}.")
+        content = checked_field(message, "content", str, f"{at}.")
         if role not in MESSAGE_ROLES:
-            raise _Problem(f"'{at}' has role {role!r}; expected one of {MESSAGE_ROLES}")
+            raise RecordProblem(f"'{at}' has role {role!r}; expected one of {MESSAGE_ROLES}")
         if role != "assistant" and not content.strip():
-            raise _Problem(f"'{at}' is a {role} message with empty content")
+            raise RecordProblem(f"'{at}' is a {role} message with empty content")
     return value
 
 
-def _prompt(value: list, where: str) -> list[dict]:
+def checked_prompt(value: list, where: str) -> list[dict]:
     messages = _messages(value, where)
     if any(m["role"] == "system" for m in messages[1:]):
-        raise _Problem(f"'{where}' may hold a system message only first")
+        raise RecordProblem(f"'{where}' may hold a system message only first")
     if messages[-1]["role"] != "user":
-        raise _Problem(f"'{where}' must end with a user message")
+        raise RecordProblem(f"'{where}' must end with a user message")
     return messages
 
 
-def _answer(value: list, where: str) -> str:
+def checked_answer(value: list, where: str) -> str:
     messages = _messages(value, where)
     if len(messages) != 1 or messages[0]["role"] != "assistant":
-        raise _Problem(f"'{where}' must be exactly one assistant message")
+        raise RecordProblem(f"'{where}' must be exactly one assistant message")
     return messages[0]["content"]
 
 
@@ -232,59 +235,59 @@ def _user_turns(prompt: list[dict]) -> list[str]:
 
 def _check_meta(meta: dict, where: str, prompt: list[dict], side: str | None = None) -> None:
     for key, types in META_TYPES.items():
-        _field(meta, key, types, f"{where}.", nullable=key not in REQUIRED_META)
+        checked_field(meta, key, types, f"{where}.", nullable=key not in REQUIRED_META)
     if meta["side"] not in SIDES or (side and meta["side"] != side):
-        raise _Problem(f"'{where}.side' is {meta['side']!r}; expected {side or SIDES!r}")
+        raise RecordProblem(f"'{where}.side' is {meta['side']!r}; expected {side or SIDES!r}")
     if meta["role"] not in ROLES:
-        raise _Problem(f"'{where}.role' is {meta['role']!r}; expected one of {ROLES}")
+        raise RecordProblem(f"'{where}.role' is {meta['role']!r}; expected one of {ROLES}")
     _timestamp(meta["created_at"], f"{where}.created_at")
     if meta["prompt"] is not None:
-        own = _prompt(meta["prompt"], f"{where}.prompt")
+        own = checked_prompt(meta["prompt"], f"{where}.prompt")
         if _user_turns(own) != _user_turns(prompt):
-            raise _Problem(f"'{where}.prompt' has other user messages than 'prompt'")
+            raise RecordProblem(f"'{where}.prompt' has other user messages than 'prompt'")
 
 
 def check_record(record) -> None:
-    """Check one parsed line; raises _Problem."""
+    """Check one parsed line; raises RecordProblem."""
     if not isinstance(record, dict):
-        raise _Problem("a line must be a JSON object")
-    prompt = _prompt(_field(record, "prompt", list), "prompt")
-    choice = _field(record, "choice", str)
+        raise RecordProblem("a line must be a JSON object")
+    prompt = checked_prompt(checked_field(record, "prompt", list), "prompt")
+    choice = checked_field(record, "choice", str)
     if choice not in CHOICES:
-        raise _Problem(f"'choice' is {choice!r}; expected one of {CHOICES}")
-    _field(record, "blind", bool)
-    _timestamp(_field(record, "created_at", str), "created_at")
+        raise RecordProblem(f"'choice' is {choice!r}; expected one of {CHOICES}")
+    checked_field(record, "blind", bool)
+    _timestamp(checked_field(record, "created_at", str), "created_at")
     for key in ("vote_uid", "conversation_uid"):
-        if not _field(record, key, str).strip():
-            raise _Problem(f"'{key}' is empty")
-    turn = _field(record, "turn", int)
+        if not checked_field(record, key, str).strip():
+            raise RecordProblem(f"'{key}' is empty")
+    turn = checked_field(record, "turn", int)
     if len(_user_turns(prompt)) != turn + 1:
-        raise _Problem(f"'prompt' has {len(_user_turns(prompt))} user messages, "
+        raise RecordProblem(f"'prompt' has {len(_user_turns(prompt))} user messages, "
                        f"but 'turn' {turn} needs {turn + 1}")
     if choice in PAIR_CHOICES:
-        chosen = _answer(_field(record, "chosen", list), "chosen")
-        _answer(_field(record, "rejected", list), "rejected")
-        rejected_meta = _field(record, "rejected_meta", dict)
-        chosen_meta = _field(record, "chosen_meta", dict, nullable=choice == "better")
+        chosen = checked_answer(checked_field(record, "chosen", list), "chosen")
+        checked_answer(checked_field(record, "rejected", list), "rejected")
+        rejected_meta = checked_field(record, "rejected_meta", dict)
+        chosen_meta = checked_field(record, "chosen_meta", dict, nullable=choice == "better")
         if choice == "better":
             if not chosen.strip():
-                raise _Problem("'chosen' is the user's better answer and cannot be empty")
+                raise RecordProblem("'chosen' is the user's better answer and cannot be empty")
             if chosen_meta is not None:
-                raise _Problem("'chosen_meta' must be null for a 'better' vote")
+                raise RecordProblem("'chosen_meta' must be null for a 'better' vote")
             _check_meta(rejected_meta, "rejected_meta", prompt)
         else:
             _check_meta(chosen_meta, "chosen_meta", prompt, choice)
             _check_meta(rejected_meta, "rejected_meta", prompt, "right" if choice == "left" else "left")
     else:
-        answers = _field(record, "responses", list)
-        metas = _field(record, "responses_meta", list)
+        answers = checked_field(record, "responses", list)
+        metas = checked_field(record, "responses_meta", list)
         if len(answers) != 2 or len(metas) != 2:
-            raise _Problem("'responses' and 'responses_meta' must hold two items: left, right")
+            raise RecordProblem("'responses' and 'responses_meta' must hold two items: left, right")
         if any(m["role"] != "assistant" for m in _messages(answers, "responses")):
-            raise _Problem("'responses' must be assistant messages")
+            raise RecordProblem("'responses' must be assistant messages")
         for i, side in enumerate(SIDES):
             if not isinstance(metas[i], dict):
-                raise _Problem(f"'responses_meta[{i}]' must be an object")
+                raise RecordProblem(f"'responses_meta[{i}]' must be an object")
             _check_meta(metas[i], f"responses_meta[{i}]", prompt, side)
 
 
@@ -304,15 +307,15 @@ def _response(text: str, meta: dict, prompt: list[dict]) -> dict:
 
 
 def _vote(lines: list[tuple[int, dict]]) -> dict:
-    """One vote rebuilt from its lines (two for 'better', else one); raises _Problem."""
+    """One vote rebuilt from its lines (two for 'better', else one); raises RecordProblem."""
     first = lines[0][1]
     expected = 2 if first["choice"] == "better" else 1
     if len(lines) != expected:
-        raise _Problem(f"vote {first['vote_uid']} has {len(lines)} lines; "
+        raise RecordProblem(f"vote {first['vote_uid']} has {len(lines)} lines; "
                        f"a {first['choice']!r} vote has {expected}")
     about = ("choice", "blind", "created_at", "conversation_uid", "turn")
     if any(r[k] != first[k] for _, r in lines for k in about):
-        raise _Problem(f"the two lines of vote {first['vote_uid']} disagree")
+        raise RecordProblem(f"the two lines of vote {first['vote_uid']} disagree")
     vote = {k: first[k] for k in about} | {"uid": first["vote_uid"], "prompt": first["prompt"],
                                             "better_text": None}
     if first["choice"] in ("left", "right"):
@@ -323,10 +326,11 @@ def _vote(lines: list[tuple[int, dict]]) -> dict:
         for side, (_, record) in zip(SIDES, lines):
             meta = record["rejected_meta"]
             if meta["side"] != side:
-                raise _Problem("a 'better' vote's lines must show the left answer, then the right")
+                raise RecordProblem("a 'better' vote's lines must show the left answer, "
+                                    "then the right")
             vote[side] = _response(record["rejected"][0]["content"], meta, record["prompt"])
         if lines[0][1]["chosen"] != lines[1][1]["chosen"]:
-            raise _Problem(f"the two lines of vote {first['vote_uid']} disagree on 'chosen'")
+            raise RecordProblem(f"the two lines of vote {first['vote_uid']} disagree on 'chosen'")
         vote["better_text"] = first["chosen"][0]["content"]
     else:
         for side, answer, meta in zip(SIDES, first["responses"], first["responses_meta"]):
@@ -372,13 +376,13 @@ def _complete_plain_pair(record, imported_at: str):
 
 
 def _refuse_constant(name: str):
-    raise _Problem(f"{name} is not standard JSON: numbers must be finite")
+    raise RecordProblem(f"{name} is not standard JSON: numbers must be finite")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Problem(f"the number {text[:40]} is too large")
+        raise RecordProblem(f"the number {text[:40]} is too large")
     return value
 
 
@@ -387,15 +391,15 @@ INT_MIN, INT_MAX = -2**63, 2**63 - 1  # what SQLite's INTEGER holds
 
 def _sqlite_int(text: str) -> int:
     if len(text) > 20:  # before int() spends time on a huge one (and its 4300-digit limit)
-        raise _Problem(f"the integer {text[:20]}... has {len(text.lstrip('-'))} digits, too large")
+        raise RecordProblem(f"the integer {text[:20]}... has {len(text.lstrip('-'))} digits, too large")
     value = int(text)
     if not INT_MIN <= value <= INT_MAX:
-        raise _Problem(f"the integer {text} is too large")
+        raise RecordProblem(f"the integer {text} is too large")
     return value
 
 
 def _loads(text: str):
-    """One line as JSON, standard numbers only (_Problem otherwise)."""
+    """One line as JSON, standard numbers only (RecordProblem otherwise)."""
     return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
                       parse_int=_sqlite_int)
 
@@ -423,7 +427,7 @@ def raw_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
 
 def checked_lines(path: str | Path, check: Callable) -> Iterator[tuple[int, dict]]:
     """Each non-blank line of a JSON lines file with its number, parsed (standard numbers
-    only) and passed through ``check`` (which raises _Problem); ImportFormatError names the
+    only) and passed through ``check`` (which raises RecordProblem); ImportFormatError names the
     first line that fails. Both exchange formats read their files through this."""
     for number, raw in raw_lines(path):
         try:
@@ -443,7 +447,7 @@ def checked_lines(path: str | Path, check: Callable) -> Iterator[tuple[int, dict
             raise ImportFormatError(number, "nested too deeply to read") from None
         except json.JSONDecodeError as exc:
             raise ImportFormatError(number, f"not valid JSON ({exc.msg}, column {exc.colno})") from None
-        except _Problem as exc:
+        except RecordProblem as exc:
             raise ImportFormatError(number, str(exc)) from None
         yield number, record
 
@@ -466,7 +470,7 @@ def _parse(path: str | Path) -> tuple[list[dict], list[tuple[int, dict]]]:
     for uid, lines in groups.items():
         try:
             votes.append((last_line[uid], _vote(lines)))
-        except _Problem as exc:
+        except RecordProblem as exc:
             raise ImportFormatError(last_line[uid], str(exc)) from None
     _check_conversations(votes)
     return records, votes

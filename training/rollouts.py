@@ -32,7 +32,7 @@ from itertools import groupby
 from pathlib import Path
 
 from diptych.models.engine import Engine
-from diptych.models.group_sampler import GroupSampler, Sampling
+from diptych.models.group_sampler import GroupSampler, GroupSampling
 
 from . import export_gguf
 
@@ -46,7 +46,7 @@ class Answer:
 
 class LlamaCppRollouts:
     def __init__(self, base_gguf: Path, tokenizer, *, num_generations: int, max_seqs: int,
-                 sampling: Sampling, workdir: Path, n_ctx: int = 4096):
+                 sampling: GroupSampling, workdir: Path, n_ctx: int = 4096):
         self.base = base_gguf
         self.tokenizer = tokenizer
         self.num_generations = num_generations
@@ -68,7 +68,7 @@ class LlamaCppRollouts:
     def text(self, ids: list[int]) -> str:
         """An answer's text without special tokens, as TRL decodes it for the rewards."""
         if self.tokenizer is None:
-            return self.engine._llama.detokenize(ids, special=False).decode("utf-8", "replace")
+            return self.engine.detokenize(ids)
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def sync(self, model, step: int) -> None:
@@ -107,7 +107,7 @@ class LlamaCppRollouts:
                     self.tokens += len(sample.ids)
         return out
 
-    def answer(self, examples: list[dict], n: int, sampling: Sampling) -> list[list[Answer]]:
+    def answer(self, examples: list[dict], n: int, sampling: GroupSampling) -> list[list[Answer]]:
         """``n`` answers to each example's ``prompt`` with the weights last synced, a list
         per example."""
         answers = []

@@ -188,7 +188,7 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-# One query serves votes() and vote(): each row joined with both responses' identities
+# One query serves votes() and vote_by_id(): each row joined with both responses' identities
 # and the user's message for that turn, filtered by optional named parameters.
 VOTES_SQL = """
 SELECT v.*, c.uid AS conversation_uid, m.content AS prompt
@@ -382,7 +382,7 @@ class Store:
 
     def _set_deleted(self, vote_id: int, when: str | None) -> None:
         with self.transaction():
-            self.vote(vote_id)  # raises KeyError for an unknown id
+            self.vote_by_id(vote_id)  # raises KeyError for an unknown id
             self.db.table("votes").update(vote_id, {"deleted_at": when})
 
     # -- reads ----------------------------------------------------------------------
@@ -423,7 +423,8 @@ class Store:
         return self._votes(adapter=adapter, choice=choice, text=text or None,
                            include_deleted=include_deleted)
 
-    def vote(self, vote_id: int) -> dict:
+    def vote_by_id(self, vote_id: int) -> dict:
+        """The vote ``vote_id``, deleted or not, as ``votes()`` gives it; KeyError if none."""
         rows = self._votes(id=vote_id, include_deleted=True)
         if not rows:
             raise KeyError(f"no vote {vote_id}")

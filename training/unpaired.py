@@ -42,8 +42,9 @@ def vote_labels(vote: dict, ties: str = "skip") -> list[dict]:
 
     def line(response: dict, label: bool) -> dict:
         prompt = response["prompt_messages"]
-        return {"prompt": prompt, "completion": [prefs._assistant(response["text"])], "label": label,
-                **about, "side": response["side"], "completion_meta": prefs._meta(response, prompt)}
+        return {"prompt": prompt, "completion": [prefs.assistant_message(response["text"])],
+                "label": label, **about, "side": response["side"],
+                "completion_meta": prefs.response_meta(response, prompt)}
 
     choice = vote["choice"]
     if choice in ("left", "right"):
@@ -54,10 +55,11 @@ def vote_labels(vote: dict, ties: str = "skip") -> list[dict]:
     if choice == "tie":
         return [line(left, True), line(right, True)] if ties == "desirable" else []
     prompt = left["prompt_messages"]
-    shown = [{"completion": [prefs._assistant(r["text"])], "completion_meta": prefs._meta(r, prompt)}
+    shown = [{"completion": [prefs.assistant_message(r["text"])],
+              "completion_meta": prefs.response_meta(r, prompt)}
              for r in (left, right)]
-    return [{"prompt": prompt, "completion": [prefs._assistant(vote["better_text"])], "label": True,
-             **about, "side": "written", "completion_meta": None, "shown": shown}]
+    return [{"prompt": prompt, "completion": [prefs.assistant_message(vote["better_text"])],
+             "label": True, **about, "side": "written", "completion_meta": None, "shown": shown}]
 
 
 def records(store: Store, ties: str = "skip", adapter: str | None = None) -> list[dict]:
@@ -72,7 +74,7 @@ def export_jsonl(store: Store, out, ties: str = "skip") -> int:
     if hasattr(out, "write"):
         out.writelines(lines)
     else:
-        prefs._write_atomically(Path(out), "".join(lines))
+        prefs.write_atomically(Path(out), "".join(lines))
     return len(lines)
 
 
@@ -83,20 +85,20 @@ def is_unpaired(record) -> bool:
 
 
 def check_line(record, label_required: bool = True) -> dict:
-    """Check one parsed unpaired line (TRL's keys, and ours where present); raises _Problem.
+    """Check one parsed unpaired line (TRL's keys, and ours where present); raises RecordProblem.
     Without ``label_required`` a plain prompt-completion line (SFT's format) passes too."""
     if not isinstance(record, dict):
-        raise prefs._Problem("a line must be a JSON object")
-    prompt = prefs._prompt(prefs._field(record, "prompt", list), "prompt")
-    answer = prefs._answer(prefs._field(record, "completion", list), "completion")
+        raise prefs.RecordProblem("a line must be a JSON object")
+    prompt = prefs.checked_prompt(prefs.checked_field(record, "prompt", list), "prompt")
+    answer = prefs.checked_answer(prefs.checked_field(record, "completion", list), "completion")
     if not label_required and "label" not in record:
         return record
-    label = prefs._field(record, "label", bool)
+    label = prefs.checked_field(record, "label", bool)
     if "vote_uid" not in record:
         return record  # a bare TRL line: a training example
-    prefs._field(record, "vote_uid", str)  # lines are grouped by it, and by side
-    if prefs._field(record, "side", str) not in ("left", "right", "written"):
-        raise prefs._Problem("'side' must be 'left', 'right' or 'written'")
+    prefs.checked_field(record, "vote_uid", str)  # lines are grouped by it, and by side
+    if prefs.checked_field(record, "side", str) not in ("left", "right", "written"):
+        raise prefs.RecordProblem("'side' must be 'left', 'right' or 'written'")
     pair = _as_pair_records(record, prompt, answer, label)
     for one in pair:
         prefs.check_record(one)
@@ -106,21 +108,22 @@ def check_line(record, label_required: bool = True) -> dict:
 def _as_pair_records(record: dict, prompt: list, answer: str, label: bool) -> list[dict]:
     """The pair-format lines of the vote this line belongs to, as far as this line tells
     (a line of a left/right or both-bad vote needs its partner: see :func:`to_pair_records`)."""
-    choice = prefs._field(record, "choice", str)
+    choice = prefs.checked_field(record, "choice", str)
     if record.get("side") == "written":
         if choice != "better" or not label:
-            raise prefs._Problem("a written answer's line must be a desirable line of a 'better' vote")
-        shown = prefs._field(record, "shown", list)
+            raise prefs.RecordProblem("a written answer's line must be a desirable line "
+                                      "of a 'better' vote")
+        shown = prefs.checked_field(record, "shown", list)
         if len(shown) != 2 or not all(isinstance(s, dict) for s in shown):
-            raise prefs._Problem("'shown' must hold the two shown answers: left, right")
+            raise prefs.RecordProblem("'shown' must hold the two shown answers: left, right")
         about = {k: record.get(k) for k in ("choice", "blind", "created_at", "vote_uid",
                                               "conversation_uid", "turn")}
         out = []
         for i, s in enumerate(shown):
-            meta = prefs._field(s, "completion_meta", dict, f"shown[{i}].")
+            meta = prefs.checked_field(s, "completion_meta", dict, f"shown[{i}].")
             own = meta.get("prompt") if isinstance(meta.get("prompt"), list) else prompt
-            out.append({"prompt": own, "chosen": [prefs._assistant(answer)],
-                        "rejected": prefs._field(s, "completion", list, f"shown[{i}]."),
+            out.append({"prompt": own, "chosen": [prefs.assistant_message(answer)],
+                        "rejected": prefs.checked_field(s, "completion", list, f"shown[{i}]."),
                         **about, "chosen_meta": None, "rejected_meta": {**meta, "prompt": None}})
         return out
     return []
@@ -141,7 +144,7 @@ def to_pair_records(lines: list[tuple[int, dict]]) -> list[tuple[int, dict]]:
         number = group[-1][0]
         try:
             out += [(number, r) for r in _vote_pairs(group)]
-        except prefs._Problem as exc:
+        except prefs.RecordProblem as exc:
             raise prefs.ImportFormatError(number, str(exc)) from None
     return out
 
@@ -154,21 +157,24 @@ def _vote_pairs(group: list[tuple[int, dict]]) -> list[dict]:
                                         "conversation_uid", "turn")}
     if choice == "better":
         if len(records) != 1:
-            raise prefs._Problem(f"vote {first['vote_uid']}: a 'better' vote has one unpaired line")
+            raise prefs.RecordProblem(f"vote {first['vote_uid']}: "
+                                      "a 'better' vote has one unpaired line")
         return _as_pair_records(first, first["prompt"], first["completion"][0]["content"], True)
     by_side = {r.get("side"): r for r in records}
     if len(records) != 2 or set(by_side) != {"left", "right"}:
-        raise prefs._Problem(f"vote {first['vote_uid']}: needs one line for each side, left and right")
+        raise prefs.RecordProblem(f"vote {first['vote_uid']}: "
+                                  "needs one line for each side, left and right")
     left, right = by_side["left"], by_side["right"]
     metas = []
     for r in (left, right):
-        meta = prefs._field(r, "completion_meta", dict)
+        meta = prefs.checked_field(r, "completion_meta", dict)
         metas.append({**meta, "prompt": None if r["prompt"] == left["prompt"] else r["prompt"]})
     if choice in ("left", "right"):
         winner, loser = (0, 1) if choice == "left" else (1, 0)
         pair = (left, right)
         if not pair[winner]["label"] or pair[loser]["label"]:
-            raise prefs._Problem(f"vote {first['vote_uid']}: the winner must be desirable, the loser not")
+            raise prefs.RecordProblem(f"vote {first['vote_uid']}: "
+                                      "the winner must be desirable, the loser not")
         prompt = pair[winner]["prompt"]
         metas = [{**m, "prompt": None if r["prompt"] == prompt else r["prompt"]}
                  for m, r in zip(metas, (left, right))]
@@ -204,7 +210,7 @@ def import_jsonl(store: Store, path: str | Path) -> int:
     for number, record in pairs:
         try:
             prefs.check_record(record)
-        except prefs._Problem as exc:
+        except prefs.RecordProblem as exc:
             raise prefs.ImportFormatError(number, str(exc)) from None
     fd, tmp = tempfile.mkstemp(suffix=".jsonl", prefix=".diptych-unpaired-")
     try:
