@@ -11,10 +11,10 @@ Run under a (virtual) display, e.g.
     xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/grpo.png \
         --reward-fn examples/rewards/format_length.py:short_statement --grpo "--steps 14 --eval-every 3"
     xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/skill.png \
-        --kind skill --grpo "--task arith --steps 12 --eval-every 3" --evals 5
+        --kind skill --grpo "--task arith --steps 12 --eval-every 4" --evals 5
 
 ``--grpo OPTIONS`` starts a real GRPO job (``--kind skill``: a skill job) from the Train tab
-with those options and takes the shot once the job has reported its held-out evaluation
+with those options (``--task T`` picked in the Data picker) and takes the shot once the job has reported its held-out evaluation
 ``--evals`` times.
 ``--delta`` turns on "Δ vs base" in both panes once they have answered and hovers the
 token the adapter moved most, so the shot includes its tooltip (the whole screen is
@@ -102,7 +102,13 @@ def main() -> int:
             panel = window.training
             panel.kind.setCurrentIndex(panel.kind.findData(args.kind))
             panel.name.setText("short-answers" if args.kind == "grpo" else "sums")
-            panel.extra.setText(args.grpo)
+            options = args.grpo.split()
+            if "--task" in options:  # the task goes in the Data picker, as a user would pick it
+                at = options.index("--task")
+                panel.source.setCurrentIndex(panel.source.findData(f"task:{options[at + 1]}"))
+                del options[at:at + 2]
+            panel.extra.setText(" ".join(options))
+            window.settings_dock.hide()  # the chat's settings take room the plots need
             if args.reward_fn:
                 panel.reward_fn.setText(args.reward_fn)
             panel.start()
