@@ -476,6 +476,20 @@ class Store:
         counts["votes"] = sum(counts[c] for c in CHOICES)
         return counts
 
+    def mean_answer_tokens(self, since: str | None = None) -> float:
+        """The mean length in tokens of a voted answer with its prompt (the prompt, and an
+        answer of an older store without a count, at about four characters a token): what
+        a job's cost grows with (``training.estimate``)."""
+        after = datetime.fromisoformat(since) if since else None
+        total = n = 0
+        for row in self.db.query(
+                "SELECT v.created_at, coalesce(r.n_tokens, length(r.text) / 4) "
+                "+ length(r.prompt_messages) / 4 AS tokens FROM votes v JOIN responses r "
+                "ON r.id IN (v.left_response_id, v.right_response_id) WHERE v.deleted_at IS NULL"):
+            if after is None or datetime.fromisoformat(row["created_at"]) > after:
+                total, n = total + (row["tokens"] or 0), n + 1
+        return total / n if n else 0.0
+
     def preference_pairs(self, adapter: str | None = None) -> list[dict]:
         """Live votes as TRL conversational preference records (see ``preferences``)."""
         from .preferences import records  # here: preferences imports this module
