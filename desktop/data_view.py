@@ -1,9 +1,10 @@
 """The votes tab: every vote the user cast, filtered and searched, with delete and undo,
 a look at the whole conversation, and preference-file export and import.
 
-The view calls the Store on the UI thread: its queries are small and indexed, and the
-Store must be used from one thread at a time, which the UI thread guarantees. The
-widgets hold no SQL; ``refresh()`` re-reads everything from the Store.
+The view reads the Store through ``ops.run_query`` (off the UI thread, one query at a
+time) and writes through ``ops.run_op``; it redraws when an operation changed the votes
+(``Changes.votes``, announced on ``ops.hub()``). The widgets hold no SQL; ``refresh()``
+re-reads everything from the Store.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import html
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, QSignalBlocker, Qt, Signal
+from functools import partial
+
+from PySide6.QtCore import QItemSelectionModel, QSignalBlocker, Qt
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -149,11 +152,9 @@ def _pair_html(pair: list[dict], vote: dict | None, focus: bool) -> str:
 class DataView(QWidget):
     """The votes in a table, with filters, delete/undo, a conversation view, export/import."""
 
-    votes_changed = Signal()  # a delete, an undo or an import changed which votes count
-
     def __init__(self, store: Store, parent=None, writer=None):
         super().__init__(parent)
-        self.store = store  # read here, on the UI thread
+        self.store = store  # read by queries, off the UI thread
         # Writes go through ``writer(fn)``, which runs ``fn(store)`` where the app's store
         # writes run (the session's store queue) and returns its result; it is called off
         # the UI thread, so a database another process holds never stalls the window.
@@ -251,21 +252,35 @@ class DataView(QWidget):
         dismiss.clicked.connect(self.message_bar.hide)
         self.export_button.clicked.connect(self.export)
         self.import_button.clicked.connect(self.import_file)
+        ops.hub().changed.connect(self._on_changes)
 
         self.refresh()
+
+    def _on_changes(self, changes, initiator) -> None:
+        if changes.votes and initiator is not self:  # this view redraws after its own
+            self.refresh()
 
     # -- reading ---------------------------------------------------------------------
 
     def refresh(self, *_, select: list[int] | None = None) -> None:
         """Re-read the store: the adapter list, the counts, and the rows the filters pass."""
-        everything = self.store.votes()
-        self._fill_adapters(everything)
         filters = {"adapter": self.adapter_filter.currentData() or None,
                    "choice": self.kind_filter.currentData() or None,
                    "text": self.search.text().strip() or None}
-        rows = self.store.votes(**filters) if any(filters.values()) else everything
-        self._fill_table(rows, self.selected_ids() if select is None else select)
-        self._show_counts(len(rows), self.store.pair_counts())
+        store = self.store
+
+        def read():
+            everything = store.votes()
+            rows = store.votes(**filters) if any(filters.values()) else everything
+            return everything, rows, store.pair_counts()
+
+        def show(result):
+            everything, rows, counts = result
+            self._fill_adapters(everything)
+            self._fill_table(rows, self.selected_ids() if select is None else select)
+            self._show_counts(len(rows), counts)
+
+        ops.run_query(self, read, show)
 
     def selected_ids(self) -> list[int]:
         """The ids of the selected votes, top to bottom."""
@@ -352,8 +367,15 @@ class DataView(QWidget):
         ids = self.selected_ids()
         if len(ids) != 1:
             return
-        vote = self.store.vote_by_id(ids[0])
-        conversation = self.store.conversation(vote["conversation_id"])
+        store = self.store
+
+        def read():
+            vote = store.vote_by_id(ids[0])
+            return vote, store.conversation(vote["conversation_id"])
+
+        ops.run_query(self, read, lambda result: self._show_conversation(*result))
+
+    def _show_conversation(self, vote: dict, conversation: dict) -> None:
         if self._dialog is None:
             self._dialog = QDialog(self, objectName="conversation-dialog")
             self._dialog.resize(900, 700)
@@ -378,7 +400,6 @@ class DataView(QWidget):
             self._undo_ids = ids
             self._say(f"Deleted {len(ids)} vote{'s' if len(ids) > 1 else ''}.", undo=True)
             self.refresh()
-            self.votes_changed.emit()
 
         self._write(lambda store: _each(store, store.delete_vote, ids), done, "The votes were not deleted")
 
@@ -389,7 +410,6 @@ class DataView(QWidget):
             self._undo_ids = []
             self.message_bar.hide()
             self.refresh(select=restored)
-            self.votes_changed.emit()
 
         self._write(lambda store: _each(store, store.restore_vote, restored), done,
                     "The votes were not restored")
@@ -408,7 +428,7 @@ class DataView(QWidget):
             self.undo_button.setEnabled(True)
             done(result)
 
-        ops.run_op(self, lambda: self.writer(fn), finished, failed)
+        ops.run_op(self, partial(ops.write_votes, self.writer, fn), finished, failed)
 
     def export(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
@@ -416,12 +436,17 @@ class DataView(QWidget):
             FILE_FILTER)
         if not path:
             return
-        try:
-            lines = export_jsonl(self.store, path, include_ties=self.include_ties.isChecked())
-        except OSError as exc:
+        store, ties = self.store, self.include_ties.isChecked()
+
+        def failed(exc):
+            if not isinstance(exc, OSError):
+                ops.show_failure(self, exc, "Export failed")
+                return
             QMessageBox.warning(self, "Export failed", f"Could not write {path}:\n{exc}")
-            return
-        self._say(f"Exported {lines} line{'s' if lines != 1 else ''} to {path}.")
+
+        ops.run_query(self, lambda: export_jsonl(store, path, include_ties=ties),
+                      lambda lines: self._say(f"Exported {lines} line{'s' if lines != 1 else ''} "
+                                              f"to {path}."), failed)
 
     def import_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import preference pairs", "", FILE_FILTER)
@@ -436,7 +461,6 @@ class DataView(QWidget):
             already = "" if lines else " (the store already held all its votes)"
             self._say(f"Imported {lines} line{'s' if lines != 1 else ''} from {name}{already}.")
             self.refresh()
-            self.votes_changed.emit()
 
         def failed(exc):
             self.import_button.setEnabled(True)
@@ -445,7 +469,8 @@ class DataView(QWidget):
             QMessageBox.warning(self, "Import failed", f"{name}: {problem}\n\nNothing was imported.")
 
         # checks the whole file before writing
-        ops.run_op(self, lambda: self.writer(lambda store: import_jsonl(store, path)), done, failed)
+        ops.run_op(self, partial(ops.write_votes, self.writer, lambda store: import_jsonl(store, path)),
+                   done, failed)
 
     def _say(self, text: str, undo: bool = False) -> None:
         if not undo:

@@ -1,30 +1,42 @@
-"""Operations on the session, run off the UI thread (Anki's ``CollectionOp``).
+"""Operations and queries, run off the UI thread (Anki's ``CollectionOp`` and ``QueryOp``).
 
-``run_op(parent, op, success)`` runs ``op()`` in a worker thread. When it returns, the
-result goes to ``success`` on the UI thread, and a ``Changes`` it returns (or holds as
-``.changes``) is announced once through ``hub().changed``: each view redraws only for
-the flags it shows. When it raises, the user is told by default: a ``UserError`` as one
-dialog line, anything else as a bug with its traceback on stderr; ``failure`` replaces
-that. The small functions below are the operations the window offers.
+Every change the window makes is an *operation*: a function below that does it and returns
+the ``Changes`` it made (or a ``Done`` holding its value and its ``Changes``).
+``run_op(parent, op, success)`` runs it in a worker thread; when it returns, ``success``
+gets the value on the UI thread and the ``Changes`` are announced once through
+``hub().changed(changes, initiator)``. Each view subscribes to the hub in its own
+``__init__`` and redraws for its own flags only; the initiator (the view that ran the
+operation, by default ``parent``) may have redrawn already. When an operation raises, the
+user is told: a ``UserError`` as one dialog line, anything else as a bug with its
+traceback on stderr; ``failure`` replaces that.
+
+Every read of the store or the disk is a *query*: ``run_query(parent, query, success)``
+runs ``query()`` in a worker thread, one query at a time (the views share one read
+connection), and hands its result to ``success`` on the UI thread. It announces nothing.
+``wait_for_queries()`` lets a test wait until none is running.
 """
 
 from __future__ import annotations
 
+import threading
 import traceback
+from dataclasses import dataclass
 from typing import Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, QThread, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from diptych.models import adapters as registry
 from diptych.models.errors import UserError
 from diptych.models.session import Changes, Contender, Session
 
-from .workers import run_op as _run_in_thread
+from . import workers
+
+__all__ = ["Changes", "Done", "hub", "run_op", "run_query", "wait_for_queries"]
 
 
 class Hub(QObject):
-    changed = Signal(object)  # Changes
+    changed = Signal(object, object)  # Changes, initiator (the object that ran the operation)
 
 
 _hub: Hub | None = None
@@ -35,6 +47,14 @@ def hub() -> Hub:
     if _hub is None:
         _hub = Hub()
     return _hub
+
+
+@dataclass
+class Done:
+    """What an operation returns when it has a value besides its ``Changes``."""
+
+    value: object
+    changes: Changes
 
 
 def message(exc: BaseException) -> str:
@@ -57,13 +77,19 @@ def show_failure(parent: QWidget | None, exc: BaseException, title: str = "Could
 
 def run_op(parent: QObject, op: Callable[[], object],
            success: Callable[[object], None] | None = None,
-           failure: Callable[[BaseException], None] | None = None, title: str = "Could not do that"):
+           failure: Callable[[BaseException], None] | None = None, title: str = "Could not do that",
+           initiator: object | None = None, in_thread: bool = True):
+    """Run the operation ``op``; see the module's notes. ``in_thread=False`` runs it at once
+    on the UI thread: for the few that touch neither the disk nor a model (Blind) and must
+    be in place before the next thing the user does."""
+    initiator = parent if initiator is None else initiator
+
     def done(result):
-        changes = result if isinstance(result, Changes) else getattr(result, "changes", None)
+        changes = result.changes if isinstance(result, Done) else result
         if success is not None:
-            success(result)
-        if changes:
-            hub().changed.emit(changes)
+            success(result.value if isinstance(result, Done) else result)
+        if isinstance(changes, Changes) and changes:
+            hub().changed.emit(changes, initiator)
 
     def failed(exc):
         if failure is not None:
@@ -71,45 +97,118 @@ def run_op(parent: QObject, op: Callable[[], object],
         else:
             show_failure(parent if isinstance(parent, QWidget) else None, exc, title)
 
-    return _run_in_thread(op, done, failed, parent)
+    if not in_thread:
+        try:
+            result = op()
+        except Exception as exc:  # told like a worker's failure
+            failed(exc)
+            return None
+        done(result)
+        return None
+    return workers.start(op, done, failed, parent)
 
 
-# -- the operations -------------------------------------------------------------------
+# -- queries ----------------------------------------------------------------------------
 
-def vote(parent, session: Session, choice: str, better_text: str | None = None, **kw):
-    return run_op(parent, lambda: session.vote(choice, better_text), **kw)
-
-
-def retry_vote(parent, session: Session, **kw):
-    return run_op(parent, session.retry_vote, **kw)
+_read_lock = threading.Lock()  # the views' store is one connection: one query at a time
+_pending = 0
 
 
-def undo_vote(parent, session: Session, **kw):
-    return run_op(parent, session.undo_vote, **kw)
+def run_query(parent: QObject, query: Callable[[], object], success: Callable[[object], None],
+              failure: Callable[[BaseException], None] | None = None):
+    """Run the read ``query()`` off the UI thread; ``success(result)`` back on it. A failure
+    goes to ``failure``, or is printed (a read that fails changes nothing)."""
+    global _pending
+    _pending += 1
+
+    def read():
+        with _read_lock:
+            return query()
+
+    def done(result):
+        global _pending
+        _pending -= 1
+        success(result)
+
+    def failed(exc):
+        global _pending
+        _pending -= 1
+        if failure is not None:
+            failure(exc)
+        else:
+            traceback.print_exception(exc)
+
+    return workers.start(read, done, failed, parent)
 
 
-def score(parent, session: Session, side: str, **kw):
-    return run_op(parent, lambda: session.score(side), title="Not scored", **kw)
+def queries_running() -> int:
+    return _pending
 
 
-def load_model(parent, session: Session, path, **kw):
-    return run_op(parent, lambda: session.load(path), title="Could not open the model", **kw)
+def wait_for_queries(timeout_ms: int = 10_000) -> None:
+    """Process events until no query is running, and what they started has run (tests)."""
+    deadline = QDeadlineTimer(timeout_ms)
+    while True:
+        QCoreApplication.processEvents()
+        if _pending == 0:
+            QCoreApplication.processEvents()
+            if _pending == 0:
+                return
+        if deadline.hasExpired():
+            raise TimeoutError(f"{_pending} queries still running after {timeout_ms} ms")
+        QThread.msleep(5)
 
 
-def use_contender(parent, session: Session, slot: str, contender: Contender, **kw):
-    return run_op(parent, lambda: session.set_contender(slot, contender),
-                  title="Could not use the adapter", **kw)
+# -- the operations ---------------------------------------------------------------------
+# Each runs in a worker thread and returns what it changed.
+
+def vote(session: Session, choice: str, better_text: str | None = None) -> Changes:
+    return session.vote(choice, better_text)
 
 
-def rename_adapter(parent, root, name: str, new_name: str, **kw):
-    def op():
-        registry.rename(name, new_name, root)
-        return Changes(adapters=True)
-    return run_op(parent, op, title="Could not rename the adapter", **kw)
+def retry_vote(session: Session) -> Changes:
+    return session.retry_vote()
 
 
-def delete_adapter(parent, root, name: str, **kw):
-    def op():
-        registry.delete(name, root)
-        return Changes(adapters=True)
-    return run_op(parent, op, title="Could not delete the adapter", **kw)
+def undo_vote(session: Session) -> Changes:
+    return session.undo_vote()
+
+
+def load_model(session: Session, path, adapter=None) -> Changes:
+    """Load ``path`` into both slots; ``adapter``: the right slot's GGUF LoRA."""
+    wanted = {"right": Contender.of(adapter)} if adapter is not None else None
+    return session.load(path, wanted)
+
+
+def use_contender(session: Session, slot: str, contender: Contender) -> Changes:
+    return session.set_contender(slot, contender)
+
+
+def set_blind(session: Session, blind: bool) -> Changes:
+    return session.set_blind(blind)
+
+
+def rename_adapter(root, name: str, new_name: str) -> Changes:
+    registry.rename(name, new_name, root)
+    return Changes(adapters=True)
+
+
+def delete_adapter(root, name: str) -> Changes:
+    registry.delete(name, root)
+    return Changes(adapters=True)
+
+
+def record_drift(info, results: dict) -> Done:
+    """Store a drift measurement in the adapter's meta.json."""
+    return Done(registry.record_drift(info, {k: d.to_dict() for k, d in results.items()}),
+                Changes(adapters=True))
+
+
+def job_finished() -> Changes:
+    """A training job registered an adapter (the job wrote it; this tells the views)."""
+    return Changes(adapters=True)
+
+
+def write_votes(writer: Callable, fn: Callable) -> Done:
+    """A store write ``fn(store)`` of votes (delete, restore, import), through ``writer``."""
+    return Done(writer(fn), Changes(votes=True))
