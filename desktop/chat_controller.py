@@ -183,7 +183,7 @@ class ChatController(QObject):
     def send(self, text: str) -> bool:
         if not text.strip() or self.busy or self.loading or len(self.session.engines) < 2:
             return False
-        self.session.add_turn(text)
+        ops.run_op(self, partial(ops.add_turn, self.session, text), in_thread=False)
         for side in SIDES:
             self._start(side)
         return True
@@ -201,13 +201,15 @@ class ChatController(QObject):
                 self._running[s].set()
 
     def new_conversation(self) -> None:
-        def reset():
-            self.session.new_conversation()
+        def done(_changes):
             self.partial = {s: "" for s in SIDES}
             self.last = {s: None for s in SIDES}
             self.written_by = {}
             self.saving_vote = False
             self.conversation_reset.emit()
+
+        def reset():  # on the UI thread: the next prompt must find the new conversation
+            ops.run_op(self, partial(ops.new_conversation, self.session), done, in_thread=False)
 
         self.stop()
         self._when_idle(reset)

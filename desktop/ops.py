@@ -13,7 +13,7 @@ traceback on stderr; ``failure`` replaces that.
 Every read of the store or the disk is a *query*: ``run_query(parent, query, success)``
 runs ``query()`` in a worker thread, one query at a time (the views share one read
 connection), and hands its result to ``success`` on the UI thread. It announces nothing.
-``wait_for_queries()`` lets a test wait until none is running.
+``wait_for_queries()`` lets a test wait until none, and no operation, is running.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from diptych.models.session import Changes, Contender, Session
 from . import workers
 
 __all__ = ["Changes", "Done", "hub", "run_op", "run_query", "wait_for_queries"]
+
+_pending = 0  # operations and queries started, not yet back on the UI thread
 
 
 class Hub(QObject):
@@ -85,6 +87,8 @@ def run_op(parent: QObject, op: Callable[[], object],
     initiator = parent if initiator is None else initiator
 
     def done(result):
+        global _pending
+        _pending -= 1
         changes = result.changes if isinstance(result, Done) else result
         if success is not None:
             success(result.value if isinstance(result, Done) else result)
@@ -92,11 +96,15 @@ def run_op(parent: QObject, op: Callable[[], object],
             hub().changed.emit(changes, initiator)
 
     def failed(exc):
+        global _pending
+        _pending -= 1
         if failure is not None:
             failure(exc)
         else:
             show_failure(parent if isinstance(parent, QWidget) else None, exc, title)
 
+    global _pending
+    _pending += 1
     if not in_thread:
         try:
             result = op()
@@ -111,7 +119,6 @@ def run_op(parent: QObject, op: Callable[[], object],
 # -- queries ----------------------------------------------------------------------------
 
 _read_lock = threading.Lock()  # the views' store is one connection: one query at a time
-_pending = 0
 
 
 def run_query(parent: QObject, query: Callable[[], object], success: Callable[[object], None],
@@ -141,12 +148,9 @@ def run_query(parent: QObject, query: Callable[[], object], success: Callable[[o
     return workers.start(read, done, failed, parent)
 
 
-def queries_running() -> int:
-    return _pending
-
-
 def wait_for_queries(timeout_ms: int = 10_000) -> None:
-    """Process events until no query is running, and what they started has run (tests)."""
+    """Process events until no query or operation is running: what each started (the
+    queries an operation's ``Changes`` start) included. For tests."""
     deadline = QDeadlineTimer(timeout_ms)
     while True:
         QCoreApplication.processEvents()
@@ -155,7 +159,7 @@ def wait_for_queries(timeout_ms: int = 10_000) -> None:
             if _pending == 0:
                 return
         if deadline.hasExpired():
-            raise TimeoutError(f"{_pending} queries still running after {timeout_ms} ms")
+            raise TimeoutError(f"{_pending} queries or operations still running after {timeout_ms} ms")
         QThread.msleep(5)
 
 
@@ -184,6 +188,14 @@ def use_contender(session: Session, slot: str, contender: Contender) -> Changes:
     return session.set_contender(slot, contender)
 
 
+def new_conversation(session: Session) -> Changes:
+    return session.new_conversation()
+
+
+def add_turn(session: Session, text: str) -> Changes:
+    return session.add_turn(text)
+
+
 def set_blind(session: Session, blind: bool) -> Changes:
     return session.set_blind(blind)
 
@@ -206,6 +218,12 @@ def record_drift(info, results: dict) -> Done:
 
 def job_finished() -> Changes:
     """A training job registered an adapter (the job wrote it; this tells the views)."""
+    return Changes(adapters=True)
+
+
+def adapters_folder_changed() -> Changes:
+    """Something outside the app (a job run from a shell, a rename there) changed the
+    adapters folder."""
     return Changes(adapters=True)
 
 
