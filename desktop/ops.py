@@ -25,6 +25,7 @@ from typing import Callable
 
 from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, QThread, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
+from shiboken6 import isValid
 
 from diptych.models import adapters as registry
 from diptych.models.errors import UserError
@@ -90,7 +91,7 @@ def run_op(parent: QObject, op: Callable[[], object],
         global _pending
         _pending -= 1
         changes = result.changes if isinstance(result, Done) else result
-        if success is not None:
+        if success is not None and _alive(parent):
             success(result.value if isinstance(result, Done) else result)
         if isinstance(changes, Changes) and changes:
             hub().changed.emit(changes, initiator)
@@ -98,10 +99,11 @@ def run_op(parent: QObject, op: Callable[[], object],
     def failed(exc):
         global _pending
         _pending -= 1
-        if failure is not None:
+        if failure is not None and _alive(parent):
             failure(exc)
-        else:
-            show_failure(parent if isinstance(parent, QWidget) else None, exc, title)
+        elif failure is None:
+            show_failure(parent if isinstance(parent, QWidget) and _alive(parent) else None,
+                         exc, title)
 
     global _pending
     _pending += 1
@@ -135,17 +137,25 @@ def run_query(parent: QObject, query: Callable[[], object], success: Callable[[o
     def done(result):
         global _pending
         _pending -= 1
-        success(result)
+        if _alive(parent):  # a view closed while it read draws nothing
+            success(result)
 
     def failed(exc):
         global _pending
         _pending -= 1
+        if not _alive(parent):
+            return
         if failure is not None:
             failure(exc)
         else:
             traceback.print_exception(exc)
 
     return workers.start(read, done, failed, parent)
+
+
+def _alive(parent) -> bool:
+    """Whether ``parent``'s Qt object still exists (a window closed meanwhile has gone)."""
+    return not isinstance(parent, QObject) or isValid(parent)
 
 
 def wait_for_queries(timeout_ms: int = 10_000) -> None:

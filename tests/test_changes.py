@@ -114,7 +114,6 @@ def test_no_store_read_runs_on_the_ui_thread(qtbot, data_dir, monkeypatch):
         ops.wait_for_queries()
     form.source.setCurrentIndex(form.source.findData("history"))
     form.refresh_counts()
-    win.data_view.search.setText("colour")
     win.data_view.refresh()
     win.data_view.table.selectRow(0)
     win.data_view.open_conversation()

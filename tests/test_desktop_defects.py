@@ -145,6 +145,7 @@ def test_file_menu_exports_through_the_data_tab(qtbot, window, tmp_path, monkeyp
     out = tmp_path / "pairs.jsonl"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
     menu_action(window, "File", "Export votes").trigger()
+    ops.wait_for_queries()  # written off the UI thread
     assert out.exists()
     assert window.tabs.currentWidget() is window.data_view
     assert "Exported 0 lines" in window.data_view.message.text()
