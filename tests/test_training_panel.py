@@ -125,6 +125,7 @@ def test_train_tab_defects_of_a_new_user(qtbot, data_dir, monkeypatch):
         panel.kind.setCurrentIndex(panel.kind.findData("dpo"))
         panel.kind.setCurrentIndex(panel.kind.findData("sft"))
         assert panel.name.text() == taken + "-2"  # a fresh name skips the taken one
+        ops.wait_for_queries()  # the counts read the store: it stays open until they are done
 
     panel.log_stderr(" 50%|█████     | 1/2 [00:01<00:01,  1.20s/it]\r100%|██████████| 2/2 [00:02<00:00]\n"
                      "{'loss': '0.5', 'grad_norm': '1.95'}\n"
