@@ -238,7 +238,7 @@ class ChatController(QObject):
         was_busy = self.busy
         self._running[side] = cancel
         emit = partial(self.answer_delta.emit, side)  # from the engine's thread: queued
-        ops.run_op(self, lambda: self.session.answer(side, emit, cancel),
+        ops.run_op(self, partial(ops.answer, self.session, side, emit, cancel),
                    partial(self._on_done, side), partial(self._on_failure, side))
         self.answer_started.emit(side)
         if not was_busy:

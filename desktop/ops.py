@@ -6,7 +6,9 @@ the ``Changes`` it made (or a ``Done`` holding its value and its ``Changes``).
 gets the value on the UI thread and the ``Changes`` are announced once through
 ``hub().changed(changes, initiator)``. Each view subscribes to the hub in its own
 ``__init__`` and redraws for its own flags only; the initiator (the view that ran the
-operation, by default ``parent``) may have redrawn already. When an operation raises, the
+operation, by default ``parent``) may have redrawn already. An operation that queues its
+work on the session (``Session.*_later``) returns that work's Future: ``run_op`` waits for
+it on no thread and goes on when it is done. When an operation raises, the
 user is told: a ``UserError`` as one dialog line, anything else as a bug with its
 traceback on stderr; ``failure`` replaces that.
 
@@ -20,10 +22,11 @@ from __future__ import annotations
 
 import threading
 import traceback
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
-from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, QThread, Signal
+from PySide6.QtCore import QCoreApplication, QDeadlineTimer, QObject, QThread, Signal, Slot
 from PySide6.QtWidgets import QMessageBox, QWidget
 from shiboken6 import isValid
 
@@ -40,6 +43,20 @@ _pending = 0  # operations and queries started, not yet back on the UI thread
 
 class Hub(QObject):
     changed = Signal(object, object)  # Changes, initiator (the object that ran the operation)
+    _settled = Signal(object)  # (Future, callback): a session's queued work is done
+
+    def __init__(self):
+        super().__init__()
+        self._settled.connect(self._call)  # the hub lives on the UI thread: queued there
+
+    @Slot(object)
+    def _call(self, pair) -> None:
+        future, callback = pair
+        callback(future)
+
+    def when_done(self, future: Future, callback: Callable[[Future], None]) -> None:
+        """``callback(future)`` on the UI thread once ``future`` is done (no thread waits)."""
+        future.add_done_callback(lambda f: self._settled.emit((f, callback)))
 
 
 _hub: Hub | None = None
@@ -89,6 +106,9 @@ def run_op(parent: QObject, op: Callable[[], object],
 
     def done(result):
         global _pending
+        if isinstance(result, Future):  # queued on the session: back here when it is done
+            hub().when_done(result, settled)
+            return
         _pending -= 1
         changes = result.changes if isinstance(result, Done) else result
         if success is not None and _alive(parent):
@@ -104,6 +124,14 @@ def run_op(parent: QObject, op: Callable[[], object],
         elif failure is None:
             show_failure(parent if isinstance(parent, QWidget) and _alive(parent) else None,
                          exc, title)
+
+    def settled(future: Future):
+        try:
+            result = future.result()
+        except BaseException as exc:  # noqa: BLE001 - told like the op's own failure
+            failed(exc)
+            return
+        done(result)
 
     global _pending
     _pending += 1
@@ -176,16 +204,22 @@ def wait_for_queries(timeout_ms: int = 10_000) -> None:
 # -- the operations ---------------------------------------------------------------------
 # Each runs in a worker thread and returns what it changed.
 
-def vote(session: Session, choice: str, better_text: str | None = None) -> Changes:
-    return session.vote(choice, better_text)
+# Those that queue work on the session return its Future (of their Changes).
+
+def answer(session: Session, side: str, on_token, cancel) -> Future:
+    return session.answer_later(side, on_token, cancel)
 
 
-def retry_vote(session: Session) -> Changes:
-    return session.retry_vote()
+def vote(session: Session, choice: str, better_text: str | None = None) -> Future:
+    return session.vote_later(choice, better_text)
 
 
-def undo_vote(session: Session) -> Changes:
-    return session.undo_vote()
+def retry_vote(session: Session) -> Future:
+    return session.retry_vote_later()
+
+
+def undo_vote(session: Session) -> Future:
+    return session.undo_vote_later()
 
 
 def load_model(session: Session, path, adapter=None) -> Changes:
@@ -194,8 +228,8 @@ def load_model(session: Session, path, adapter=None) -> Changes:
     return session.load(path, wanted)
 
 
-def use_contender(session: Session, slot: str, contender: Contender) -> Changes:
-    return session.set_contender(slot, contender)
+def use_contender(session: Session, slot: str, contender: Contender) -> Future:
+    return session.set_contender_later(slot, contender)
 
 
 def new_conversation(session: Session) -> Changes:
