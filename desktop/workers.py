@@ -14,7 +14,9 @@ from superqt.utils import FunctionWorker, create_worker
 
 
 def ensure_pool(min_threads: int = 8) -> None:
-    """Two streaming panes must never starve a model load or a store query of a thread."""
+    """A model load and a scoring hold a thread while they wait for the session's queues
+    (``Session.load``, ``Session.score``): queries and other operations must still get one.
+    (Answers, votes and adapter switches hold none: ``ops.run_op`` waits for their Futures.)"""
     pool = QThreadPool.globalInstance()
     if pool.maxThreadCount() < min_threads:
         pool.setMaxThreadCount(min_threads)
