@@ -131,10 +131,6 @@ class ChatController(QObject):
                    on_loaded=None) -> None:
         """Load ``path`` into both slots off the UI thread; keep the old ones on failure.
         ``adapter``: the right slot's GGUF LoRA (default: the one it has)."""
-        def op():
-            wanted = {"right": Contender.of(adapter)} if adapter is not None else None
-            return self.session.load(path, wanted)
-
         def loaded(_changes):
             self._loaded = dict(self.session.engines)
             self._set_loading(False)
@@ -148,7 +144,7 @@ class ChatController(QObject):
 
         def start():
             self._set_loading(True)
-            ops.run_op(self, op, loaded, failed)
+            ops.run_op(self, partial(ops.load_model, self.session, path, adapter), loaded, failed)
 
         self._when_idle(start)
 
@@ -171,7 +167,7 @@ class ChatController(QObject):
             self.error.emit("Could not use the adapter", ops.message(exc))
             self.engines_changed.emit()
 
-        ops.run_op(self, lambda: self.session.set_contender(slot, Contender.of(path, scale)),
+        ops.run_op(self, partial(ops.use_contender, self.session, slot, Contender.of(path, scale)),
                    done, failed)
 
     def set_template_source(self, source: str | None) -> None:
@@ -187,7 +183,7 @@ class ChatController(QObject):
     def send(self, text: str) -> bool:
         if not text.strip() or self.busy or self.loading or len(self.session.engines) < 2:
             return False
-        self.session.add_turn(text)
+        ops.run_op(self, partial(ops.add_turn, self.session, text), in_thread=False)
         for side in SIDES:
             self._start(side)
         return True
@@ -205,27 +201,32 @@ class ChatController(QObject):
                 self._running[s].set()
 
     def new_conversation(self) -> None:
-        def reset():
-            self.session.new_conversation()
+        def done(_changes):
             self.partial = {s: "" for s in SIDES}
             self.last = {s: None for s in SIDES}
             self.written_by = {}
             self.saving_vote = False
             self.conversation_reset.emit()
 
+        def reset():  # on the UI thread: the next prompt must find the new conversation
+            ops.run_op(self, partial(ops.new_conversation, self.session), done, in_thread=False)
+
         self.stop()
         self._when_idle(reset)
 
     def set_blind(self, blind: bool) -> None:
-        """Blind mode from the next conversation on; the one on screen is kept."""
-        self.session.set_blind(blind)
-        if self.conversation.turns:
-            when = "the next conversation (New conversation, Ctrl+N)"
-            self.blind_changed.emit(f"Blind mode {'on' if blind else 'off'} from {when}; "
-                                    "this one keeps its names.")
-        else:
-            self.blind_changed.emit("")
-            self.engines_changed.emit()
+        """Blind mode from the next conversation on; the one on screen is kept. (On the
+        UI thread: the next prompt sent must find it set.)"""
+        def done(_changes):
+            if self.conversation.turns:
+                when = "the next conversation (New conversation, Ctrl+N)"
+                self.blind_changed.emit(f"Blind mode {'on' if blind else 'off'} from {when}; "
+                                        "this one keeps its names.")
+            else:
+                self.blind_changed.emit("")
+                self.engines_changed.emit()
+
+        ops.run_op(self, partial(ops.set_blind, self.session, blind), done, in_thread=False)
 
     # -- streams -----------------------------------------------------------------------
 
@@ -237,7 +238,7 @@ class ChatController(QObject):
         was_busy = self.busy
         self._running[side] = cancel
         emit = partial(self.answer_delta.emit, side)  # from the engine's thread: queued
-        ops.run_op(self, lambda: self.session.answer(side, emit, cancel),
+        ops.run_op(self, partial(ops.answer, self.session, side, emit, cancel),
                    partial(self._on_done, side), partial(self._on_failure, side))
         self.answer_started.emit(side)
         if not was_busy:
@@ -296,13 +297,13 @@ class ChatController(QObject):
         ``vote_failed`` (the vote kept for ``retry_vote``) when it cannot be."""
         if not self.can_vote:
             return False
-        self._save_vote(choice, lambda: self.session.vote(choice, better_text))
+        self._save_vote(choice, partial(ops.vote, self.session, choice, better_text))
         return True
 
     def retry_vote(self) -> None:
         pending = self.session.pending_vote
         if pending is not None and not self.saving_vote:
-            self._save_vote(pending[0], self.session.retry_vote)
+            self._save_vote(pending[0], partial(ops.retry_vote, self.session))
 
     def _save_vote(self, choice: str, op) -> None:
         self.saving_vote = True
@@ -332,4 +333,4 @@ class ChatController(QObject):
             self.saving_vote = False
             self.error.emit("The vote was not undone", ops.message(exc))
 
-        ops.run_op(self, self.session.undo_vote, done, failed)
+        ops.run_op(self, partial(ops.undo_vote, self.session), done, failed)

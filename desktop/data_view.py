@@ -1,18 +1,18 @@
 """The votes tab: every vote the user cast, filtered and searched, with delete and undo,
 a look at the whole conversation, and preference-file export and import.
 
-The view calls the Store on the UI thread: its queries are small and indexed, and the
-Store must be used from one thread at a time, which the UI thread guarantees. The
-widgets hold no SQL; ``refresh()`` re-reads everything from the Store.
+The view reads the Store through ``ops.run_query`` (off the UI thread, one query at a
+time) and writes through ``ops.run_op``; it redraws when an operation changed the votes
+(``Changes.votes``, announced on ``ops.hub()``). The widgets hold no SQL; ``refresh()``
+re-reads everything from the Store.
 """
 
 from __future__ import annotations
 
-import html
-from datetime import datetime
+from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, QSignalBlocker, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, QSignalBlocker, Qt
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -43,10 +43,9 @@ from diptych.training.preferences import ImportFormatError, export_jsonl, import
 from diptych.training.store import BASE, CHOICES, SIDES, Store, identity
 
 from . import ops
+from .conversation_html import CHOICE_NAMES, _text, choice_text, conversation_html, local_time
 
 ANY = ""  # a filter combo's "no filter" item
-CHOICE_NAMES = {"left": "left", "right": "right", "tie": "tie", "both_bad": "both bad",
-                "better": "your answer"}
 COLUMNS = ("Time", "Prompt", "Left", "Right", "Choice", "Blind", "Your answer")
 PROMPT_COLUMN = COLUMNS.index("Prompt")
 FILE_FILTER = "JSON lines (*.jsonl);;All files (*)"
@@ -67,25 +66,6 @@ class SortArrows(QProxyStyle):
         super().drawPrimitive(element, option, painter, widget)
 
 
-def local_time(stamp: str) -> str:
-    """A stored UTC timestamp in the user's time zone, to the minute."""
-    try:
-        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M")
-    except ValueError:
-        return stamp
-
-
-def choice_text(choice: str, names: dict[str, str]) -> str:
-    """``left (v1)`` for a preferred side, so the winner's name shows; else the kind."""
-    if choice in SIDES:
-        return f"{choice} ({names[choice]})"
-    return CHOICE_NAMES.get(choice, choice)
-
-
-def _text(value: str) -> str:
-    return html.escape(value).replace("\n", "<br>")
-
-
 def _tooltip(value: str) -> str:
     # Rich text, so Qt wraps a long prompt instead of drawing one screen-wide line.
     return f"<p>{_text(value[:2000])}</p>" if value else ""
@@ -101,59 +81,12 @@ def _response_label(response: dict) -> str:
     return f"{response.get('model') or 'unknown model'} · {adapter}"
 
 
-def conversation_html(conversation: dict, focus_vote: int | None = None) -> str:
-    """One conversation as HTML: each user turn, the answers voted on, and the verdicts."""
-    responses = {r["id"]: r for r in conversation["responses"]}
-    mode = "blind" if conversation["blind"] else "model names shown"
-    parts = [f"<p style='color:gray'>Started {local_time(conversation['created_at'])} · {mode}</p>"]
-    if (conversation["system_prompt"] or "").strip():
-        parts.append(f"<p><i>System: {_text(conversation['system_prompt'])}</i></p>")
-    for message in conversation["messages"]:
-        turn = message["turn"]
-        parts.append(f"<h3>Turn {turn + 1}</h3><p><b>You:</b> {_text(message['content'])}</p>")
-        votes = [v for v in conversation["votes"] if v["turn"] == turn]
-        for vote in votes:
-            pair = [responses[vote["left_response_id"]], responses[vote["right_response_id"]]]
-            parts.append(_pair_html(pair, vote, vote["id"] == focus_vote))
-        if not votes:  # answered but not voted on: show each pane's latest answer
-            latest = {r["side"]: r for r in conversation["responses"] if r["turn"] == turn}
-            if set(latest) == set(SIDES):
-                parts.append(_pair_html([latest[s] for s in SIDES], None, False))
-    return "\n".join(parts)
-
-
-def _pair_html(pair: list[dict], vote: dict | None, focus: bool) -> str:
-    names = {side: identity(r) for side, r in zip(SIDES, pair)}
-    winner = vote["choice"] if vote else None
-    cells = []
-    for side, response in zip(SIDES, pair):
-        mark = " <span style='color:#2e7d32'>✓ preferred</span>" if winner == side else ""
-        cells.append(f"<td width='50%' valign='top'><b>{side.title()} · {html.escape(names[side])}"
-                     f"</b>{mark}<br>{_text(response['text'])}</td>")
-    table = ("<table width='100%' border='1' cellspacing='0' cellpadding='6' "
-             f"style='border-color:#999'><tr>{''.join(cells)}</tr></table>")
-    if vote is None:
-        return table + "<p style='color:gray'>Not voted on.</p>"
-    verdict = f"<b>Vote:</b> {html.escape(choice_text(vote['choice'], names))}"
-    mode = "blind" if vote["blind"] else "names shown"
-    verdict += f" · {mode} · {local_time(vote['created_at'])}"
-    if vote["deleted_at"]:
-        verdict += " · <span style='color:#c62828'>deleted</span>"
-    if focus:
-        verdict = "▶ " + verdict + " <i>(the selected vote)</i>"
-    better = (f"<p><b>Your answer:</b><br>{_text(vote['better_text'])}</p>"
-              if vote["better_text"] else "")
-    return f"{table}<p>{verdict}</p>{better}"
-
-
 class DataView(QWidget):
     """The votes in a table, with filters, delete/undo, a conversation view, export/import."""
 
-    votes_changed = Signal()  # a delete, an undo or an import changed which votes count
-
     def __init__(self, store: Store, parent=None, writer=None):
         super().__init__(parent)
-        self.store = store  # read here, on the UI thread
+        self.store = store  # read by queries, off the UI thread
         # Writes go through ``writer(fn)``, which runs ``fn(store)`` where the app's store
         # writes run (the session's store queue) and returns its result; it is called off
         # the UI thread, so a database another process holds never stalls the window.
@@ -251,21 +184,35 @@ class DataView(QWidget):
         dismiss.clicked.connect(self.message_bar.hide)
         self.export_button.clicked.connect(self.export)
         self.import_button.clicked.connect(self.import_file)
+        ops.hub().changed.connect(self._on_changes)
 
         self.refresh()
+
+    def _on_changes(self, changes, initiator) -> None:
+        if changes.votes and initiator is not self:  # this view redraws after its own
+            self.refresh()
 
     # -- reading ---------------------------------------------------------------------
 
     def refresh(self, *_, select: list[int] | None = None) -> None:
         """Re-read the store: the adapter list, the counts, and the rows the filters pass."""
-        everything = self.store.votes()
-        self._fill_adapters(everything)
         filters = {"adapter": self.adapter_filter.currentData() or None,
                    "choice": self.kind_filter.currentData() or None,
                    "text": self.search.text().strip() or None}
-        rows = self.store.votes(**filters) if any(filters.values()) else everything
-        self._fill_table(rows, self.selected_ids() if select is None else select)
-        self._show_counts(len(rows), self.store.pair_counts())
+        store = self.store
+
+        def read():
+            everything = store.votes()
+            rows = store.votes(**filters) if any(filters.values()) else everything
+            return everything, rows, store.pair_counts()
+
+        def show(result):
+            everything, rows, counts = result
+            self._fill_adapters(everything)
+            self._fill_table(rows, self.selected_ids() if select is None else select)
+            self._show_counts(len(rows), counts)
+
+        ops.run_query(self, read, show)
 
     def selected_ids(self) -> list[int]:
         """The ids of the selected votes, top to bottom."""
@@ -352,8 +299,15 @@ class DataView(QWidget):
         ids = self.selected_ids()
         if len(ids) != 1:
             return
-        vote = self.store.vote_by_id(ids[0])
-        conversation = self.store.conversation(vote["conversation_id"])
+        store = self.store
+
+        def read():
+            vote = store.vote_by_id(ids[0])
+            return vote, store.conversation(vote["conversation_id"])
+
+        ops.run_query(self, read, lambda result: self._show_conversation(*result))
+
+    def _show_conversation(self, vote: dict, conversation: dict) -> None:
         if self._dialog is None:
             self._dialog = QDialog(self, objectName="conversation-dialog")
             self._dialog.resize(900, 700)
@@ -378,7 +332,6 @@ class DataView(QWidget):
             self._undo_ids = ids
             self._say(f"Deleted {len(ids)} vote{'s' if len(ids) > 1 else ''}.", undo=True)
             self.refresh()
-            self.votes_changed.emit()
 
         self._write(lambda store: _each(store, store.delete_vote, ids), done, "The votes were not deleted")
 
@@ -389,7 +342,6 @@ class DataView(QWidget):
             self._undo_ids = []
             self.message_bar.hide()
             self.refresh(select=restored)
-            self.votes_changed.emit()
 
         self._write(lambda store: _each(store, store.restore_vote, restored), done,
                     "The votes were not restored")
@@ -408,7 +360,7 @@ class DataView(QWidget):
             self.undo_button.setEnabled(True)
             done(result)
 
-        ops.run_op(self, lambda: self.writer(fn), finished, failed)
+        ops.run_op(self, partial(ops.write_votes, self.writer, fn), finished, failed)
 
     def export(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
@@ -416,12 +368,17 @@ class DataView(QWidget):
             FILE_FILTER)
         if not path:
             return
-        try:
-            lines = export_jsonl(self.store, path, include_ties=self.include_ties.isChecked())
-        except OSError as exc:
+        store, ties = self.store, self.include_ties.isChecked()
+
+        def failed(exc):
+            if not isinstance(exc, OSError):
+                ops.show_failure(self, exc, "Export failed")
+                return
             QMessageBox.warning(self, "Export failed", f"Could not write {path}:\n{exc}")
-            return
-        self._say(f"Exported {lines} line{'s' if lines != 1 else ''} to {path}.")
+
+        ops.run_query(self, lambda: export_jsonl(store, path, include_ties=ties),
+                      lambda lines: self._say(f"Exported {lines} line{'s' if lines != 1 else ''} "
+                                              f"to {path}."), failed)
 
     def import_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import preference pairs", "", FILE_FILTER)
@@ -436,7 +393,6 @@ class DataView(QWidget):
             already = "" if lines else " (the store already held all its votes)"
             self._say(f"Imported {lines} line{'s' if lines != 1 else ''} from {name}{already}.")
             self.refresh()
-            self.votes_changed.emit()
 
         def failed(exc):
             self.import_button.setEnabled(True)
@@ -445,7 +401,8 @@ class DataView(QWidget):
             QMessageBox.warning(self, "Import failed", f"{name}: {problem}\n\nNothing was imported.")
 
         # checks the whole file before writing
-        ops.run_op(self, lambda: self.writer(lambda store: import_jsonl(store, path)), done, failed)
+        ops.run_op(self, partial(ops.write_votes, self.writer, lambda store: import_jsonl(store, path)),
+                   done, failed)
 
     def _say(self, text: str, undo: bool = False) -> None:
         if not undo:

@@ -1,40 +1,33 @@
-"""The main window: model and adapter pickers, the two panes, the prompt box, the settings."""
+"""The main window: model and adapter pickers, the two panes, the prompt box, the settings.
+
+Its menus are in ``menus``, its pickers in ``pickers``; each tab redraws itself for the
+``Changes`` it shows (``ops.hub()``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QFileSystemWatcher, Qt, Signal
+from PySide6.QtCore import QFileSystemWatcher, Qt
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QDockWidget,
-    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
-    QPlainTextEdit,
     QPushButton,
     QScrollArea,
     QSizePolicy,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
-from superqt.utils import qdebounced
-
 from diptych import paths
-from diptych.models import adapters as adapter_registry
 from diptych.models import catalog
 from diptych.models.conversation import SIDES
 from diptych.models.session import Changes, Contender
@@ -44,43 +37,18 @@ from . import ops
 from .chat_controller import ChatController
 from .chat_pane import ChatPane
 from .data_view import DataView
+from .menus import Menus
+from .pickers import BLIND_PICKER_TIP, NO_ADAPTER, OPEN_FILE, Pickers
+from .prompt_edit import VOTE_KEYS, PromptEdit
 from .settings_panel import SettingsPanel
 from .stats_view import StatsView
-from .training_panel import TrainingPanel, read_adapters
+from .training_panel import TrainingPanel
 from .vote_bar import CHOICES, VoteBar
 
-OPEN_FILE = "__open__"
-VOTE_KEYS = {key: choice for choice, _, key in CHOICES}
-NO_ADAPTER = ""
-BLIND_PICKER_TIP = ("Blind: which pane runs which contender is hidden until you vote; "
-                    "the choice is kept")
+__all__ = ["BLIND_PICKER_TIP", "NO_ADAPTER", "OPEN_FILE", "VOTE_KEYS", "MainWindow", "PromptEdit"]
 
 
-class PromptEdit(QPlainTextEdit):
-    """The prompt box: Ctrl+Enter sends, Enter alone starts a new line.
-
-    While it is empty and a vote is open, the keys 1-4 vote instead of typing.
-    """
-
-    submitted = Signal()
-    vote_key = Signal(str)
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.voting = lambda: False
-
-    def keyPressEvent(self, event):
-        enter = event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter)
-        if enter and event.modifiers() & Qt.KeyboardModifier.ControlModifier:
-            self.submitted.emit()
-            return
-        if event.text() in VOTE_KEYS and not self.toPlainText() and self.voting():
-            self.vote_key.emit(VOTE_KEYS[event.text()])
-            return
-        super().keyPressEvent(event)
-
-
-class MainWindow(QMainWindow):
+class MainWindow(Menus, Pickers, QMainWindow):
     def __init__(self, data_dir: Path, parent=None):
         super().__init__(parent)
         self.data_dir = data_dir
@@ -104,26 +72,7 @@ class MainWindow(QMainWindow):
         toolbar = QToolBar("Models")
         toolbar.setMovable(False)
         self.addToolBar(toolbar)
-        # The toolbar must fit a 1024-pixel window: each picker shows the start of its
-        # text (the tooltip and the popup have it whole).
-        self.model_picker = QComboBox()
-        self.model_picker.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model_picker.setMinimumContentsLength(16)
-        # Each pane runs a contender: the base, or the base plus any adapter. The pickers
-        # name adapters by their stable id, so a rename or delete is followed.
-        self.pickers = {side: QComboBox(objectName=f"{side}-contender") for side in SIDES}
-        self.adapter_picker = self.pickers["right"]  # the tuned pane's, by default
-        toolbar.addWidget(QLabel(" Model "))
-        toolbar.addWidget(self.model_picker)
-        for side in SIDES:
-            picker = self.pickers[side]
-            picker.setSizeAdjustPolicy(
-                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            picker.setMinimumContentsLength(22)
-            picker.setPlaceholderText("hidden until you vote")
-            toolbar.addWidget(QLabel(f"  {side.title()} pane "))
-            toolbar.addWidget(picker)
+        self._build_pickers(toolbar)
         toolbar.addSeparator()
         self.new_action = QAction("New conversation", self)
         self.new_action.setShortcut(QKeySequence("Ctrl+N"))
@@ -183,8 +132,8 @@ class MainWindow(QMainWindow):
             session = self.controller.session
             self.data_view = DataView(
                 self.store, writer=lambda fn: session.store_queue.run(fn, session.store))
-            self.stats_view = StatsView(self.store, model_path=lambda: self.model_path)
-            self.stats_view.drift_recorded.connect(lambda _name: self.refresh_adapters())
+            self.stats_view = StatsView(self.store, model_path=lambda: self.model_path,
+                                        data_dir=data_dir)
             self.tabs.addTab(self.data_view, "Data")
             self.tabs.addTab(_scrolling(self.stats_view), "Stats")
         self.training = TrainingPanel(data_dir, self.store, model_path=lambda: self.model_path)
@@ -210,108 +159,9 @@ class MainWindow(QMainWindow):
         # A job run from a shell, or a rename or delete there, lands in the adapters
         # folder (a job renames its finished folder into place): watch it.
         self.adapters_watch = QFileSystemWatcher([str(paths.adapters_dir(data_dir))], self)
-        self.adapters_watch.directoryChanged.connect(self.reload_adapters)
+        self.adapters_watch.directoryChanged.connect(self._adapters_folder_changed)
         if self.store_error:
             self._show_error("Votes are not being recorded", self.store_error)
-
-    # -- menus -------------------------------------------------------------------------
-
-    def _build_menus(self) -> None:
-        """File, Model, View and Help: every action here also lives elsewhere in the window
-        (the Data tab's buttons, the model picker, the dock's close button), so nothing that
-        was closed or hidden is out of reach."""
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        file_menu.addAction(self.new_action)
-        file_menu.addSeparator()
-        self.import_action = QAction("&Import votes…", self)
-        self.import_action.setToolTip("Add the votes of a Diptych preference file")
-        self.export_action = QAction("&Export votes…", self)
-        self.export_action.setToolTip("Write the votes as TRL preference pairs (JSON lines)")
-        if self.data_view is not None:  # the Data tab's own import and export
-            self.import_action.triggered.connect(lambda: self._in_data_tab(self.data_view.import_file))
-            self.export_action.triggered.connect(lambda: self._in_data_tab(self.data_view.export))
-        else:
-            self.import_action.setEnabled(False)
-            self.export_action.setEnabled(False)
-        file_menu.addAction(self.import_action)
-        file_menu.addAction(self.export_action)
-        file_menu.addSeparator()
-        self.quit_action = QAction("&Quit", self)
-        self.quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        self.quit_action.triggered.connect(self.close)
-        file_menu.addAction(self.quit_action)
-
-        model_menu = bar.addMenu("&Model")
-        self.open_model_action = QAction("&Open GGUF…", self)
-        self.open_model_action.setShortcut(QKeySequence.StandardKey.Open)
-        self.open_model_action.triggered.connect(self.choose_model_file)
-        self.open_adapter_action = QAction("Open &adapter file…", self)
-        self.open_adapter_action.triggered.connect(self.choose_adapter_file)
-        model_menu.addAction(self.open_model_action)
-        model_menu.addAction(self.open_adapter_action)
-
-        view_menu = bar.addMenu("&View")
-        self.settings_action = self.settings_dock.toggleViewAction()
-        self.settings_action.setText("&Settings (both panes)")
-        view_menu.addAction(self.settings_action)
-        self.raw_action = QAction("&Raw text (no Markdown)", self)
-        self.raw_action.setCheckable(True)
-        self.raw_action.setShortcut(QKeySequence("Ctrl+Shift+R"))
-        self.raw_action.setToolTip("Show prompts and answers exactly as written, unformatted")
-        view_menu.addAction(self.raw_action)
-
-        help_menu = bar.addMenu("&Help")
-        self.shortcuts_action = QAction("&Keyboard shortcuts", self)
-        self.shortcuts_action.setShortcut(QKeySequence.StandardKey.HelpContents)
-        self.shortcuts_action.triggered.connect(self.show_shortcuts)
-        help_menu.addAction(self.shortcuts_action)
-
-    def _in_data_tab(self, action) -> None:
-        """Run one of the Data tab's actions where its result is reported."""
-        self.tabs.setCurrentIndex(self.tabs.indexOf(self.data_view))
-        action()
-
-    def shortcuts(self) -> list[tuple[str, str]]:
-        """The app's keyboard shortcuts, read from the actions that define them."""
-        def keys(action: QAction) -> str:
-            return action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
-
-        rows = [("Ctrl+Enter", "Send the prompt to both panes (in the prompt box)"),
-                ("Esc", "Stop both panes")]
-        rows += [(key, f"Vote: {label}") for _, label, key in CHOICES]
-        rows.append(("1–4", "…also typed into the empty prompt box while a vote is open"))
-        for action in (self.new_action, self.open_model_action, self.raw_action,
-                       self.quit_action, self.shortcuts_action):
-            if not action.shortcut().isEmpty():
-                rows.append((keys(action), action.text().replace("&", "").rstrip("…")))
-        if self.data_view is not None:
-            rows.append(("Delete", "Delete the selected votes (Data tab)"))
-        return rows
-
-    def show_shortcuts(self) -> None:
-        dialog = QDialog(self)
-        dialog.setObjectName("shortcuts-dialog")
-        dialog.setWindowTitle("Keyboard shortcuts")
-        rows = self.shortcuts()
-        table = QTableWidget(len(rows), 2, dialog)
-        table.setObjectName("shortcuts-table")
-        table.setHorizontalHeaderLabels(("Keys", "Does"))
-        table.verticalHeader().hide()
-        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        for row, (keys, text) in enumerate(rows):
-            table.setItem(row, 0, QTableWidgetItem(keys))
-            table.setItem(row, 1, QTableWidgetItem(text))
-        table.resizeColumnsToContents()
-        table.horizontalHeader().setStretchLastSection(True)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        buttons.rejected.connect(dialog.reject)
-        layout = QVBoxLayout(dialog)
-        layout.addWidget(table)
-        layout.addWidget(buttons)
-        dialog.resize(520, 420)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.open()
 
     # -- wiring ------------------------------------------------------------------------
 
@@ -334,11 +184,7 @@ class MainWindow(QMainWindow):
         c.blind_changed.connect(self._on_blind_changed)
         self.blind_action.toggled.connect(c.set_blind)
         self.training.use_adapter.connect(self._use_trained_adapter)
-        self.training.adapters_changed.connect(self.refresh_adapters)
         ops.hub().changed.connect(self._on_changes)
-        if self.data_view is not None:  # it has redrawn itself: the others follow
-            self.data_view.votes_changed.connect(
-                lambda: self._on_changes(Changes(votes=True), data_view=False))
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=lambda: c.stop())
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(lambda: c.stop())
@@ -359,7 +205,7 @@ class MainWindow(QMainWindow):
         c.answer_failed.connect(lambda side, msg: self.panes[side].end_answer(error=msg))
         c.busy_changed.connect(self._on_busy)
         c.loading_changed.connect(self._on_loading)
-        c.engines_changed.connect(lambda: self._update_headers(refresh=True))
+        c.engines_changed.connect(self._update_headers)  # the pickers follow the op's Changes
         c.conversation_reset.connect(self._on_reset)
         c.error.connect(self._show_error)
         c.scores_ready.connect(lambda side, comp: self.panes[side].show_scores(comp))
@@ -399,138 +245,22 @@ class MainWindow(QMainWindow):
             return
         self.status.setText(f"Loading {path.name}…")
 
-        def loaded():
+        def loaded():  # the pickers follow the load's Changes
             self.model_path = path
             self._remember_model(path)
-            self.refresh_adapters()
 
         self.controller.load_model(path, adapter=adapter, on_loaded=loaded)
 
-    def use_adapter(self, path: str | Path | None, side: str = "right") -> None:
-        """Run the GGUF LoRA ``path`` (None: the base alone) in ``side``'s pane (the slot
-        that shows there: in a blind conversation, maybe the other one)."""
-        self.controller.set_adapter(Path(path) if path else None,
-                                    slot=self.controller.session.shown[side])
-
-    def _on_changes(self, changes: Changes, data_view: bool = True) -> None:
-        """Redraw what shows what changed, once per operation."""
-        if changes.votes:
-            self.training.refresh_counts()
-            if self.data_view is not None:
-                if data_view:
-                    self.data_view.refresh()
-                self.stats_view.refresh()
-        if changes.adapters:
-            self.refresh_adapters()
-
-    def _use_trained_adapter(self, path: str) -> None:
-        self.use_adapter(path)
-        self.tabs.setCurrentIndex(0)
-
-    def refresh_adapters(self, infos: list | None = None) -> None:
-        """List registered adapters (kind, date, key metric) in both pickers and select
-        each pane's. A pane follows its adapter by stable id: to its new name after a
-        rename; back to the base, with a word, after a delete. (Ids are hashes: only an
-        adapter whose file has gone is looked for by id, so a refresh hashes nothing new.)
-        ``infos``: the registry as read off the UI thread (default: read it now)."""
-        if infos is None:
-            infos = adapter_registry.list_adapters(self.data_dir)
-        runnable = [info for info in infos if info.gguf_path is not None]  # not reward models
-        if self.stats_view is not None:
-            self.stats_view.set_adapters(infos)
-        session = self.controller.session
-        for slot, current in list(session.contenders.items()):
-            if current.adapter is not None and session.engines and not current.adapter.exists():
-                info = next((i for i in runnable
-                             if adapter_registry.stable_id(i) == current.adapter_id), None)
-                if info is not None:  # renamed: the engine keeps the LoRA it has loaded
-                    session.contenders[slot] = Contender(info.gguf_path, current.adapter_id,
-                                                         info.name, current.scale)
-                    self._update_headers()
-                else:  # deleted
-                    self.statusBar().showMessage(f"The adapter {current.name} was deleted: its "
-                                                 "pane shows the base again.", 15_000)
-                    self.controller.set_adapter(None, slot=slot)
-        self._runnable = runnable
-        self._fill_pickers()
-
-    @qdebounced(timeout=300)  # a job's folder comes and goes in a few quick steps
-    def reload_adapters(self, *_) -> None:
-        """Re-read the adapters folder off the UI thread; then the pickers, the Train
-        tab's list and Stats show what it holds."""
-        root, contenders = self.data_dir, list(self.controller.session.contenders.values())
-
-        def read():
-            infos, lines = read_adapters(root)
-            if any(c.adapter is not None and not c.adapter.exists() for c in contenders):
-                for info in infos:  # renamed? refresh_adapters looks for it by hash: cache them
-                    adapter_registry.stable_id(info)
-            return infos, lines
-
-        def show(result):
-            infos, lines = result
-            self.training.show_adapters(infos, lines)
-            self.refresh_adapters(infos)
-
-        ops.run_op(self, read, show, lambda exc: self.statusBar().showMessage(
-            f"The adapters folder could not be read: {ops.message(exc)}", 15_000))
-
-    def _fill_pickers(self) -> None:
-        """Each pane's picker names the contender shown in that pane; in a blind
-        conversation it says "hidden" until the vote (the choices stay behind it)."""
-        session, hidden = self.controller.session, self.controller.hidden
-        for side, picker in self.pickers.items():
-            current = session.contender(side)
-            picker.blockSignals(True)
-            picker.clear()
-            picker.addItem("Base (no adapter)", NO_ADAPTER)
-            for info in self._runnable:
-                picker.addItem(adapter_registry.describe(info), str(info.gguf_path))
-                picker.setItemData(picker.count() - 1, str(info.gguf_path),
-                                   Qt.ItemDataRole.ToolTipRole)
-            picker.addItem("Open adapter file…", OPEN_FILE)
-            index = picker.findData(str(current.adapter)) if current.adapter is not None else 0
-            if current.adapter is not None and index < 0:  # a file outside the registry
-                picker.insertItem(1, current.adapter.name, str(current.adapter))
-                index = 1
-            picker.setCurrentIndex(-1 if hidden else index)  # -1 shows the placeholder
-            picker.setToolTip(BLIND_PICKER_TIP if hidden else picker.currentText())
-            picker.blockSignals(False)
-        self._update_buttons()
+    def _on_changes(self, changes: Changes, initiator) -> None:
+        """The window's own redraws (each tab redraws itself for what it shows)."""
+        if changes.adapters or changes.contenders:
+            self.refresh_adapters()  # the pickers: the registry, and each pane's adapter
+        if changes.blind:
+            self._update_headers()
+        if changes.conversation:
+            self._show_turns()
 
     # -- slots -------------------------------------------------------------------------
-
-    def choose_model_file(self) -> None:
-        """Model → Open GGUF… (and the picker's last item): ask for a file, open it."""
-        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF model", "",
-                                              "GGUF models (*.gguf);;All files (*)")
-        if not path:
-            self._select_model_item(self.model_path)
-        elif Path(path) != self.model_path:
-            self.open_model(path)
-
-    def choose_adapter_file(self, side: str = "right") -> None:
-        """Model → Open adapter file… (and the adapter pickers' last item)."""
-        path, _ = QFileDialog.getOpenFileName(self, "Open a GGUF LoRA adapter", "",
-                                              "GGUF LoRA (*.gguf);;All files (*)")
-        if path:
-            self.use_adapter(path, side)
-        else:
-            self.refresh_adapters()
-
-    def _on_model_picked(self, index: int) -> None:
-        data = self.model_picker.itemData(index)
-        if data == OPEN_FILE:
-            self.choose_model_file()
-        elif data and Path(data) != self.model_path:
-            self.open_model(data)
-
-    def _on_adapter_picked(self, index: int, side: str = "right") -> None:
-        data = self.pickers[side].itemData(index)
-        if data == OPEN_FILE:
-            self.choose_adapter_file(side)
-        else:
-            self.use_adapter(data or None, side)
 
     def _override_template(self, source) -> None:
         try:
@@ -668,23 +398,6 @@ class MainWindow(QMainWindow):
         box = QMessageBox(QMessageBox.Icon.Warning, title, message, parent=self)
         box.setObjectName("error-dialog")
         box.open()
-
-    # -- model picker ------------------------------------------------------------------
-
-    def _fill_model_picker(self) -> None:
-        self.model_picker.clear()
-        self.model_picker.addItem(catalog.BUNDLED_NAME, str(catalog.bundled_model_path()))
-        self.model_picker.addItem("Open GGUF…", OPEN_FILE)
-
-    def _remember_model(self, path: Path) -> None:
-        if self.model_picker.findData(str(path)) < 0:
-            self.model_picker.insertItem(self.model_picker.count() - 1, path.name, str(path))
-        self._select_model_item(path)
-
-    def _select_model_item(self, path: Path | None) -> None:
-        index = self.model_picker.findData(str(path)) if path else 0
-        self.model_picker.setCurrentIndex(max(index, 0))
-        self.model_picker.setToolTip(self.model_picker.currentText())
 
     def closeEvent(self, event) -> None:
         """Before quitting, write the votes the database refused; while some cannot be

@@ -9,9 +9,10 @@ adapter's meta.json; "Measure" runs it again in a worker with its own pair of en
 and a second plot sets win rate against the held-out KL: how much preference each
 adapter bought with how much drift.
 
-Win rates are computed on the UI thread (a pass over the votes); the ratings' bootstrap
-takes about 70 ms, so it runs through ``run_op`` on the votes read here, and the Store is
-never touched off the UI thread.
+The votes and the adapters are read through ``ops.run_query`` (off the UI thread); win
+rates are computed on the UI thread (a pass over the votes read); the ratings' bootstrap
+takes about 70 ms, so it runs through ``ops.run_op``. The view redraws when an operation
+changed the votes or the adapters (``ops.hub()``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,8 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -39,11 +37,12 @@ from PySide6.QtWidgets import (
 from diptych.models import adapters as registry
 from diptych.models import drift
 from diptych.training import lineage
-from diptych.training.store import BASE, Store
+from diptych.training.store import Store
 from diptych.training.winrates import (AdapterWinrate, Rating, adapter_winrates, parent_winrates,
                                        ratings)
 
-from .workers import run_op
+from . import ops
+from .stats_tables import _fill, _interval, _percent, _table
 
 if TYPE_CHECKING:
     from diptych.models.adapters import AdapterInfo
@@ -72,55 +71,6 @@ DRIFT_NOTE = (
     "unchanged; the plot below uses the held-out value.")
 
 
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0%}"
-
-
-def _fill(table: QTableWidget, rows: list[list[str]], numbers: range) -> None:
-    """Rows of text into a read-only table, numbers right-aligned, as tall as its rows
-    (up to ten) so it needs no scroll bar."""
-    table.setRowCount(len(rows))
-    for r, row in enumerate(rows):
-        for c, text in enumerate(row):
-            item = QTableWidgetItem(text)
-            if c in numbers:
-                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            table.setItem(r, c, item)
-    height = table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth()
-    height += sum(table.rowHeight(r) for r in range(min(len(rows), 10)))
-    # room for the sideways scroll bar a wide table gets in a narrow window
-    table.setFixedHeight(height + 2 + table.horizontalScrollBar().sizeHint().height())
-
-
-MIN_GAMES = 5  # fewer, and a bootstrap interval says nothing (two games resample to one)
-
-
-def _interval(rating: Rating) -> str:
-    if rating.model == BASE:
-        return "reference"  # the scale is anchored on the base: its interval is 0 … 0
-    if rating.games < MIN_GAMES:
-        return f"needs {MIN_GAMES}+ games"
-    if rating.high - rating.low < 1:  # every resample the same: no spread to read off
-        return "wide: every game went one way"
-    return f"{rating.low:+.0f} … {rating.high:+.0f}"
-
-
-def _table(columns: tuple[str, ...], name: str) -> QTableWidget:
-    table = QTableWidget(0, len(columns), objectName=name)
-    # "Your answer" over two lines: the columns are as wide as their numbers, not their names
-    table.setHorizontalHeaderLabels([column.replace(" ", "\n", 1) for column in columns])
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-    table.verticalHeader().hide()
-    table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 8)
-    header = table.horizontalHeader()
-    # Names keep their width (a squeezed "l…" names nothing); the last column takes the slack
-    # and a narrow window scrolls sideways.
-    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    header.setStretchLastSection(True)
-    return table
-
-
 class StatsView(QWidget):
     """Win rates against the base, their plot, the ratings, and (when known) win rate vs KL."""
 
@@ -129,9 +79,10 @@ class StatsView(QWidget):
     drift_progress = Signal(str, int, int)  # set, prompts done, total (from a worker)
 
     def __init__(self, store: Store, model_path: Callable[[], Path | None] = lambda: None,
-                 parent=None):
+                 parent=None, data_dir: Path | None = None):
         super().__init__(parent)
-        self.store = store
+        self.store = store  # read by queries, off the UI thread
+        self.data_dir = data_dir  # where the adapters are (None: told by set_adapters)
         self.model_path = model_path
         self.winrates: list[AdapterWinrate] = []
         self.kl: dict[str, float] = {}
@@ -218,14 +169,35 @@ class StatsView(QWidget):
         layout.addLayout(tables)
         layout.addLayout(plots, 1)
 
+        ops.hub().changed.connect(self._on_changes)
         self.refresh()
+        self.reload_adapters()
+
+    def _on_changes(self, changes, initiator) -> None:
+        if changes.votes:
+            self.refresh()
+        if changes.adapters and initiator is not self:  # a drift measured here is shown
+            self.reload_adapters()
+
+    def reload_adapters(self) -> None:
+        """Re-read the adapters (off the UI thread), then ``set_adapters``."""
+        if self.data_dir is not None:
+            root = self.data_dir
+            ops.run_query(self, lambda: registry.list_adapters(root), self.set_adapters)
 
     # -- public ----------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Recompute from the store: the table and plots now, the ratings when the
-        bootstrap is done (``ratings_updated``)."""
-        votes = [self._current_names(vote) for vote in self.store.votes()]
+        """Re-read the votes (off the UI thread); then the table and plots, and the
+        ratings when the bootstrap is done (``ratings_updated``)."""
+        ops.run_query(self, self.store.votes, self._show_votes)
+
+    def _show_votes(self, votes: list[dict]) -> None:
+        self._votes = votes
+        self._recompute()
+
+    def _recompute(self) -> None:
+        votes = [self._current_names(vote) for vote in getattr(self, "_votes", [])]
         self.winrates = adapter_winrates(votes)
         self.versus_parent = parent_winrates(votes, self.parents)
         self._show_winrates()
@@ -235,8 +207,8 @@ class StatsView(QWidget):
         self._generation += 1
         generation = self._generation
         self.ratings_note.setText("Computing ratings…")
-        run_op(lambda: (generation, ratings(votes)), success=self._show_ratings,
-               failure=self._ratings_failed, parent=self)
+        ops.run_op(self, lambda: (generation, ratings(votes)), self._show_ratings,
+                   self._ratings_failed)
 
     def _current_names(self, vote: dict) -> dict:
         """The vote with each adapter under its current name (a rename keeps its votes)."""
@@ -257,7 +229,7 @@ class StatsView(QWidget):
         parents = lineage.parents(infos)
         if aliases != self.aliases or parents != self.parents:
             self.aliases, self.parents = aliases, parents
-            self.refresh()
+            self._recompute()
         else:
             self._show_versions()
         self._show_drift()
@@ -272,17 +244,20 @@ class StatsView(QWidget):
         if model is None:
             self.drift_status.setText("Load a model first.")
             return
-        recent = self.store.recent_prompts(drift.RECENT)  # read here: the store stays on this thread
-
-        def op():
-            results = drift.measure_adapter(model, info.gguf_path, recent,
-                                            progress=self.drift_progress.emit)
-            return registry.record_drift(info, {k: d.to_dict() for k, d in results.items()})
-
         self.measuring = name
         self._update_measure_button()
         self.drift_status.setText(f"Measuring {name}…")
-        run_op(op, success=self._drift_measured, failure=self._drift_failed, parent=self)
+
+        def measure(recent):
+            def op():
+                results = drift.measure_adapter(model, info.gguf_path, recent,
+                                                progress=self.drift_progress.emit)
+                return ops.record_drift(info, results)
+
+            ops.run_op(self, op, self._drift_measured, self._drift_failed)
+
+        store = self.store
+        ops.run_query(self, lambda: store.recent_prompts(drift.RECENT), measure, self._drift_failed)
 
     # -- table and ratings -----------------------------------------------------------
 

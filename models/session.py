@@ -250,14 +250,18 @@ class Session:
 
     def set_contender(self, slot: str, contender: Contender) -> Changes:
         """Run ``contender`` in ``slot`` from now on (after the work already queued)."""
+        return self.set_contender_later(slot, contender).result()
+
+    def set_contender_later(self, slot: str, contender: Contender) -> Future:
+        """``set_contender``, queued: a Future of its Changes (nothing waits for it)."""
         def switch():
             engine = self.engines.get(slot)
             if engine is not None:
                 engine.set_adapter(contender.adapter, contender.scale)
             self.contenders[slot] = contender
+            return Changes(contenders=True)
 
-        self.queues[slot].run(switch)
-        return Changes(contenders=True)
+        return self.queues[slot].submit(switch)
 
     def set_template_source(self, source: str | None) -> None:
         """Override the chat template for both slots (None: the model's own); a template
@@ -353,6 +357,13 @@ class Session:
                cancel: threading.Event | None = None) -> Completion:
         """Sample ``side``'s answer to the last turn (on its slot's queue), streaming each
         piece of text to ``on_token`` from that queue's thread; then record it."""
+        return self.answer_later(side, on_token, cancel).result()
+
+    def answer_later(self, side: str, on_token: Callable[[str], None] | None = None,
+                     cancel: threading.Event | None = None) -> Future:
+        """``answer``, queued: a Future of the Completion, done once it is recorded. The
+        slot's queue samples it, then hands the recording to the store queue: no thread
+        waits for another's work."""
         if not self.conversation.turns:
             raise SessionError("nothing to answer: send a prompt first")
         slot = self.shown[side]
@@ -375,16 +386,22 @@ class Session:
                         on_token(item.text)
                 elif isinstance(item, Completion):
                     answer.completion = item
-            return answer.completion
+            completion = answer.completion
+            with self._lock:
+                self.conversation.set_answer(side, completion.text)
 
-        completion = self.queues[slot].run(run)
-        with self._lock:
-            self.conversation.set_answer(side, completion.text)
-        try:
-            self.store_queue.run(self._write_pending)
-        except Exception:  # noqa: BLE001 - kept pending: the vote writes it, or says why not
-            pass
-        return completion
+            def record():
+                try:
+                    self._write_pending()
+                except Exception:  # noqa: BLE001 - kept pending: the vote writes it, or says why not
+                    pass
+                result.set_result(completion)
+
+            self.store_queue.submit(record)
+
+        result: Future = Future()
+        _fail_into(self.queues[slot].submit(run), result)
+        return result
 
     # -- where one contender moved from the base --------------------------------------
 
@@ -435,11 +452,21 @@ class Session:
         error is raised, and calling ``vote`` again (or ``retry_vote``) writes it."""
         if not self.can_vote:
             raise SessionError("nothing to vote on: both answers must be in")
+        return self.vote_later(choice, better_text).result()
+
+    def vote_later(self, choice: str, better_text: str | None = None) -> Future:
+        """``vote``, queued on the store queue: a Future of its Changes."""
+        if not self.can_vote:
+            raise SessionError("nothing to vote on: both answers must be in")
         with self._lock:
             self.pending_vote = (choice, better_text)
-        return self.retry_vote()
+        return self.retry_vote_later()
 
     def retry_vote(self) -> Changes:
+        return self.retry_vote_later().result()
+
+    def retry_vote_later(self) -> Future:
+        """``retry_vote``, queued on the store queue: a Future of its Changes."""
         if self.pending_vote is None:
             raise SessionError("no vote is waiting to be recorded")
         choice, better_text = self.pending_vote
@@ -454,25 +481,36 @@ class Session:
                 self.vote_count = None
             return vote_id
 
-        try:
-            vote_id = self.store_queue.run(write)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreWriteError(f"the database did not take the vote ({exc})") from exc
-        with self._lock:
-            self.vote_id, self.pending_vote = vote_id, None
-            self.revealed = True
-        return Changes(votes=True, contenders=hidden)
+        def recorded():
+            try:
+                vote_id = write()
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreWriteError(f"the database did not take the vote ({exc})") from exc
+            with self._lock:
+                self.vote_id, self.pending_vote = vote_id, None
+                self.revealed = True
+            return Changes(votes=True, contenders=hidden)
+
+        return self.store_queue.submit(recorded)
 
     def undo_vote(self) -> Changes:
+        return self.undo_vote_later().result()
+
+    def undo_vote_later(self) -> Future:
+        """``undo_vote``, queued on the store queue: a Future of its Changes."""
         if self.vote_id is None:
             raise SessionError("no vote to undo")
         vote_id = self.vote_id
-        try:
-            self.store_queue.run(self.store.undo_vote, vote_id)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreWriteError(f"the database did not take the undo ({exc})") from exc
-        self.vote_id = None
-        return Changes(votes=True)
+
+        def undo():
+            try:
+                self.store.undo_vote(vote_id)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreWriteError(f"the database did not take the undo ({exc})") from exc
+            self.vote_id = None
+            return Changes(votes=True)
+
+        return self.store_queue.submit(undo)
 
     def live_votes(self) -> int:
         """How many votes count now (deleted ones do not)."""
@@ -507,6 +545,18 @@ class Session:
             for slot in sorted(slots):
                 stack.enter_context(self.queues[slot].hold())
             yield
+
+
+def _fail_into(work: Future, result: Future) -> None:
+    """When ``work`` fails, ``result`` fails with its error (its success sets ``result``
+    itself)."""
+    def done(f: Future) -> None:
+        if f.cancelled():
+            result.cancel()
+        elif f.exception() is not None:
+            result.set_exception(f.exception())
+
+    work.add_done_callback(done)
 
 
 def _other(side: str) -> str:

@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QTableWidget
 
 from conftest import write_small_gguf
+from diptych.desktop import ops
 from diptych.desktop.app import build_window
 
 
@@ -197,6 +198,7 @@ def test_vote_keeps_exact_texts_and_sampling(qtbot, window):
 def test_blind_mode_hides_labels_until_the_vote(qtbot, window, bundled_model):
     register_lora(window.data_dir, "v1", bundled_model)
     window.refresh_adapters()
+    ops.wait_for_queries()
     with qtbot.waitSignal(window.controller.engines_changed, timeout=10_000):
         window.adapter_picker.activated.emit(1)
     window.blind_action.setChecked(True)
@@ -237,6 +239,7 @@ def use_lora(qtbot, window, bundled_model, side="right"):
     """``side``'s pane runs a registered random LoRA, v1."""
     register_lora(window.data_dir, "v1", bundled_model)
     window.refresh_adapters()
+    ops.wait_for_queries()
     with qtbot.waitSignal(window.controller.engines_changed, timeout=10_000):
         window.pickers[side].activated.emit(1)
 

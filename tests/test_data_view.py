@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import Qt
 from conftest import record_sample_vote
 
-from diptych.desktop import data_view
+from diptych.desktop import data_view, ops
 from diptych.desktop.data_view import DataView
 from diptych.training.store import Store
 
@@ -29,11 +29,13 @@ def store(tmp_path):
 def view(qtbot, store):
     widget = DataView(store)
     qtbot.addWidget(widget)
+    ops.wait_for_queries()
     return widget
 
 
 def pick(combo, data) -> None:
     combo.setCurrentIndex(combo.findData(data))
+    ops.wait_for_queries()  # the view re-reads the store off the UI thread
 
 
 def column(view, name: str) -> list[str]:
@@ -88,21 +90,24 @@ def test_refresh_picks_up_new_votes_and_adapters(view, store):
     pick(view.kind_filter, "left")
     record_sample_vote(store, "left", right="v3", prompt="Another")
     view.refresh()
+    ops.wait_for_queries()
     assert sorted(column(view, "Prompt")) == ["Another", "Name a colour"]
     assert view.adapter_filter.findData("v3") >= 0
 
 
 def test_delete_and_undo(qtbot, view, store):
     vote_id = select_prompt(view, "Say hello")
-    with qtbot.waitSignal(view.votes_changed):
+    with qtbot.waitSignal(ops.hub().changed):
         qtbot.mouseClick(view.delete_button, Qt.MouseButton.LeftButton)
+    ops.wait_for_queries()
     assert "Say hello" not in column(view, "Prompt")
     assert store.vote_by_id(vote_id)["deleted_at"] is not None
     assert not view.message_bar.isHidden() and not view.undo_button.isHidden()
     assert "tie 0" in view.counts.text()
 
-    with qtbot.waitSignal(view.votes_changed):
+    with qtbot.waitSignal(ops.hub().changed):
         qtbot.mouseClick(view.undo_button, Qt.MouseButton.LeftButton)
+    ops.wait_for_queries()
     assert store.vote_by_id(vote_id)["deleted_at"] is None
     assert view.selected_ids() == [vote_id]  # the restored vote comes back selected
     assert view.message_bar.isHidden()
@@ -112,6 +117,7 @@ def test_open_conversation_shows_both_answers_and_the_vote(qtbot, view):
     assert not view.open_button.isEnabled()
     select_prompt(view, "Write a poem")
     qtbot.mouseClick(view.open_button, Qt.MouseButton.LeftButton)
+    ops.wait_for_queries()
     dialog = view.findChild(data_view.QDialog, "conversation-dialog")
     assert dialog.isVisible()
     text = view.conversation_browser.toPlainText()
@@ -125,6 +131,7 @@ def test_export_writes_preference_lines(view, monkeypatch, tmp_path, include_tie
     fake_dialogs(monkeypatch, out)
     view.include_ties.setChecked(include_ties)
     view.export_button.click()
+    ops.wait_for_queries()
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == lines  # left, right, better twice (+ the tie)
     assert {r["choice"] for r in records} >= {"left", "right", "better"}
@@ -137,8 +144,9 @@ def test_import_adds_votes(qtbot, view, store, monkeypatch, tmp_path):
         record_sample_vote(other, "right", right="v9", prompt="From elsewhere")
         data_view.export_jsonl(other, tmp_path / "in.jsonl")
     warnings = fake_dialogs(monkeypatch, tmp_path / "in.jsonl")
-    with qtbot.waitSignal(view.votes_changed):
+    with qtbot.waitSignal(ops.hub().changed):
         view.import_button.click()
+    ops.wait_for_queries()
     assert warnings == []
     assert "From elsewhere" in column(view, "Prompt") and len(store.votes()) == 5
     assert "Imported 1 line" in view.message.text()
@@ -158,6 +166,7 @@ def test_import_of_a_malformed_file_shows_the_line_and_imports_nothing(qtbot, vi
     assert len(warnings) == 1
     title, text = warnings[0]
     assert title == "Import failed" and "line 2" in text and "Nothing was imported" in text
+    ops.wait_for_queries()
     assert len(store.votes()) == 4 and view.table.rowCount() == 4
 
 
@@ -198,6 +207,7 @@ def test_the_time_arrow_points_down_over_newest_first_rows(qtbot, view):
     rows = arrow_rows()
     assert rows and rows[0] > rows[-1]  # ▼: wide at the top
     view.table.horizontalHeader().setSortIndicator(0, Qt.SortOrder.AscendingOrder)
+    ops.wait_for_queries()
     assert column(view, "Time") == sorted(times)
     rows = arrow_rows()
     assert rows and rows[0] < rows[-1]  # ▲ over oldest first

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from diptych.desktop import ops
 from diptych.desktop.chat_pane import ChatPane
 from diptych.desktop.main_window import MainWindow
 from diptych.desktop.training_panel import TrainingPanel
@@ -144,6 +145,7 @@ def test_file_menu_exports_through_the_data_tab(qtbot, window, tmp_path, monkeyp
     out = tmp_path / "pairs.jsonl"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), ""))
     menu_action(window, "File", "Export votes").trigger()
+    ops.wait_for_queries()  # written off the UI thread
     assert out.exists()
     assert window.tabs.currentWidget() is window.data_view
     assert "Exported 0 lines" in window.data_view.message.text()
@@ -236,11 +238,13 @@ def test_adapter_buttons_are_off_until_one_is_selected(qtbot, data_dir):
     folder.mkdir(parents=True)
     (folder / "meta.json").write_text(json.dumps({"kind": "dpo"}), encoding="utf-8")
     panel.refresh_adapters()
+    ops.wait_for_queries()
     assert panel.adapter_list.count() == 1
     assert not any(b.isEnabled() for b in buttons)  # listed, but none selected
     panel.adapter_list.setCurrentRow(0)
     assert all(b.isEnabled() for b in buttons)
     panel.refresh_adapters()  # the list is refilled: the selection stays
+    ops.wait_for_queries()
     assert all(b.isEnabled() for b in buttons)
     panel.adapter_list.setCurrentRow(-1)
     assert not any(b.isEnabled() for b in buttons)

@@ -392,7 +392,7 @@ def test_the_train_tab_calls_a_job_without_its_done_line_a_failure(qtbot, data_d
 
     panel = TrainingPanel(data_dir)
     qtbot.addWidget(panel)
-    panel.trial = trial
+    panel.monitor.trial = trial
     panel.handle_line('{"phase": "eval_before"}')
     panel._finished(0, QProcess.ExitStatus.NormalExit)
     assert "ended unexpectedly (exit code 0)" in panel.phase.text()

@@ -100,13 +100,15 @@ def problems(window) -> list[str]:
 
 
 def test_nothing_is_cut_or_covered_at_1024x700_and_1280x800(qtbot, window):
+    from diptych.desktop import ops
     from diptych.models.session import Changes
 
     for choice in ("left", "right", "tie"):  # every Stats table gets rows
         record_sample_vote(window.store, choice, right="dpo-1205-0841")
     record_sample_vote(window.store, "right", left="dpo-1205-0841", right="v1")
     with qtbot.waitSignal(window.stats_view.ratings_updated, timeout=10_000):
-        window._on_changes(Changes(votes=True))
+        ops.run_op(window, lambda: Changes(votes=True))  # what recording them announces
+    ops.wait_for_queries()
     send(qtbot, window, "What is the capital of France?")  # the panes' numbers show
     wait_idle(qtbot, window)
     seen = []

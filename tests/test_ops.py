@@ -2,6 +2,7 @@
 
 import argparse
 import sqlite3
+from functools import partial
 
 import pytest
 from PySide6.QtCore import QElapsedTimer, Qt, QTimer
@@ -52,7 +53,7 @@ def test_run_op_tells_a_user_error_in_one_line_and_announces_what_changed(qtbot)
     parent = QWidget()
     qtbot.addWidget(parent)
     seen = []
-    ops.hub().changed.connect(seen.append)
+    ops.hub().changed.connect(lambda changes, initiator: seen.append(changes))
 
     def fails():
         raise UserError("the disk is full")
@@ -64,7 +65,7 @@ def test_run_op_tells_a_user_error_in_one_line_and_announces_what_changed(qtbot)
     ops.run_op(parent, lambda: Changes(votes=True), success=results.append)
     qtbot.waitUntil(lambda: bool(results))
     assert seen == [Changes(votes=True)]  # once, and only for what changed
-    ops.hub().changed.disconnect(seen.append)
+
 
 
 def test_a_vote_while_another_process_holds_the_write_lock(qtbot, window, data_dir):
@@ -146,14 +147,15 @@ def test_the_panes_adapter_is_followed_through_rename_and_delete(qtbot, window, 
     with qtbot.waitSignal(window.controller.vote_recorded, timeout=5_000):
         window.vote_bar.buttons["right"].click()
     done = []
-    ops.rename_adapter(window, data_dir, "v1", "v1-final", success=done.append)
+    ops.run_op(window, partial(ops.rename_adapter, data_dir, "v1", "v1-final"), done.append)
     qtbot.waitUntil(lambda: bool(done), timeout=5_000)
+    ops.wait_for_queries()  # the views re-read the adapters the rename announced
     assert picker.currentText().startswith("v1-final")
     assert "v1-final" in window.panes["right"].header.text()
     # Stats keeps the vote, under the adapter's name now
     assert [w.adapter for w in window.stats_view.winrates] == ["v1-final"]
     assert window.stats_view.winrates[0].wins == 1
     with qtbot.waitSignal(window.controller.engines_changed, timeout=10_000):
-        ops.delete_adapter(window, data_dir, "v1-final", success=done.append)
+        ops.run_op(window, partial(ops.delete_adapter, data_dir, "v1-final"), done.append)
     assert picker.currentIndex() == 0 and "no adapter" in window.panes["right"].header.text()
     assert "was deleted" in window.statusBar().currentMessage()

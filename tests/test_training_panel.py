@@ -2,6 +2,7 @@
 
 import argparse
 
+from diptych.desktop import ops
 from diptych.desktop.app import build_window
 from diptych.models import adapters as adapter_registry
 
@@ -13,6 +14,7 @@ def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted):
     qtbot.addWidget(window)
     qtbot.waitUntil(lambda: len(window.controller.engines) == 2, timeout=30_000)
     panel = window.training
+    ops.wait_for_queries()
     assert "8 usable pairs" in panel.source_count.text()
     panel.name.setText("panel-dpo")
     panel.extra.setText(TINY)
@@ -21,6 +23,7 @@ def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted):
     panel.start_button.click()
     assert panel.running and not panel.start_button.isEnabled()
     qtbot.waitUntil(lambda: not panel.running, timeout=600_000)
+    ops.wait_for_queries()
     assert panel.last_line["phase"] == "done", panel.log.toPlainText()[-2000:]
     assert panel.history["loss"], "progress lines with a loss arrived and were plotted"
     # issue 14, defect 5: the live "KL from base" plot of a DPO job gets points
@@ -39,11 +42,13 @@ def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted):
     # "Continue …": a round that continues the new adapter on the votes cast since
     panel.adapter_list.setCurrentRow(0)
     panel.continue_button.click()
+    ops.wait_for_queries()
     command = panel.command()
     assert command[command.index("--from") + 1] == "panel-dpo" and "--new-votes" in command
     assert panel.current_kind() == "dpo"
     assert panel.source_count.text() == "0 usable pairs from the votes since panel-dpo was made"
     panel.fields["new_votes"].setChecked(False)
+    ops.wait_for_queries()
     assert panel.source_count.text().startswith("8 usable pairs")
     drift = adapter_registry.resolve("panel-dpo", voted).meta["drift"]
     assert drift["held_out"]["kl"] > 0 and drift["held_out"]["prompts"] == 16
@@ -98,14 +103,17 @@ def test_train_tab_defects_of_a_new_user(qtbot, data_dir, monkeypatch):
         fill(store)
         panel = TrainingPanel(data_dir, store)
         qtbot.addWidget(panel)
+        ops.wait_for_queries()
         assert "8 usable pairs; 2 held out to evaluate" in panel.source_count.text()
         assert "KTO: 12 labels" in panel.vote_counts.text()
         assert panel.steps.specialValueText() == "default (5 epochs)"
         panel.kind.setCurrentIndex(panel.kind.findData("grpo"))
         assert panel.steps.specialValueText() == "default (60)"
         panel.kind.setCurrentIndex(panel.kind.findData("sft"))
+        ops.wait_for_queries()
         assert panel.source_count.text().startswith("2 written answers")
         panel.fields["chosen"].setChecked(True)
+        ops.wait_for_queries()
         assert panel.source_count.text().startswith("6 written and chosen answers")
 
         taken = panel.name.text()
@@ -117,6 +125,7 @@ def test_train_tab_defects_of_a_new_user(qtbot, data_dir, monkeypatch):
         panel.kind.setCurrentIndex(panel.kind.findData("dpo"))
         panel.kind.setCurrentIndex(panel.kind.findData("sft"))
         assert panel.name.text() == taken + "-2"  # a fresh name skips the taken one
+        ops.wait_for_queries()  # the counts read the store: it stays open until they are done
 
     panel.log_stderr(" 50%|█████     | 1/2 [00:01<00:01,  1.20s/it]\r100%|██████████| 2/2 [00:02<00:00]\n"
                      "{'loss': '0.5', 'grad_norm': '1.95'}\n"
@@ -216,7 +225,7 @@ def test_a_new_job_gets_a_clean_view_with_only_the_plots_it_reports(qtbot, data_
     assert len(panel.markers) == len(panel.plot_widgets)  # where GRPO starts, on every plot
     last = dict(panel.history)
 
-    panel._stale_view = True  # what Start does
+    panel.monitor._stale_view = True  # what Start does
     panel.handle_line('{"phase": "load"}')
     shown = panel.plots["loss"].getData()[0]
     assert not any(panel.history.values()) and (shown is None or len(shown) == 0)
@@ -227,7 +236,7 @@ def test_a_new_job_gets_a_clean_view_with_only_the_plots_it_reports(qtbot, data_
     x_range = panel.plot_widgets["loss"].getViewBox().viewRange()[0]
     assert x_range[1] < 10, x_range  # step 1 of 3, not the last job's 31 steps
 
-    panel.history, panel._stale_view = last, True  # as if the GRPO job were the last one
+    panel.monitor.history, panel.monitor._stale_view = last, True  # as if the GRPO job were the last one
     panel.handle_line('{"phase": "load"}')
     panel.handle_line('{"phase": "error", "error": "no pairs to learn from"}')
     assert panel.history == last and panel.plot_widgets["reward"].isVisible()

@@ -338,6 +338,7 @@ def dry_run(cfg: Config, out=None, worked: Callable[[Config, tasks.Task, list[di
     rewards; no training, no torch unless a reward model needs it. ``worked(cfg, task,
     held_out)``: a job's worked examples, whose written answers are scored too (a reward
     that pays them little is broken). Returns the exit code."""
+    from . import progress
     from .rollouts import LlamaCppRollouts
 
     out = out or sys.stdout
@@ -363,7 +364,7 @@ def dry_run(cfg: Config, out=None, worked: Callable[[Config, tasks.Task, list[di
     scored = _Scored(out, jsonl, functions, weights)
     for example, group in zip(examples, groups):
         scored.group(example, [(a.text, a.finish_reason, a.ids) for a in group])
-    summary = {"phase": "done", "dry_run": True, "reward": label, "source": source}
+    summary = {"dry_run": True, "reward": label, "source": source}
     text = f"\n{len(examples)} prompts x {n} answers of the model as it is"
     if shown_worked:
         if not jsonl:
@@ -375,7 +376,7 @@ def dry_run(cfg: Config, out=None, worked: Callable[[Config, tasks.Task, list[di
         text += (f" and {len(rewards_of)} worked answers (mean reward {summary['worked']['reward']:.3f}:"
                  " what the skill is worth)")
     summary["seconds"] = round(time.monotonic() - started, 1)
-    out.write(json.dumps(summary) + "\n" if jsonl else
+    out.write(progress.line("done", keys=False, **summary) + "\n" if jsonl else
               f"{text} scored by {label} in {summary['seconds']} s; nothing was trained.\n")
     out.flush()
     return 0
@@ -402,8 +403,10 @@ class _Scored:
         for i, (text, finish, _) in enumerate(answers):
             scores = {fn.__name__: values[i] for fn, values in zip(self.functions, per_fn)}
             if self.jsonl:
-                self.out.write(json.dumps({"phase": "sample", "prompt": question, "answer": text,
-                                           "finish": finish, "rewards": scores, "reward": total[i]}) + "\n")
+                from . import progress
+
+                self.out.write(progress.line("sample", keys=False, prompt=question, answer=text,
+                                             finish=finish, rewards=scores, reward=total[i]) + "\n")
                 continue
             if i == 0:
                 self.out.write(f"\n### {question}\n")

@@ -45,6 +45,9 @@ from diptych import paths
 from diptych.models import adapters, catalog
 from diptych.models.errors import UserError, error_line, one_line
 
+from .progress import KEYS
+from .progress import line as progress_line
+
 PARTIAL = ".partial-"
 EXIT_USAGE = 2
 
@@ -92,7 +95,7 @@ def is_main_process() -> bool:
 class Progress:
     """Reports events: JSON lines on the real stdout, or short human lines on stderr."""
 
-    KEYS = ("step", "total", "loss", "reward", "kl", "eta_s")
+    KEYS = KEYS
 
     def __init__(self, jsonl: bool):
         self.out = None
@@ -105,9 +108,8 @@ class Progress:
     def __call__(self, phase: str, **values) -> None:
         if not is_main_process():
             return
-        line = {"phase": phase, **dict.fromkeys(self.KEYS), **values}
         if self.out is not None:
-            self.out.write(json.dumps(line, default=str) + "\n")
+            self.out.write(progress_line(phase, **values) + "\n")
             return
         if phase == "error":
             print(error_line(values["error"]), file=sys.stderr, flush=True)

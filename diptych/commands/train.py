@@ -23,7 +23,6 @@ draws the lines; see ``diptych.training.job``. Unset options take each kind's de
 
 from __future__ import annotations
 
-import json
 import sys
 
 from diptych.training import kinds as job_kinds
@@ -41,7 +40,7 @@ def register(subparsers) -> None:
 
 def run(kind: job_kinds.Kind, args) -> int:
     from diptych.models.errors import UserError, error_line
-    from diptych.training import job
+    from diptych.training import job, progress
 
     cfg = job_kinds.config_from(kind, vars(args))
     if getattr(cfg, "dry_run", False) and kind.dry_run is not None:
@@ -49,7 +48,7 @@ def run(kind: job_kinds.Kind, args) -> int:
             return kind.dry_run(cfg)
         except UserError as exc:  # a bad reward file, prompts file or model
             if cfg.progress == "jsonl":  # the app reads errors from stdout too
-                print(json.dumps({"phase": "error", "error": str(exc)}), flush=True)
+                print(progress.line("error", keys=False, error=str(exc)), flush=True)
             print(error_line(exc), file=sys.stderr)
             return job.EXIT_USAGE
     if not cfg.name:
