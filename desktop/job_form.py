@@ -8,6 +8,7 @@ same flag on the command line. What the votes give each kind is read off the UI 
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 import time
@@ -32,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from diptych.models import adapters as registry
+from diptych.training import estimate
 from diptych.training import kinds as job_kinds
 from diptych.training.tasks import TASKS
 
@@ -72,6 +74,7 @@ class JobForm(QWidget):
         self.extra = QLineEdit()
         self.extra.setObjectName("job-extra")
         self.extra.setPlaceholderText("more options, e.g. --batch-size 2 --max-length 128")
+        self.extra.editingFinished.connect(self.refresh_counts)
         form = QFormLayout()
         form.addRow("Job", self.kind)
         form.addRow("Adapter name", self.name)
@@ -144,6 +147,7 @@ class JobForm(QWidget):
         widget_kind = option.form_widget
         if widget_kind == "number":
             widget = _number_widget(option)
+            widget.editingFinished.connect(self.refresh_counts)  # steps, length: the estimate
         elif widget_kind in ("choice", "adapter"):
             widget = QComboBox()
             if widget_kind == "choice":
@@ -240,6 +244,7 @@ class JobForm(QWidget):
             counts = store.pair_counts()
             return {"counts": counts,
                     "since": store.pair_counts(since) if data == "store" and since else counts,
+                    "tokens": store.mean_answer_tokens(since) if data == "store" else None,
                     "prompts": len(store.recent_prompts(1000)) if data == "history" else None}
 
         def show(read):
@@ -252,11 +257,34 @@ class JobForm(QWidget):
             if data == "store":
                 self.source_count.setText(_held_out(
                     job_kinds.describe_count(kind, read["since"], ties=ties, chosen=chosen)
-                    + (f" from the votes since {parent} was made" if since else "")))
+                    + (f" from the votes since {parent} was made" if since else ""))
+                    + self._estimate(kind, read["since"], read["tokens"], ties, chosen))
             elif data == "history":
                 self.source_count.setText(f"{read['prompts']} prompts")
 
         ops.run_query(self, read, show)
+
+    def _estimate(self, kind, counts: dict, mean_tokens: float, ties, chosen) -> str:
+        """How long the job the form describes would take on these votes (the Config the
+        form's flags and other options give, as the job would parse them)."""
+        if kind.data not in estimate.PACES:
+            return ""
+        parser = argparse.ArgumentParser(add_help=False)
+        job_kinds.add_arguments(parser, kind)
+        try:
+            values, _ = parser.parse_known_args(self._option_args(kind) + shlex.split(self.extra.text()))
+            cfg = job_kinds.config_from(kind, vars(values))
+        except (SystemExit, ValueError, TypeError):  # the job will say what is wrong
+            return ""
+        found = job_kinds.example_counts(counts, tie=ties or kind.default("ties") or "skip",
+                                         chosen=bool(kind.default("chosen") if chosen is None else chosen))
+        seconds = estimate.job_seconds(kind.data, found[kind.data]["n"], mean_tokens,
+                                       max_length=cfg.max_length, epochs=cfg.epochs,
+                                       steps=cfg.steps, batch_size=cfg.batch_size, drift=cfg.drift)
+        if seconds is None:
+            return ""
+        return (f". The job takes {estimate.describe(seconds)} (answers of {mean_tokens:.0f} "
+                f"tokens, cut at {cfg.max_length})")
 
     def _votes_since(self) -> tuple[str | None, str | None]:
         """With "only votes since" ticked: the --from adapter and when it was made."""
