@@ -19,7 +19,7 @@ from conftest import patched_copy, write_random_lora, write_small_gguf
 from diptych import paths
 from diptych.cli import main
 from diptych.models import adapters, catalog
-from diptych.training.job import JobError
+from diptych.training.errors import JobError
 
 
 def error_line(capsys, argv, code: int = 2) -> str:

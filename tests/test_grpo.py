@@ -121,7 +121,7 @@ def test_a_bad_reward_file_is_one_line_naming_it(name, tmp_path, data_dir):
 
     source, message = BAD_REWARDS[name]
     (tmp_path / name).write_text(source)
-    from diptych.training.job import JobError
+    from diptych.training.errors import JobError
 
     with pytest.raises(JobError) as caught:
         run_dry(Config(reward_fn=[f"{tmp_path / name}:reward"], num_generations=4,

@@ -63,7 +63,7 @@ def test_sft_learns_the_written_answers_and_a_round_continues_it(every_vote):
 
     # --new-votes: a round on the votes cast since its parent was made
     from diptych.training import sft
-    from diptych.training.job import JobError
+    from diptych.training.errors import JobError
 
     since = sft.Config(data_dir=str(every_vote), from_adapter="v2", new_votes=True)
     with pytest.raises(JobError, match="no written answers"):

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import kinds, turns
-from .job import Job, JobConfig, JobError, sha256_of, split_eval
+from .errors import JobError
+from .job import Job, JobConfig, sha256_of, split_eval
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
 # A pair's answers that were cut off are trained without their end-of-turn tokens (turns.py).

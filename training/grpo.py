@@ -49,7 +49,8 @@ from typing import Callable
 from diptych.models.group_sampler import GroupSampling
 
 from . import kinds, tasks
-from .job import Job, JobConfig, JobError, check_limits, sha256_of, split_eval
+from .errors import JobError
+from .job import Job, JobConfig, check_limits, sha256_of, split_eval
 
 SAMPLERS = ("auto", "llama.cpp", "transformers")
 SCALES = ("group", "batch", "none")

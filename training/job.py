@@ -45,6 +45,9 @@ from diptych import paths
 from diptych.models import adapters, catalog
 from diptych.models.errors import UserError, error_line, one_line
 
+from . import parent
+from .errors import JobError
+
 PARTIAL = ".partial-"
 EXIT_USAGE = 2
 
@@ -71,10 +74,6 @@ class JobConfig:
     progress: str | None = None  # "jsonl": machine-readable progress on stdout
     from_adapter: str | None = None  # start from this adapter's LoRA (training.parent)
     new_votes: bool = False  # with from_adapter: only the votes cast since it was made
-
-
-class JobError(UserError):
-    """Bad input to a job: reported as one line, exit code 2."""
 
 
 class Cancelled(BaseException):
@@ -228,8 +227,6 @@ class Job:
         """Measure, train, measure again, save the adapter: the metrics for meta.json.
         With ``--from`` the LoRA TRL built starts as the parent's."""
         if self.parent is not None:
-            from . import parent
-
             model = trainer.accelerator.unwrap_model(trainer.model)
             parent.check_shape(self.parent, model.peft_config["default"])
             parent.load_into(model, self.parent)
@@ -340,8 +337,6 @@ def _versions() -> dict:
 
 
 def _meta(job: Job, result: dict, started: float) -> dict:
-    from . import parent
-
     base = catalog.read_info(job.base)
     return {
         "name": job.cfg.name,
@@ -462,8 +457,6 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
                 raise JobError(f"{job.base}: no such model file")
             check_limits(cfg, job.base)
             if cfg.from_adapter:
-                from . import parent
-
                 job.parent = parent.resolve(cfg.from_adapter, cfg.data_dir, job.base, job.writes_gguf)
                 # the rank now, not once the data is tokenized and the model loaded
                 parent.check_shape(job.parent, job.lora(parent.TASK_TYPES[job.writes_gguf]))

@@ -21,7 +21,8 @@ from diptych.models import adapters, catalog
 
 from . import kinds, turns
 from .dpo import UNFINISHED_COLUMNS, load_pairs
-from .job import Job, JobConfig, JobError, split_eval
+from .errors import JobError
+from .job import Job, JobConfig, split_eval
 
 
 @dataclass

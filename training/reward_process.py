@@ -17,7 +17,7 @@ import pickle
 import signal
 from pathlib import Path
 
-from .job import JobError
+from .errors import JobError
 
 DEFAULT_TIMEOUT = 60.0  # seconds for one call (a group of answers); --reward-timeout
 START_TIMEOUT = 60.0  # seconds to import the file

@@ -30,7 +30,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from .job import JobError
+from .errors import JobError
 
 
 def load_function(spec: str, timeout: float | None = None) -> Callable:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import kinds, turns, unpaired
-from .job import Job, JobConfig, JobError, sha256_of, split_eval
+from .errors import JobError
+from .job import Job, JobConfig, sha256_of, split_eval
 
 
 @dataclass

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import grpo, kinds, tasks, turns, worked
-from .job import Job, JobError, sha256_of, split_eval
+from .errors import JobError
+from .job import Job, sha256_of, split_eval
 
 
 # GRPO's learning rate ramps up over the first 30 % of its steps: a fresh optimizer's first
