@@ -19,6 +19,7 @@ from conftest import patched_copy, write_random_lora, write_small_gguf
 from diptych import paths
 from diptych.cli import main
 from diptych.models import adapters, catalog
+from diptych.training.examples import load_labels, load_pairs
 from diptych.training.errors import JobError
 
 
@@ -311,9 +312,9 @@ def test_an_empty_prompt_is_refused_by_the_store_and_left_out_by_the_loaders(tmp
         assert [r["prompt"][-1]["content"] for r in records(store)] == ["What is 2+2?"]
         assert len(unpaired.records(store)) == 2
         assert [p[-1]["content"] for p in store.recent_prompts()] == ["What is 3+3?", "What is 2+2?"]
-    pairs, data = dpo.load_pairs(dpo.Config(data_dir=str(home)))
+    pairs, data = load_pairs(dpo.Config(data_dir=str(home)))
     assert len(pairs) == 1 and data["source"] == "store (1 vote left out: an empty or damaged prompt)"
-    examples, data = kto.load_examples(kto.Config(data_dir=str(home)))
+    examples, data = load_labels(kto.Config(data_dir=str(home)))
     assert len(examples) == 2 and "1 vote left out" in data["source"]
 
 

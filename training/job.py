@@ -274,6 +274,23 @@ def split_eval(items: list, eval_size: int | None, seed: int) -> tuple[list, lis
     return items[n_eval:], items[:n_eval], True
 
 
+def several_epochs(cfg, n_train: int) -> bool:
+    """Whether training sees each pair more than once: then the base's log-probs of every
+    pair are computed once before training (TRL's precompute_ref_log_probs) instead of
+    again at every pass."""
+    passes = cfg.epochs if cfg.steps is None else cfg.steps * cfg.batch_size / max(n_train, 1)
+    return passes > 1
+
+
+def kl_every(trainer) -> int:
+    """Steps between live KL measurements: about 5 per job, as each costs two forward
+    passes (tuned and base) of a held-out answer, a tenth of a step."""
+    args = trainer.args
+    steps = args.max_steps if args.max_steps > 0 else int(
+        args.num_train_epochs * -(-len(trainer.train_dataset) // args.per_device_train_batch_size))
+    return max(2, -(-steps // 5))
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from diptych.models import adapters, catalog
 
 from . import kinds, turns
-from .dpo import UNFINISHED_COLUMNS, load_pairs
 from .errors import JobError
+from .examples import UNFINISHED_COLUMNS, load_pairs
 from .job import Job, JobConfig, split_eval
 
 

@@ -476,12 +476,6 @@ class Store:
         counts["votes"] = sum(counts[c] for c in CHOICES)
         return counts
 
-    def preference_pairs(self, adapter: str | None = None) -> list[dict]:
-        """Live votes as TRL conversational preference records (see ``preferences``)."""
-        from .preferences import records  # here: preferences imports this module
-
-        return records(self, adapter=adapter)
-
     def recent_prompts(self, limit: int = 100) -> list[list[dict]]:
         """The distinct prompts the panes answered, newest first, as message lists (a row
         of an older store whose prompt is not one is left out: ``well_formed_prompt``)."""
