@@ -24,6 +24,8 @@ import math
 from dataclasses import MISSING, dataclass, fields
 from typing import Callable
 
+from diptych.models import limits
+
 MODULES = ("dpo", "kto", "sft", "reward", "grpo", "skill")  # diptych.training.<module>.KIND, in this order
 
 # What a kind trains on (see design.md, "Data: which vote feeds which job").
@@ -149,7 +151,7 @@ COMMON = (
     Option("lora_r", "LoRA rank", positive(int), label="LoRA rank"),
     Option("batch_size", "examples per step", positive(int)),
     Option("eval_size", "held-out examples for the before/after evaluation", positive(int)),
-    Option("seed", "random seed", None),  # type set below: diptych.commands.seed
+    Option("seed", "random seed", limits.seed),
     Option("from_adapter", "start from this adapter's weights (same base and LoRA shape); "
            "the base stays the reference", flag="--from", metavar="ADAPTER",
            label="Start from", widget="adapter"),
@@ -171,12 +173,6 @@ FP32 = Option("bf16", "train in fp32 even where the CPU has bf16 instructions "
               "(bf16 autocast is used there by default)", flag="--fp32", action="store_false")
 
 _extra: dict[str, Kind] = {}
-
-
-def _seed_type():
-    from diptych.commands import seed  # the CLI's seed range, shared with the app's settings
-
-    return seed
 
 
 def kinds() -> dict[str, Kind]:
@@ -205,8 +201,6 @@ def add_arguments(parser, kind: Kind) -> None:
     """The flags of ``kind`` on an argparse parser; unset ones parse to None."""
     groups: dict[str, object] = {}
     for option in kind.all_options():
-        if option.field == "seed":
-            option = Option("seed", option.help, _seed_type())
         target = parser
         if option.group:
             if option.group not in groups:
