@@ -76,7 +76,7 @@ def train(job: Job) -> dict:
 
 
 KIND = kinds.Kind(
-    name="dpo", title="DPO: make the answers you chose likelier (a LoRA for the tuned pane)",
+    name="dpo", short="DPO", title="DPO: make the answers you chose likelier (a LoRA for the tuned pane)",
     help="DPO on preference pairs: a LoRA for the tuned pane",
     config=Config, train=train, data="pairs", writes_gguf=True,
     options=(kinds.DATA_FILE, kinds.MAX_LENGTH, kinds.NO_DRIFT, kinds.BETA, kinds.NEW_VOTES, kinds.FP32),

@@ -65,7 +65,7 @@ def train(job: Job) -> dict:
 
 
 KIND = kinds.Kind(
-    name="grpo", title="GRPO: sample, score, reinforce the better answers (with a KL pull to the base)",
+    name="grpo", short="GRPO", title="GRPO: sample, score, reinforce the better answers (with a KL pull to the base)",
     help="GRPO against your reward functions, a rubric judge, a task's reward or a reward model",
     config=Config, train=train, data="prompts", writes_gguf=True, dry_run=dry_run,
     options=(

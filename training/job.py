@@ -5,7 +5,8 @@
 
 1. refuses a name already taken, and removes the folders killed jobs left behind;
 2. lets the trainer write its PEFT adapter into ``adapters/.partial-<name>-<pid>/``;
-3. adds the GGUF LoRA (not for a reward model: llama.cpp does not run it) and meta.json;
+3. adds the GGUF LoRA (for a kind whose ``Kind.writes_gguf`` says so; not a reward model:
+   llama.cpp does not run it) and meta.json;
 4. renames the folder to ``adapters/<name>/``. A rename is atomic, so a job killed at
    any moment, even by SIGKILL, leaves no half-written adapter registered.
 
@@ -156,7 +157,8 @@ def _report_callback(progress: Progress, extra: dict, once: dict, span: dict):
 class Job:
     """What a trainer needs from the runner: base model, output folder, shared settings."""
 
-    def __init__(self, kind: str, cfg: JobConfig, progress: Progress, out_dir: Path):
+    def __init__(self, kind: str, cfg: JobConfig, progress: Progress, out_dir: Path,
+                 writes_gguf: bool = True):
         import torch
 
         from . import answer_positions
@@ -175,7 +177,7 @@ class Job:
         self.span = {"offset": 0, "after": 0, "total": None}
         self.callbacks = [_report_callback(progress, self.report, self.report_once, self.span)]
         self.parent = None  # the adapter this job continues (--from), once checked
-        self.writes_gguf = kind != "reward"  # a GGUF LoRA for llama.cpp, or (a scorer) not
+        self.writes_gguf = writes_gguf  # a GGUF LoRA for llama.cpp, or (a scorer) not: Kind.writes_gguf
 
     def track_kl(self, trainer, measure: Callable[[], float], every: int) -> None:
         """Report ``measure()`` (the KL from the base on held-out answers) as the ``kl`` of
@@ -451,12 +453,12 @@ def _unwritable(exc: BaseException) -> str | None:
     return None
 
 
-def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bool | None = None) -> int:
+def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bool) -> int:
     """Run ``train(job)`` as a job and register its adapter; returns the exit code.
 
     ``train`` builds a TRL trainer, runs it through ``job.fit`` (which writes the PEFT
     adapter into ``job.out_dir``) and returns ``{"data": {...}, "metrics": job.fit(...)}``.
-    ``writes_gguf`` (default: all but a reward model) adds the GGUF LoRA and the drift.
+    ``writes_gguf`` (the kind's ``Kind.writes_gguf``) adds the GGUF LoRA and the drift.
     """
     progress = Progress(cfg.progress == "jsonl")
     started = time.monotonic()
@@ -468,8 +470,7 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
                 _check_free(root, cfg.name)
                 clean_stale(root)
             out_dir = root / f"{PARTIAL}{cfg.name}-{os.getpid()}"
-            job = Job(kind, cfg, progress, out_dir)
-            job.writes_gguf = kind != "reward" if writes_gguf is None else writes_gguf
+            job = Job(kind, cfg, progress, out_dir, writes_gguf)
             if not job.base.is_file():
                 raise JobError(f"{job.base}: no such model file")
             check_limits(cfg, job.base)

@@ -2,8 +2,9 @@
 
 A kind (dpo, kto, sft, reward, grpo) is one module of ``diptych.training`` that defines
 ``Config`` (a dataclass of its settings, on top of ``job.JobConfig``), ``train(job)`` and
-``KIND``, a :class:`Kind`: its help, the data it takes, whether it writes a GGUF LoRA,
-and its own :class:`Option` s. ``diptych train KIND`` builds its flags from the shared
+``KIND``, a :class:`Kind`: its help, its short name, the data it takes, whether it
+writes a GGUF LoRA, and its own :class:`Option` s (each the name of a ``Config`` field:
+a kind whose option has none fails as it is built). ``diptych train KIND`` builds its flags from the shared
 options and the kind's (``commands/train.py``); the Train tab builds a form row for each
 option with a ``label`` and the same flags on its command line
 (``desktop/training_panel.py``). A new kind is one module named in :data:`MODULES`, or
@@ -128,6 +129,16 @@ class Kind:
     writes_gguf: bool  # a LoRA llama.cpp runs (the tuned pane can use it), or not (a scorer)
     options: tuple[Option, ...] = ()
     dry_run: Callable | None = None  # dry_run(cfg) -> exit code, for --dry-run
+    short: str = ""  # a short name for the Train tab ("DPO"); "": the name in capitals
+
+    def __post_init__(self):
+        if not self.short:
+            object.__setattr__(self, "short", self.name.upper())
+        known = {f.name for f in fields(self.config)}
+        unknown = [o.field for o in self.all_options() if o.field not in known]
+        if unknown:  # a flag that would set nothing, or fail when the Config is built
+            raise TypeError(f"kind {self.name!r}: its options {', '.join(unknown)} set no field "
+                            f"of {self.config.__name__}")
 
     def all_options(self) -> tuple[Option, ...]:
         return COMMON + self.options

@@ -100,7 +100,7 @@ def train(job: Job) -> dict:
 
 
 KIND = kinds.Kind(
-    name="kto", title="KTO: every vote as a label, desirable or not (ties, both-bad too)",
+    name="kto", short="KTO", title="KTO: every vote as a label, desirable or not (ties, both-bad too)",
     help="KTO on every vote as a desirable or undesirable answer: a LoRA for the tuned pane",
     config=Config, train=train, data="labels", writes_gguf=True,
     options=(

@@ -114,7 +114,7 @@ def ranks_within_groups(prompts: list, scores: list[float]) -> list[float]:
 
 
 KIND = kinds.Kind(
-    name="reward", title="Reward model: learn to score answers like you do (for GRPO)",
+    name="reward", short="Reward model", title="Reward model: learn to score answers like you do (for GRPO)",
     help="a reward model on preference pairs, for grpo --reward-model",
     config=Config, train=train, data="pairs", writes_gguf=False,
     options=(kinds.DATA_FILE, kinds.MAX_LENGTH, kinds.NEW_VOTES),

@@ -57,7 +57,7 @@ def train(job: Job) -> dict:
 
 
 KIND = kinds.Kind(
-    name="sft", title="SFT: imitate the answers you wrote (a LoRA for the tuned pane)",
+    name="sft", short="SFT", title="SFT: imitate the answers you wrote (a LoRA for the tuned pane)",
     help="SFT on the answers you wrote (--chosen: and the ones you chose): a LoRA for the tuned pane",
     config=Config, train=train, data="answers", writes_gguf=True,
     options=(

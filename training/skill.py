@@ -169,7 +169,7 @@ def dry_run(cfg: Config, out=None) -> int:
 
 
 KIND = kinds.Kind(
-    name="skill", title="Teach a skill: worked examples, then GRPO on your reward",
+    name="skill", short="Skill", title="Teach a skill: worked examples, then GRPO on your reward",
     help="teach a skill the base never shows: SFT on worked examples, then GRPO on the reward, "
          "as one job and one adapter",
     config=Config, train=train, data="prompts", writes_gguf=True, dry_run=dry_run,
