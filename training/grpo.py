@@ -5,9 +5,9 @@ Group Relative Policy Optimization needs no value model: for each prompt it samp
 that answer's advantage. ``beta`` weighs a KL penalty to the base (the same weights with
 the LoRA switched off). TRL's GRPOTrainer does the work.
 
-Rewards (``rewards.py``): the rewards given (``--reward-fn FILE.py:NAME``, repeatable, each
-with a ``--reward-weight``; ``--judge RUBRIC``; ``--reward-model NAME``), or else the task's
-own. Prompts: the task's (``--task``: ``reverse``, ``reverse_words``, ``arith``,
+Rewards (``reward_functions.py``): the rewards given (``--reward-fn FILE.py:NAME``,
+repeatable, each with a ``--reward-weight``; ``--judge RUBRIC``; ``--reward-model NAME``), or
+else the task's own. Prompts: the task's (``--task``: ``reverse``, ``reverse_words``, ``arith``,
 ``length``; each with its known answer in a ``target`` column), the user's chat history
 (``Store.recent_prompts``), or a file (text: one prompt per line; ``.jsonl``: a
 ``prompt`` per line, a string or a message list, and any other keys the rewards want).

@@ -135,11 +135,11 @@ def _given_rewards(cfg: Config) -> bool:
 
 def build_rewards(cfg: Config, task: tasks.Task, job: Job | None) -> tuple[list, list[float], str]:
     """(reward functions, their weights, a label for meta.json): the rewards given, else the task's."""
-    from . import rewards
+    from . import reward_functions
 
-    functions = [rewards.load_function(spec, cfg.reward_timeout) for spec in cfg.reward_fn]
+    functions = [reward_functions.load_function(spec, cfg.reward_timeout) for spec in cfg.reward_fn]
     if cfg.judge:
-        functions.append(rewards.judge(cfg.judge, cfg.judge_model))
+        functions.append(reward_functions.judge(cfg.judge, cfg.judge_model))
     if cfg.reward_model:
         from . import reward
 
@@ -148,7 +148,7 @@ def build_rewards(cfg: Config, task: tasks.Task, job: Job | None) -> tuple[list,
                                                job.device if job else None)
         functions.append(reward.as_reward_function(scorer, scorer_tokenizer, rank=cfg.reward_rank))
     if not functions:
-        functions = [rewards.checked(task.reward, f"task:{task.name}")]
+        functions = [reward_functions.checked(task.reward, f"task:{task.name}")]
     weights = list(cfg.reward_weight) or [1.0] * len(functions)
     if len(weights) != len(functions):
         raise JobError(f"{len(weights)} --reward-weight values for {len(functions)} rewards: "
@@ -182,15 +182,15 @@ def evaluation(rollouts, examples: list[dict], functions, weights, max_tokens: i
     """Greedy answers to held-out ``examples`` through llama.cpp: the mean weighted reward,
     how many answers ended by themselves, how many earned the full reward (1: for ``arith``,
     exactly right), and a few answers with their rewards."""
-    from . import rewards
+    from . import reward_functions
 
     answers = [group[0] for group in rollouts.answer(
         examples, 1, GroupSampling(temperature=0.0, max_tokens=max_tokens))]
     completions = [[{"role": "assistant", "content": a.text}] for a in answers]
     columns = {k: [e[k] for e in examples] for k in examples[0] if k != "prompt"}
-    scores = rewards.weighted(functions, weights)(
+    scores = reward_functions.weighted(functions, weights)(
         [e["prompt"] for e in examples], completions, **columns,
-        **rewards.outside_training([a.ids for a in answers]))
+        **reward_functions.outside_training([a.ids for a in answers]))
     samples = [{"prompt": e["prompt"][-1]["content"], "answer": a.text, "reward": round(r, 3)}
                for e, a, r in zip(examples[:4], answers, scores)]
     return {"reward": sum(scores) / len(scores), "ended": sum(a.finish_reason == "stop" for a in answers),
@@ -269,14 +269,14 @@ def held_out(job: Job, policy, tokenizer, rollouts, examples: list[dict], functi
     line at ``step()`` (step, total; step 0: the base): greedy answers, their mean reward,
     how many ended by themselves, and the KL from the base on a few of them (the plots'
     "KL from base", which TRL does not compute when no KL term is trained)."""
-    from . import evaluate, rewards
+    from . import evaluate, reward_functions
 
     cfg: Config = job.cfg
 
     def measure() -> dict:
         at, total = step()
         if rollouts is None:
-            result = evaluate.generation(policy, tokenizer, examples, rewards.weighted(functions, weights),
+            result = evaluate.generation(policy, tokenizer, examples, reward_functions.weighted(functions, weights),
                                          cfg.max_completion_length)
         else:
             rollouts.sync(policy, at)
@@ -352,14 +352,14 @@ class _Scored:
     def group(self, example: dict, answers: list[tuple[str, str, list | None]]) -> list[float]:
         """Score and print ``answers`` (text, finish reason, token ids) to ``example``;
         returns their weighted rewards."""
-        from . import rewards
+        from . import reward_functions
 
         completions = [[{"role": "assistant", "content": text}] for text, _, _ in answers]
         columns = {k: [example[k]] * len(answers) for k in example if k != "prompt"}
-        columns.update(rewards.outside_training([ids or [] for _, _, ids in answers]))
+        columns.update(reward_functions.outside_training([ids or [] for _, _, ids in answers]))
         prompts = [example["prompt"]] * len(answers)
-        per_fn = rewards.each(self.functions, prompts, completions, **columns)
-        total = rewards.weighted(self.functions, self.weights)(prompts, completions, **columns)
+        per_fn = reward_functions.each(self.functions, prompts, completions, **columns)
+        total = reward_functions.weighted(self.functions, self.weights)(prompts, completions, **columns)
         question = example["prompt"][-1]["content"]
         for i, (text, finish, _) in enumerate(answers):
             scores = {fn.__name__: values[i] for fn, values in zip(self.functions, per_fn)}

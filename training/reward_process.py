@@ -105,12 +105,12 @@ def _die_with_parent() -> None:
 
 def _serve(conn, path: str, file: str, name: str) -> None:
     """The child: load the function, then answer each call until the job closes the pipe."""
-    from . import rewards
+    from . import reward_functions
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C cancels the job, which ends us
     _die_with_parent()
     try:
-        fn = rewards.load_in_process(Path(path), file, name)
+        fn = reward_functions.load_in_process(Path(path), file, name)
     except JobError as exc:
         conn.send(("error", str(exc)))
         return

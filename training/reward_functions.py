@@ -33,13 +33,20 @@ from typing import Callable
 from .errors import JobError
 
 
+def split_spec(spec: str) -> tuple[str, str]:
+    """``FILE.py:NAME`` -> (``FILE.py``, ``NAME``), split at the last colon (a path may hold
+    one); ``("", spec)`` without a colon. Also a reward's label (``task:length``)."""
+    file, _, name = spec.rpartition(":")
+    return file, name
+
+
 def load_function(spec: str, timeout: float | None = None) -> Callable:
     """``FILE.py:NAME`` -> that file's function NAME, run in a process of its own
     (``reward_process.py``) with ``timeout`` seconds a call, and checked on every call."""
     from .reward_process import DEFAULT_TIMEOUT, RewardProcess
 
-    file, sep, name = spec.rpartition(":")
-    if not sep or not file or not name:
+    file, name = split_spec(spec)
+    if not file or not name:
         raise JobError(f"{spec}: give the reward as FILE.py:FUNCTION")
     path = Path(file).expanduser().resolve()
     if not path.is_file():
@@ -80,7 +87,7 @@ def checked(fn: Callable, label: str, path: Path | None = None) -> Callable:
         except BaseException as exc:  # noqa: BLE001 - the user's code (sys.exit, Ctrl+C too)
             if isinstance(exc, JobError) or (path is None and not isinstance(exc, Exception)):
                 raise  # not the user's code: the project's own reward, stopped by a signal
-            at = f"{where(exc, path, label.rpartition(':')[0])} ({fn.__name__})" if path else label
+            at = f"{where(exc, path, split_spec(label)[0])} ({fn.__name__})" if path else label
             raise JobError(f"{at}: the reward raised {type(exc).__name__}: {exc}") from None
         try:
             values = list(values)
@@ -100,7 +107,7 @@ def checked(fn: Callable, label: str, path: Path | None = None) -> Callable:
             out.append(None if value is None else float(value))
         return out
 
-    reward.__name__ = label.rpartition(":")[2] or label  # TRL logs each reward by this name
+    reward.__name__ = split_spec(label)[1] or label  # TRL logs each reward by this name
     return reward
 
 
