@@ -83,8 +83,7 @@ def test_every_real_kind_has_its_form_rows_and_cli_flags(qtbot, tmp_path):
 
     panel = TrainingPanel(tmp_path)
     qtbot.addWidget(panel)
-    parser_kinds = build_parser()._subparsers._group_actions[0].choices["train"]._subparsers \
-        ._group_actions[0].choices
+    parser_kinds = build_parser().subcommands.choices["train"].subcommands.choices
     assert list(parser_kinds) == list(kinds.kinds())
     assert len(kinds.kinds()) == len(kinds.MODULES)  # each module one kind, in MODULES' order
     for name, kind in kinds.kinds().items():
