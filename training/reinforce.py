@@ -141,12 +141,11 @@ def build_rewards(cfg: Config, task: tasks.Task, job: Job | None) -> tuple[list,
     if cfg.judge:
         functions.append(reward_functions.judge(cfg.judge, cfg.judge_model))
     if cfg.reward_model:
-        from . import reward
-
         base = job.base if job else _base(cfg)
-        scorer, scorer_tokenizer = reward.load(cfg.reward_model, base, cfg.data_dir,
-                                               job.device if job else None)
-        functions.append(reward.as_reward_function(scorer, scorer_tokenizer, rank=cfg.reward_rank))
+        scorer, scorer_tokenizer = reward_functions.load_reward_model(
+            cfg.reward_model, base, cfg.data_dir, job.device if job else None)
+        functions.append(reward_functions.as_reward_function(scorer, scorer_tokenizer,
+                                                             rank=cfg.reward_rank))
     if not functions:
         functions = [reward_functions.checked(task.reward, f"task:{task.name}")]
     weights = list(cfg.reward_weight) or [1.0] * len(functions)

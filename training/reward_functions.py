@@ -18,17 +18,21 @@ Sources, combined by TRL with ``reward_weights``:
   takes longer than the time limit;
 - ``--judge RUBRIC``: P(yes) of a local GGUF asked whether the answer meets the rubric
   (:mod:`diptych.models.judge`);
-- ``--reward-model NAME``: a reward model trained on the votes (``reward.py``).
+- ``--reward-model NAME``: a reward model trained on the votes (``reward.py`` trains it;
+  :func:`load_reward_model` and :func:`as_reward_function` make it a reward).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 import traceback
 from pathlib import Path
 from typing import Callable
+
+from diptych.models import adapters, catalog
 
 from .errors import JobError
 
@@ -127,7 +131,6 @@ def where(exc: BaseException, path: Path, file: str) -> str:
 
 def judge(rubric: str, model_path: str | None) -> Callable:
     """A reward from a rubric judge on a local GGUF (the base when ``model_path`` is None)."""
-    from diptych.models import catalog
     from diptych.models.judge import Judge
 
     path = Path(model_path).expanduser() if model_path else catalog.bundled_model_path()
@@ -161,3 +164,58 @@ def outside_training(completion_ids: list[list[int]]) -> dict:
     (evaluations, dry runs): the answers' token ids, no trainer state, logging that drops."""
     return {"completion_ids": completion_ids, "trainer_state": None,
             "log_extra": lambda *a, **k: None, "log_metric": lambda *a, **k: None}
+
+
+def load_reward_model(name_or_path: str, base_gguf, data_dir=None, device=None):
+    """(model, tokenizer) of a trained reward adapter on ``base_gguf``, merged, for scoring."""
+    from peft import PeftModel
+
+    from .base_weights import load_base
+
+    info = adapters.resolve(name_or_path, data_dir)
+    if info.kind != "reward":
+        raise JobError(f"{info.name} is a {info.kind} adapter, not a reward model "
+                       "(make one with 'diptych train reward')")
+    if info.base_hash and info.base_hash != catalog.file_hash(base_gguf):
+        raise JobError(f"reward model {info.name} was trained on another base model "
+                       f"({info.meta.get('base', {}).get('name', 'unknown')})")
+    model, tokenizer = load_base(base_gguf, reward_head=True)
+    model = PeftModel.from_pretrained(model, info.path).merge_and_unload().eval()
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+def as_reward_function(model, tokenizer, rank: bool = False):
+    """A reward model as a TRL reward function: the score of prompt + completion, or with
+    ``rank`` each answer's rank among the answers to the same prompt (0 the lowest, 1 the
+    highest): only the order the model puts a group in counts, not how far apart its scores
+    are, so one answer it scores wildly does not drown the others' differences."""
+    import torch
+
+    def reward_model(prompts, completions, **_) -> list[float]:
+        texts = [tokenizer.apply_chat_template(p + c, tokenize=False)
+                 for p, c in zip(prompts, completions)]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            scores = model(**batch.to(model.device)).logits[:, 0].float().tolist()
+        return ranks_within_groups(prompts, scores) if rank else scores
+
+    return reward_model
+
+
+def ranks_within_groups(prompts: list, scores: list[float]) -> list[float]:
+    """Each score's rank among the scores of the same prompt, scaled to 0..1 (ties share
+    their mean rank; a prompt answered once gets 0.5)."""
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(json.dumps(prompt, sort_keys=True), []).append(i)
+    out = [0.5] * len(scores)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for i in members:
+            below = sum(scores[j] < scores[i] for j in members)
+            ties = sum(scores[j] == scores[i] for j in members) - 1
+            out[i] = (below + ties / 2) / (len(members) - 1)
+    return out
