@@ -119,11 +119,11 @@ def reward_file(tmp_path):
     ("crashes", "rewards.py: the reward ended the process it runs in (it was killed by SIGSEGV"),
 ])
 def test_a_reward_that_exits_or_crashes_is_one_line_naming_the_file(reward_file, name, message):
-    from diptych.training import reward_functions
+    from diptych.training import reward_process
 
-    fine = reward_functions.load_function(f"{reward_file}:fine")
+    fine = reward_process.load_function(f"{reward_file}:fine")
     assert fine(PROMPTS, ANSWERS, trainer_state=None, log_metric=print) == [0.6, 0.3]
-    reward = reward_functions.load_function(f"{reward_file}:{name}")
+    reward = reward_process.load_function(f"{reward_file}:{name}")
     with pytest.raises(JobError) as caught:
         reward(PROMPTS, ANSWERS)
     assert str(caught.value).startswith(str(reward_file.parent)) and message in str(caught.value)
@@ -131,9 +131,9 @@ def test_a_reward_that_exits_or_crashes_is_one_line_naming_the_file(reward_file,
 
 
 def test_a_reward_that_never_returns_is_stopped_at_its_time_limit(reward_file):
-    from diptych.training import reward_functions
+    from diptych.training import reward_process
 
-    reward = reward_functions.load_function(f"{reward_file}:spins", timeout=0.5)
+    reward = reward_process.load_function(f"{reward_file}:spins", timeout=0.5)
     started = time.monotonic()
     with pytest.raises(JobError, match=r"rewards.py: the reward took more than 0.5 s for 2 answers"):
         reward(PROMPTS, ANSWERS)
@@ -146,9 +146,9 @@ class Interrupted(BaseException):
 
 
 def test_cancel_stops_a_reward_that_never_returns(reward_file):
-    from diptych.training import reward_functions
+    from diptych.training import reward_process
 
-    reward = reward_functions.load_function(f"{reward_file}:spins")  # the default: a minute
+    reward = reward_process.load_function(f"{reward_file}:spins")  # the default: a minute
 
     def interrupt(signum, frame):
         raise Interrupted()

@@ -135,9 +135,9 @@ def _given_rewards(cfg: Config) -> bool:
 
 def build_rewards(cfg: Config, task: tasks.Task, job: Job | None) -> tuple[list, list[float], str]:
     """(reward functions, their weights, a label for meta.json): the rewards given, else the task's."""
-    from . import reward_functions
+    from . import reward_functions, reward_process
 
-    functions = [reward_functions.load_function(spec, cfg.reward_timeout) for spec in cfg.reward_fn]
+    functions = [reward_process.load_function(spec, cfg.reward_timeout) for spec in cfg.reward_fn]
     if cfg.judge:
         functions.append(reward_functions.judge(cfg.judge, cfg.judge_model))
     if cfg.reward_model:

@@ -11,7 +11,7 @@ Sources, combined by TRL with ``reward_weights``:
 
 - a built-in task (``tasks.py``);
 - ``--reward-fn FILE.py:NAME``: the user's own function, loaded from their file and run in
-  a process of its own (``reward_process.py``). It is the user's code, so everything it
+  a process of its own (``reward_process.load_function``). It is the user's code, so everything it
   does wrong is reported as one line naming the file (and line): a file that does not
   import, a missing name, a function that raises (``SystemExit`` too), returns the wrong
   number of rewards or something that is not a number, ends or crashes its process, or
@@ -32,8 +32,6 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from diptych.models import adapters, catalog
-
 from .errors import JobError
 
 
@@ -42,20 +40,6 @@ def split_spec(spec: str) -> tuple[str, str]:
     one); ``("", spec)`` without a colon. Also a reward's label (``task:length``)."""
     file, _, name = spec.rpartition(":")
     return file, name
-
-
-def load_function(spec: str, timeout: float | None = None) -> Callable:
-    """``FILE.py:NAME`` -> that file's function NAME, run in a process of its own
-    (``reward_process.py``) with ``timeout`` seconds a call, and checked on every call."""
-    from .reward_process import DEFAULT_TIMEOUT, RewardProcess
-
-    file, name = split_spec(spec)
-    if not file or not name:
-        raise JobError(f"{spec}: give the reward as FILE.py:FUNCTION")
-    path = Path(file).expanduser().resolve()
-    if not path.is_file():
-        raise JobError(f"{file}: no such reward file")
-    return RewardProcess(path, file, name, timeout or DEFAULT_TIMEOUT)
 
 
 def load_in_process(path: Path, file: str, name: str) -> Callable:
@@ -131,6 +115,7 @@ def where(exc: BaseException, path: Path, file: str) -> str:
 
 def judge(rubric: str, model_path: str | None) -> Callable:
     """A reward from a rubric judge on a local GGUF (the base when ``model_path`` is None)."""
+    from diptych.models import catalog
     from diptych.models.judge import Judge
 
     path = Path(model_path).expanduser() if model_path else catalog.bundled_model_path()
@@ -169,6 +154,8 @@ def outside_training(completion_ids: list[list[int]]) -> dict:
 def load_reward_model(name_or_path: str, base_gguf, data_dir=None, device=None):
     """(model, tokenizer) of a trained reward adapter on ``base_gguf``, merged, for scoring."""
     from peft import PeftModel
+
+    from diptych.models import adapters, catalog
 
     from .base_weights import load_base
 
