@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from conftest import patched_copy, write_random_lora, write_small_gguf
+from helpers import patched_copy, write_random_lora, write_small_gguf
 
 from diptych import paths
 from diptych.cli import main
@@ -271,7 +271,7 @@ def test_prompts_from_a_binary_file_is_one_line(data_dir, tmp_path, capsys):
 
 
 def test_a_read_only_data_folder_lists_nothing_and_a_job_is_one_line(tmp_path, capsys):
-    from test_hardening_store import read_only
+    from helpers import read_only
 
     home = tmp_path / "home"
     home.mkdir()
@@ -288,7 +288,7 @@ def test_a_read_only_data_folder_lists_nothing_and_a_job_is_one_line(tmp_path, c
 
 
 def test_an_empty_prompt_is_refused_by_the_store_and_left_out_by_the_loaders(tmp_path):
-    from conftest import record_sample_vote
+    from helpers import record_sample_vote
 
     from diptych.training import dpo, kto, unpaired
     from diptych.training.preferences import records
@@ -404,7 +404,7 @@ def test_the_train_tab_calls_a_job_without_its_done_line_a_failure(qtbot, data_d
 
 
 def test_an_os_error_is_one_line_without_its_errno(data_dir, capsys, monkeypatch):
-    from test_hardening_store import read_only
+    from helpers import read_only
 
     folder = paths.adapters_dir(data_dir) / "v1"
     folder.mkdir()

@@ -16,7 +16,7 @@ import time
 
 import pytest
 import tiny_models
-from conftest import finish, write_random_lora
+from helpers import finish, write_random_lora
 
 from diptych import paths
 from diptych.cli import main

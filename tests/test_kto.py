@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from every_vote import VOTES, fill
-from conftest import run_job, steps
+from helpers import run_job, steps
 
 from diptych.training.examples import load_labels
 from diptych.training import kto

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import record_sample_vote
+from helpers import record_sample_vote
 
 from diptych.training import preferences
 from diptych.training.preferences import (ImportFormatError, export_jsonl, import_jsonl,

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, users_environment
+from helpers import OFFLINE, users_environment
 
 from diptych.cli import build_parser
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from every_vote import fill
-from conftest import run_job, steps
+from helpers import run_job, steps
 
 from diptych.models import adapters
 from diptych.training.examples import load_answers

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import finish, train
+from helpers import finish, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models  # noqa: E402
