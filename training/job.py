@@ -1,7 +1,7 @@
 """One training job of any kind: progress lines, clean cancellation, an adapter that appears whole.
 
 ``diptych train KIND`` runs here; each kind's module (``dpo.py``, ``kto.py``, ``sft.py``,
-``reward.py``, ``grpo.py``; see ``kinds.py``) only says how to train. The runner:
+``reward.py``, ``grpo.py``, ``skill.py``; see ``kinds.py``) only says how to train. The runner:
 
 1. refuses a name already taken, and removes the folders killed jobs left behind;
 2. lets the trainer write its PEFT adapter into ``adapters/.partial-<name>-<pid>/``;
@@ -12,10 +12,23 @@
 
 With ``--progress jsonl`` stdout carries only JSON lines, one per event, all with the
 keys ``phase, step, total, loss, reward, kl, eta_s`` (null when unknown); everything the
-libraries print goes to stderr. Phases: ``load``, ``eval_before``, ``train`` (once per
-step), ``eval_after``, ``save``, ``drift`` (once per prompt, with ``set``: the adapter's
-KL from the base measured through llama.cpp, as the app runs it), then ``done`` (with ``adapter``, ``path``, ``metrics``),
-``cancelled``, or ``error`` (with ``error``). SIGINT and SIGTERM stop the job at once:
+libraries print goes to stderr. Phases, in order:
+
+- ``load`` (with ``processes``);
+- ``eval_before``: the held-out measurement of the base;
+- ``train``: once per step (GRPO's with ``reward_std`` and ``sampler``; skill's with
+  ``stage``); among them GRPO's and skill's ``eval`` (the held-out prompts' greedy answers:
+  ``reward``, ``kl``, ``samples``, ``ended``, ``full``, ``n``; step 0 is the base) and
+  skill's ``stage`` (``stage: "grpo"``: the warm-up is over);
+- ``eval_after``: the held-out measurement of the adapter;
+- ``save``: the PEFT adapter is written, and the GGUF LoRA exported;
+- ``drift``: once per prompt, with ``set``: the adapter's KL from the base measured
+  through llama.cpp, as the app runs it (not for a reward model, nor with ``--no-drift``);
+- then ``done`` (with ``adapter``, ``path``, ``metrics``, ``drift``, ``data``, ``parent``),
+  ``cancelled``, or ``error`` (with ``error``).
+
+A dry run (``grpo`` or ``skill`` ``--dry-run``, ``reinforce.dry_run``) writes a ``sample``
+line per scored answer, then ``done`` (with ``dry_run: true``), or ``error``. SIGINT and SIGTERM stop the job at once:
 the partial folder is removed, the last line is ``{"phase": "cancelled", ...}`` and the
 exit code is 128 + the signal number.
 
@@ -248,8 +261,8 @@ class Job:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX): then autocast to bf16
-    runs a LoRA forward and backward of the bundled model 2.4x faster than fp32 (measured
-    on two cores); without them bf16 is emulated and slower."""
+    runs a LoRA forward and backward of the bundled model faster than fp32 (bench/RESULTS.md);
+    without them bf16 is emulated and slower."""
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
