@@ -5,17 +5,9 @@ Group Relative Policy Optimization needs no value model: for each prompt it samp
 that answer's advantage. ``beta`` weighs a KL penalty to the base (the same weights with
 the LoRA switched off). TRL's GRPOTrainer does the work.
 
-Rewards (``reward_functions.py``): the rewards given (``--reward-fn FILE.py:NAME``,
-repeatable, each with a ``--reward-weight``; ``--judge RUBRIC``; ``--reward-model NAME``), or
-else the task's own. Prompts: the task's (``--task``: ``reverse``, ``reverse_words``, ``arith``,
-``length``; each with its known answer in a ``target`` column), the user's chat history
-(``Store.recent_prompts``), or a file (text: one prompt per line; ``.jsonl``: a
-``prompt`` per line, a string or a message list, and any other keys the rewards want).
-
-Answers are sampled through llama.cpp with the LoRA as it is at each step
-(``rollouts.py``), where that measures faster than ``transformers.generate`` (on the CPU:
-see bench/RESULTS.md), and with TRL's own generation on CUDA, where batched generation on
-the GPU is the fast path. The progress lines say which (``sampler``).
+The rewards (the task's, ``--reward-fn``, ``--judge``, ``--reward-model``), the prompts
+(the task's, the chat history or a file), the sampler (llama.cpp on the CPU, TRL's
+generation on CUDA) and the trainer are ``reinforce.py``'s, shared with ``skill.py``.
 
 Before and after training, and every ``eval_every`` steps, greedy answers to held-out
 prompts are scored with the same rewards (phase ``eval``: the mean, and a few answers with
