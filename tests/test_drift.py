@@ -75,6 +75,7 @@ def test_cli_measures_both_sets_and_stores_them(voted, lora, capsys, monkeypatch
 
     # a reward model does not generate; a bare file is measured but not stored
     (paths.adapters_dir(voted) / "judge").mkdir()
+    (paths.adapters_dir(voted) / "judge" / "adapter_config.json").write_text('{"task_type": "SEQ_CLS"}')
     (paths.adapters_dir(voted) / "judge" / adapters.META_NAME).write_text('{"kind": "reward"}')
     assert main(["--data-dir", str(voted), "adapters", "drift", "judge"]) == 2
     err = capsys.readouterr().err
