@@ -55,10 +55,10 @@ def train(fold: int, cases: list[tuple], home: Path) -> float:
 
 def ordered(fold: int, cases: list[tuple], home: Path) -> list[bool]:
     from diptych.models.catalog import bundled_model_path
-    from diptych.training import reward
+    from diptych.training import reward_functions
 
-    model, tokenizer = reward.load(f"rm{fold}", bundled_model_path(), home)
-    score = reward.as_reward_function(model, tokenizer)
+    model, tokenizer = reward_functions.load_reward_model(f"rm{fold}", bundled_model_path(), home)
+    score = reward_functions.as_reward_function(model, tokenizer)
     out = []
     for case in cases:
         pair = as_pair(case)

@@ -26,7 +26,7 @@ def _optional_spin(spin: QSpinBox | QDoubleSpinBox, lo, hi, step=None, decimals=
     return spin
 
 
-def _number_widget(option: job_kinds.Option) -> QSpinBox | QDoubleSpinBox:
+def number_widget(option: job_kinds.Option) -> QSpinBox | QDoubleSpinBox:
     is_int = option.type is not None and option.type.__name__ == "int"
     lo, hi, step, decimals = SPINS.get(option.field, (0, 1_000_000, 1, 0) if is_int else (0.0, 1e6, 0.1, 4))
     if is_int:
@@ -34,7 +34,7 @@ def _number_widget(option: job_kinds.Option) -> QSpinBox | QDoubleSpinBox:
     return _optional_spin(QDoubleSpinBox(), lo, hi, step, decimals)
 
 
-def _default_text(kind: job_kinds.Kind, field: str) -> str:
+def default_text(kind: job_kinds.Kind, field: str) -> str:
     """"default (5 epochs)": the value a job of ``kind`` takes when the field is left unset."""
     value = kind.default(field)
     if field == "steps" and value is None:

@@ -38,10 +38,8 @@ from diptych.training import kinds as job_kinds
 from diptych.training.tasks import TASKS
 
 from . import ops
-from .form_fields import _default_text, _number_widget, reward_functions
+from .form_fields import default_text, number_widget, reward_functions
 
-SHORT_NAMES = {"dpo": "DPO", "kto": "KTO", "sft": "SFT", "reward": "Reward model", "grpo": "GRPO",
-               "skill": "Skill"}
 
 class JobForm(QWidget):
     """The Train tab's left column, top: the job, its data, its options, its buttons."""
@@ -146,7 +144,7 @@ class JobForm(QWidget):
         """A form row for one option of the kinds' descriptions."""
         widget_kind = option.form_widget
         if widget_kind == "number":
-            widget = _number_widget(option)
+            widget = number_widget(option)
             widget.editingFinished.connect(self.refresh_counts)  # steps, length: the estimate
         elif widget_kind in ("choice", "adapter"):
             widget = QComboBox()
@@ -201,9 +199,9 @@ class JobForm(QWidget):
             self.form.setRowVisible(row, field in present)
             widget = self.fields[field]
             if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
-                widget.setSpecialValueText(_default_text(kind, field))
+                widget.setSpecialValueText(default_text(kind, field))
             elif isinstance(widget, QComboBox) and self.field_options[field].form_widget == "choice":
-                widget.setItemText(0, _default_text(kind, field))
+                widget.setItemText(0, default_text(kind, field))
         self._fill_adapter_pickers()
         self.try_button.setVisible(kind.dry_run is not None)
         self.kind_changed.emit(kind)
@@ -251,7 +249,7 @@ class JobForm(QWidget):
             if generation != self._counts_generation:
                 return
             counts = read["counts"]
-            parts = [f"{SHORT_NAMES.get(k.name, k.name)}: {job_kinds.describe_count(k, counts)}"
+            parts = [f"{k.short}: {job_kinds.describe_count(k, counts)}"
                      for k in self.kinds.values() if job_kinds.describe_count(k, counts)]
             self.vote_counts.setText("Your votes give " + " · ".join(parts))
             if data == "store":

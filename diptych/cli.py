@@ -19,7 +19,15 @@ SUBCOMMANDS = ("chat", "data", "train", "adapters", "score")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors in the one format of every error (subcommands too)."""
+    """argparse, with its errors in the one format of every error (subcommands too), that
+    keeps its subcommands (``subcommands``: the action ``add_subparsers`` returned, or None).
+    argparse makes every subcommand's parser of its parent's class, so they keep theirs."""
+
+    subcommands = None
+
+    def add_subparsers(self, **kwargs):
+        self.subcommands = super().add_subparsers(**kwargs)
+        return self.subcommands
 
     def error(self, message: str):
         self.exit(2, error_line(f"{message} (see '{self.prog} --help')") + "\n")
@@ -56,14 +64,13 @@ TAKES_MODEL = {("chat",), ("score",), ("train", "*"), ("adapters", "drift"),
 TAKES_ADAPTER = {("chat",), ("score",)}
 
 
-def _leaves(parser: argparse.ArgumentParser, path: tuple = ()):
+def _leaves(parser: _Parser, path: tuple = ()):
     """(command path, parser) of each runnable subcommand."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _leaves(sub, path + (name,))
-            return
-    yield path, parser
+    if parser.subcommands is None:
+        yield path, parser
+        return
+    for name, sub in parser.subcommands.choices.items():
+        yield from _leaves(sub, path + (name,))
 
 
 def _accept_after_subcommand(parser: argparse.ArgumentParser) -> None:
@@ -75,8 +82,11 @@ def _accept_after_subcommand(parser: argparse.ArgumentParser) -> None:
                 ("--model", TAKES_MODEL, "a local GGUF file (default: the bundled Gemma 3 270M)"),
                 ("--adapter", TAKES_ADAPTER, "the tuned model's LoRA: a registered name, "
                  "a folder or a .gguf file")):
-            if wanted & takers and option not in sub._option_string_actions:
-                sub.add_argument(option, default=argparse.SUPPRESS, help=text)
+            if wanted & takers:
+                try:
+                    sub.add_argument(option, default=argparse.SUPPRESS, help=text)
+                except argparse.ArgumentError:  # the subcommand has its own already
+                    pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import platformdirs
 
-from diptych.models.errors import UserError
+from diptych.errors import UserError
 
 ENV_VAR = "DIPTYCH_HOME"
 DB_NAME = "diptych.sqlite"

@@ -206,11 +206,21 @@ def runnable_gguf(info: "AdapterInfo") -> Path:
     """The GGUF LoRA llama.cpp runs for this adapter; AdapterError saying what is missing."""
     if info.gguf_path is not None:
         return info.gguf_path
-    if info.kind == "reward":
+    if _is_scorer(info.path):
         raise AdapterError(f"{info.path}: {info.name!r} is a reward model (a scoring head, "
                            "no GGUF LoRA): llama.cpp cannot run it")
     raise AdapterError(f"{info.path}: no {GGUF_NAME} in this folder: not a GGUF LoRA adapter "
                        "(make one from a PEFT folder with 'diptych adapters export-gguf')")
+
+
+def _is_scorer(folder: Path) -> bool:
+    """Whether the folder's PEFT adapter is a scorer (a sequence classifier: a reward model),
+    which a job writes no GGUF LoRA for, as PEFT's ``adapter_config.json`` says."""
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("task_type") == "SEQ_CLS"
 
 
 def _mtime(path: Path) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import catalog, templates
 from .errors import UserError
+from .limits import SEED_MAX
 
 # llama.cpp reports the reason a load failed only through its log: keep the last lines.
 _LOG_TAIL: deque[str] = deque(maxlen=40)
@@ -66,9 +67,6 @@ class EngineBusy(EngineError):
 
 class SamplingError(UserError, ValueError):
     """Sampling parameters llama.cpp cannot use, with a message naming the field."""
-
-
-SEED_MAX = 2**32 - 2  # llama.cpp seeds are 32-bit, and 2**32 - 1 means "draw a random seed"
 
 
 @dataclass

@@ -1,52 +1,14 @@
 """The window against the real bundled model, offscreen."""
 
-import argparse
 import math
 import subprocess
 import sys
 
-import pytest
+from helpers import register_lora, send, wait_idle, write_small_gguf
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QTableWidget
 
-from conftest import write_small_gguf
 from diptych.desktop import ops
-from diptych.desktop.app import build_window
-
-
-@pytest.fixture
-def window(qtbot, data_dir):
-    win = build_window(argparse.Namespace(data_dir=str(data_dir), model=None, adapter=None))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    win.settings.max_tokens.setValue(12)
-    qtbot.waitUntil(lambda: len(win.controller.engines) == 2, timeout=30_000)
-    return win
-
-
-def register_lora(data_dir, name, base, seed=0):
-    """A registered adapter: a small random GGUF LoRA in ``adapters/<name>/``."""
-    import json
-
-    from diptych import paths
-    from conftest import write_random_lora
-
-    folder = paths.adapters_dir(data_dir) / name
-    folder.mkdir(parents=True)
-    write_random_lora(folder / "adapter.gguf", base, seed=seed)
-    (folder / "meta.json").write_text(json.dumps({"name": name, "kind": "dpo"}))
-    return folder
-
-
-def send(qtbot, win, text):
-    win.prompt.setPlainText(text)
-    with qtbot.waitSignal(win.controller.busy_changed, timeout=5_000):
-        qtbot.keyClick(win.prompt, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
-
-
-def wait_idle(qtbot, win, timeout=60_000):
-    qtbot.waitUntil(lambda: not win.controller.busy, timeout=timeout)
 
 
 def test_one_prompt_fills_both_panes(qtbot, window):

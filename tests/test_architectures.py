@@ -216,7 +216,7 @@ def test_reward_model_and_grpo_on_a_llama_base(tmp_path, weights_cache, pairs_fi
     prompts of the chat history."""
     from diptych.cli import main
     from diptych.models import adapters
-    from diptych.training.grpo import Config, choose_sampler
+    from diptych.training.reinforce import Config, choose_sampler
 
     assert choose_sampler(Config(), cuda=True) == "transformers"
     path = tiny_models.build("llama", tmp_path / "tiny.gguf")

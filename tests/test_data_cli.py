@@ -63,7 +63,7 @@ def test_newer_database_exits_2(home, capsys):
 
 
 def test_stats_show_each_version_against_its_parent(home, capsys):
-    from conftest import record_sample_vote
+    from helpers import record_sample_vote
 
     for name, parent in (("v1", None), ("v2", "v1")):
         folder = home / "adapters" / name

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 from PySide6.QtCore import Qt
-from conftest import record_sample_vote
+from helpers import record_sample_vote
 
 from diptych.desktop import data_view, ops
 from diptych.desktop.data_view import DataView

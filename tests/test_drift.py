@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import write_random_lora
+from helpers import register_adapter, write_random_lora
 
 from diptych import paths
 from diptych.cli import main
@@ -26,14 +26,6 @@ def engines(bundled_model):
     yield base, tuned
     base.close()
     tuned.close()
-
-
-def register(data_dir, lora, name="drifty"):
-    folder = paths.adapters_dir(data_dir) / name
-    folder.mkdir(parents=True)
-    (folder / adapters.GGUF_NAME).write_bytes(lora.read_bytes())
-    (folder / adapters.META_NAME).write_text(json.dumps({"kind": "dpo", "metrics": {"after": {}}}))
-    return adapters.resolve(name, data_dir)
 
 
 def test_no_adapter_is_exactly_zero_and_an_adapter_is_not(engines, lora):
@@ -59,7 +51,7 @@ def test_the_held_out_set_is_disjoint_from_training_prompts():
 
 
 def test_record_keeps_other_sets_and_needs_a_folder(data_dir, lora):
-    info = register(data_dir, lora)
+    info = register_adapter(data_dir, lora)
     info = adapters.record_drift(info, {"held_out": {"kl": 0.25}})
     info = adapters.record_drift(info, {"recent": {"kl": 0.5}})
     assert adapters.drift_kl(info) == 0.25 and adapters.drift_kl(info, "recent") == 0.5
@@ -73,7 +65,7 @@ def test_record_keeps_other_sets_and_needs_a_folder(data_dir, lora):
 def test_cli_measures_both_sets_and_stores_them(voted, lora, capsys, monkeypatch):
     monkeypatch.setattr(drift, "held_out_prompts", lambda: PROMPTS)  # a short set: the wiring
     monkeypatch.setattr(drift, "RECENT", 3)
-    register(voted, lora)
+    register_adapter(voted, lora)
     assert main(["--data-dir", str(voted), "adapters", "drift", "drifty", "--max-tokens", "8",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)["drift"]
@@ -83,6 +75,7 @@ def test_cli_measures_both_sets_and_stores_them(voted, lora, capsys, monkeypatch
 
     # a reward model does not generate; a bare file is measured but not stored
     (paths.adapters_dir(voted) / "judge").mkdir()
+    (paths.adapters_dir(voted) / "judge" / "adapter_config.json").write_text('{"task_type": "SEQ_CLS"}')
     (paths.adapters_dir(voted) / "judge" / adapters.META_NAME).write_text('{"kind": "reward"}')
     assert main(["--data-dir", str(voted), "adapters", "drift", "judge"]) == 2
     err = capsys.readouterr().err

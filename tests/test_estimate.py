@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import record_sample_vote
+from helpers import record_sample_vote
 
 from diptych.training import estimate
 from diptych.training.store import Store

@@ -21,34 +21,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import llama_logprobs, mean_kl
 
 from diptych.models import adapters
 
 TEXT = [{"role": "user", "content": "Write one sentence about the sea."},
         {"role": "assistant", "content": "The sea is wide and deep, and its waves never stop moving."}]
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
-
-
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    """Mean per-token KL(p || q) of log-prob rows."""
-    return float((np.exp(p) * (p - q)).sum(-1).mean())
-
-
-def llama_logprobs(base, ids, lora=None) -> np.ndarray:
-    from llama_cpp import Llama
-
-    llama = Llama(str(base), n_ctx=256, logits_all=True, verbose=False, n_threads=2,
-                  **({"lora_path": str(lora)} if lora else {}))
-    try:
-        llama.eval(ids)
-        return _log_softmax(np.array(llama.scores[: len(ids)]))
-    finally:
-        llama.close()
 
 
 def test_llama_cpp_runs_the_lora_as_peft_does(random_lora, bundled_model):
@@ -68,9 +46,9 @@ def test_llama_cpp_runs_the_lora_as_peft_does(random_lora, bundled_model):
     cpp_base = llama_logprobs(bundled_model, ids)
     cpp_lora = llama_logprobs(bundled_model, ids, out)
 
-    kl_base = _kl(cpp_base, pt_base)  # Q4_K_M vs dequantized fp32: the noise floor
-    kl_lora = _kl(cpp_lora, pt_lora)  # the exported LoRA vs PEFT
-    kl_effect = _kl(pt_lora, pt_base)  # what the LoRA does
+    kl_base = mean_kl(cpp_base, pt_base)  # Q4_K_M vs dequantized fp32: the noise floor
+    kl_lora = mean_kl(cpp_lora, pt_lora)  # the exported LoRA vs PEFT
+    kl_effect = mean_kl(pt_lora, pt_base)  # what the LoRA does
     print(f"\nKL base {kl_base:.4f}, KL lora {kl_lora:.4f}, LoRA effect {kl_effect:.4f}")
     assert kl_lora <= 2 * kl_base + 0.01
     assert kl_effect >= 10 * kl_lora

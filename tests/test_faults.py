@@ -14,12 +14,13 @@ import threading
 import time
 
 import pytest
-from conftest import patched_copy, write_random_lora, write_small_gguf
+from helpers import patched_copy, write_random_lora, write_small_gguf
 
 from diptych import paths
 from diptych.cli import main
 from diptych.models import adapters, catalog
-from diptych.training.job import JobError
+from diptych.training.examples import load_labels, load_pairs
+from diptych.training.errors import JobError
 
 
 def error_line(capsys, argv, code: int = 2) -> str:
@@ -118,11 +119,11 @@ def reward_file(tmp_path):
     ("crashes", "rewards.py: the reward ended the process it runs in (it was killed by SIGSEGV"),
 ])
 def test_a_reward_that_exits_or_crashes_is_one_line_naming_the_file(reward_file, name, message):
-    from diptych.training import rewards
+    from diptych.training import reward_process
 
-    fine = rewards.load_function(f"{reward_file}:fine")
+    fine = reward_process.load_function(f"{reward_file}:fine")
     assert fine(PROMPTS, ANSWERS, trainer_state=None, log_metric=print) == [0.6, 0.3]
-    reward = rewards.load_function(f"{reward_file}:{name}")
+    reward = reward_process.load_function(f"{reward_file}:{name}")
     with pytest.raises(JobError) as caught:
         reward(PROMPTS, ANSWERS)
     assert str(caught.value).startswith(str(reward_file.parent)) and message in str(caught.value)
@@ -130,9 +131,9 @@ def test_a_reward_that_exits_or_crashes_is_one_line_naming_the_file(reward_file,
 
 
 def test_a_reward_that_never_returns_is_stopped_at_its_time_limit(reward_file):
-    from diptych.training import rewards
+    from diptych.training import reward_process
 
-    reward = rewards.load_function(f"{reward_file}:spins", timeout=0.5)
+    reward = reward_process.load_function(f"{reward_file}:spins", timeout=0.5)
     started = time.monotonic()
     with pytest.raises(JobError, match=r"rewards.py: the reward took more than 0.5 s for 2 answers"):
         reward(PROMPTS, ANSWERS)
@@ -145,9 +146,9 @@ class Interrupted(BaseException):
 
 
 def test_cancel_stops_a_reward_that_never_returns(reward_file):
-    from diptych.training import rewards
+    from diptych.training import reward_process
 
-    reward = rewards.load_function(f"{reward_file}:spins")  # the default: a minute
+    reward = reward_process.load_function(f"{reward_file}:spins")  # the default: a minute
 
     def interrupt(signum, frame):
         raise Interrupted()
@@ -270,7 +271,7 @@ def test_prompts_from_a_binary_file_is_one_line(data_dir, tmp_path, capsys):
 
 
 def test_a_read_only_data_folder_lists_nothing_and_a_job_is_one_line(tmp_path, capsys):
-    from test_hardening_store import read_only
+    from helpers import read_only
 
     home = tmp_path / "home"
     home.mkdir()
@@ -287,7 +288,7 @@ def test_a_read_only_data_folder_lists_nothing_and_a_job_is_one_line(tmp_path, c
 
 
 def test_an_empty_prompt_is_refused_by_the_store_and_left_out_by_the_loaders(tmp_path):
-    from conftest import record_sample_vote
+    from helpers import record_sample_vote
 
     from diptych.training import dpo, kto, unpaired
     from diptych.training.preferences import records
@@ -311,9 +312,9 @@ def test_an_empty_prompt_is_refused_by_the_store_and_left_out_by_the_loaders(tmp
         assert [r["prompt"][-1]["content"] for r in records(store)] == ["What is 2+2?"]
         assert len(unpaired.records(store)) == 2
         assert [p[-1]["content"] for p in store.recent_prompts()] == ["What is 3+3?", "What is 2+2?"]
-    pairs, data = dpo.load_pairs(dpo.Config(data_dir=str(home)))
+    pairs, data = load_pairs(dpo.Config(data_dir=str(home)))
     assert len(pairs) == 1 and data["source"] == "store (1 vote left out: an empty or damaged prompt)"
-    examples, data = kto.load_examples(kto.Config(data_dir=str(home)))
+    examples, data = load_labels(kto.Config(data_dir=str(home)))
     assert len(examples) == 2 and "1 vote left out" in data["source"]
 
 
@@ -403,7 +404,7 @@ def test_the_train_tab_calls_a_job_without_its_done_line_a_failure(qtbot, data_d
 
 
 def test_an_os_error_is_one_line_without_its_errno(data_dir, capsys, monkeypatch):
-    from test_hardening_store import read_only
+    from helpers import read_only
 
     folder = paths.adapters_dir(data_dir) / "v1"
     folder.mkdir()

@@ -12,7 +12,7 @@ import struct
 from contextlib import contextmanager
 
 import pytest
-from conftest import record_sample_vote, write_small_gguf
+from helpers import record_sample_vote, write_small_gguf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export_gguf import _kl as kl_mean
-from test_export_gguf import llama_logprobs
-from conftest import run_job, steps
+from helpers import llama_logprobs, mean_kl, run_job, steps
 
 from diptych.models import scoring
 from diptych.models.engine import Engine, SamplingParams
@@ -121,7 +119,7 @@ def test_a_bad_reward_file_is_one_line_naming_it(name, tmp_path, data_dir):
 
     source, message = BAD_REWARDS[name]
     (tmp_path / name).write_text(source)
-    from diptych.training.job import JobError
+    from diptych.training.errors import JobError
 
     with pytest.raises(JobError) as caught:
         run_dry(Config(reward_fn=[f"{tmp_path / name}:reward"], num_generations=4,
@@ -187,9 +185,9 @@ def test_a_short_grpo_job_samples_through_llama_cpp_and_exports_with_parity(data
         pt_lora = torch.log_softmax(peft_model(input_ids=x).logits[0].double(), -1).numpy()
         with peft_model.disable_adapter():
             pt_base = torch.log_softmax(peft_model(input_ids=x).logits[0].double(), -1).numpy()
-    kl_base = kl_mean(llama_logprobs(bundled_model, ids), pt_base)
-    kl_lora = kl_mean(llama_logprobs(bundled_model, ids, info.gguf_path), pt_lora)
-    kl_effect = kl_mean(pt_lora, pt_base)
+    kl_base = mean_kl(llama_logprobs(bundled_model, ids), pt_base)
+    kl_lora = mean_kl(llama_logprobs(bundled_model, ids, info.gguf_path), pt_lora)
+    kl_effect = mean_kl(pt_lora, pt_base)
     print(f"\nKL base {kl_base:.4f}, KL lora {kl_lora:.4f}, LoRA effect {kl_effect:.4f}")
     assert kl_effect > 0.05  # two steps at this rate move the model
     assert kl_lora <= 2 * kl_base + 0.01

@@ -16,7 +16,7 @@ import time
 
 import pytest
 import tiny_models
-from conftest import finish, write_random_lora
+from helpers import finish, write_random_lora
 
 from diptych import paths
 from diptych.cli import main
@@ -212,7 +212,7 @@ def test_the_app_starts_with_damaged_adapters(qtbot, data_dir, bundled_model, tm
 def reward_model(data_dir, name="judge"):
     folder = paths.adapters_dir(data_dir) / name
     folder.mkdir()
-    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_config.json").write_text(json.dumps({"task_type": "SEQ_CLS"}))
     (folder / adapters.META_NAME).write_text(json.dumps({"kind": "reward"}))
     return folder
 

@@ -4,7 +4,6 @@ read-only data directory, a full disk under a job, and the one line for user err
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import record_sample_vote
+from helpers import read_only, record_sample_vote
 
 from diptych import cli, paths
 from diptych.models.errors import UserError
@@ -71,26 +70,6 @@ def test_a_staged_import_is_all_or_nothing_against_the_store(tmp_path):
             import_jsonl(target, tmp_path / "clash.jsonl")
         assert target.db.execute("SELECT count(*) FROM responses").fetchone()[0] == before
         assert target.db.execute("PRAGMA database_list").fetchall()[-1][1] != "stage"
-
-
-@contextmanager
-def read_only(folder: Path):
-    """``folder`` made read-only for this process: a read-only bind mount for root (who
-    writes through permissions), the permissions for anyone else."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        try:
-            yield
-        finally:
-            folder.chmod(0o755)
-        return
-    if subprocess.run(["mount", "--bind", folder, folder], capture_output=True).returncode:
-        pytest.skip("cannot bind-mount here to make a read-only folder")
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", folder], check=True)
-        yield
-    finally:
-        subprocess.run(["umount", folder], check=True)
 
 
 def test_a_read_only_data_dir_is_read_and_writes_are_one_line(tmp_path, capsys):

@@ -9,7 +9,7 @@ import os
 import signal
 
 import tiny_models
-from conftest import finish, run_job, steps, train
+from helpers import finish, run_job, steps, train
 
 from diptych import paths
 from diptych.models import adapters, catalog

@@ -3,6 +3,8 @@ description alone, and the counts the Train tab shows follow design.md's table."
 
 from __future__ import annotations
 
+import sys
+import types
 from dataclasses import dataclass
 
 import pytest
@@ -81,15 +83,47 @@ def test_every_real_kind_has_its_form_rows_and_cli_flags(qtbot, tmp_path):
 
     panel = TrainingPanel(tmp_path)
     qtbot.addWidget(panel)
-    parser_kinds = build_parser()._subparsers._group_actions[0].choices["train"]._subparsers \
-        ._group_actions[0].choices
-    assert list(parser_kinds) == list(kinds.kinds()) == ["dpo", "kto", "sft", "reward", "grpo", "skill"]
+    parser_kinds = build_parser().subcommands.choices["train"].subcommands.choices
+    assert list(parser_kinds) == list(kinds.kinds())
+    assert len(kinds.kinds()) == len(kinds.MODULES)  # each module one kind, in MODULES' order
     for name, kind in kinds.kinds().items():
         flags = {a for action in parser_kinds[name]._actions for a in action.option_strings}
         assert {o.cli_flag for o in kind.all_options()} <= flags and "--from" in flags
         panel.kind.setCurrentIndex(panel.kind.findData(name))
         shown = {f for f in panel.fields if panel.form.isRowVisible(panel.field_rows[f])}
         assert shown == {o.field for o in kind.all_options() if o.label}
+
+
+def test_a_new_kind_is_one_module_and_its_line_in_modules(monkeypatch, capsys):
+    module = types.ModuleType("diptych.training.fake_scorer")
+    module.KIND = kinds.Kind(
+        name="fake-scorer", short="Fake scorer", title="Fake scorer: only in this test",
+        help="a fake kind that writes no GGUF", config=FakeConfig, train=lambda job: {},
+        data="pairs", writes_gguf=False,
+        options=(kinds.Option("knob", "how far to turn it", kinds.positive(int)),))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(kinds, "MODULES", (*kinds.MODULES, "fake_scorer"))
+
+    found = kinds.get("fake-scorer")
+    assert (found.short, found.writes_gguf) == ("Fake scorer", False)
+    with pytest.raises(SystemExit) as exit:
+        build_parser().parse_args(["train", "fake-scorer", "--help"])
+    assert exit.value.code == 0
+    shown = capsys.readouterr().out
+    assert "a fake kind that writes no GGUF" in shown and "--knob" in shown and "--seed" in shown
+    assert parse(["train", "fake-scorer", "--name", "f", "--knob", "2"]) == FakeConfig(name="f", knob=2)
+
+
+def test_a_kind_gets_its_short_name_from_its_name_unless_it_gives_one():
+    assert FAKE.short == "FAKE"
+    assert kinds.get("reward").short == "Reward model"
+
+
+def test_an_option_that_sets_no_config_field_fails_as_the_kind_is_built():
+    with pytest.raises(TypeError, match="kind 'broken': its options knobb set no field of FakeConfig"):
+        kinds.Kind(name="broken", title="", help="", config=FakeConfig, train=lambda job: {},
+                   data="pairs", writes_gguf=True,
+                   options=(kinds.Option("knobb", "a typo of knob", kinds.positive(int)),))
 
 
 def test_counts_follow_the_table_of_which_vote_feeds_which_job(data_dir):

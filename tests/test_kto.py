@@ -9,8 +9,9 @@ import sys
 
 import pytest
 from every_vote import VOTES, fill
-from conftest import run_job, steps
+from helpers import run_job, steps
 
+from diptych.training.examples import load_labels
 from diptych.training import kto
 from diptych.training.preferences import ImportFormatError
 from diptych.training.store import Store
@@ -40,7 +41,7 @@ def test_kto_learns_from_every_kind_of_vote(every_vote):
 
 
 def test_ties_and_weights(every_vote):
-    examples, data = kto.load_examples(kto.Config(data_dir=str(every_vote), ties="desirable"))
+    examples, data = load_labels(kto.Config(data_dir=str(every_vote), ties="desirable"))
     assert (data["desirable"], data["undesirable"]) == (8, 6)  # the tie: both answers desirable
     assert kto.weights(8, 6) == (1.0, 1.333) and kto.weights(2, 6) == (3.0, 1.0)
     assert kto.weights(0, 6) == (1.0, 1.0)
@@ -70,7 +71,7 @@ def test_unpaired_export_and_import_round_trip(every_vote, tmp_path):
     assert again.read_bytes() == out.read_bytes()  # every exported vote came back as it was
 
     # a KTO job reads the file as it reads the store
-    examples, data = kto.load_examples(kto.Config(data=str(out)))
+    examples, data = load_labels(kto.Config(data=str(out)))
     assert (data["examples"], data["desirable"]) == (12, 6)
 
 
@@ -98,4 +99,4 @@ def test_bad_unpaired_files_change_nothing(every_vote, tmp_path):
     with pytest.raises(ImportFormatError, match="line 3: 'label' must be"):  # a job refuses it too
         path = tmp_path / "bad-label.jsonl"
         path.write_text("\n".join(cases[2][0]) + "\n")
-        kto.load_examples(kto.Config(data=str(path)))
+        load_labels(kto.Config(data=str(path)))

@@ -18,8 +18,8 @@ from PySide6.QtWidgets import (
 
 from superqt import QElidingLabel
 
-from conftest import record_sample_vote
-from test_app import send, wait_idle, window  # noqa: F401 - the app on the bundled model
+from helpers import record_sample_vote
+from helpers import send, wait_idle
 
 # Widgets whose children overlap by design (a scroll area's viewport and bars, a combo's
 # popup parts, a tab bar's scroll buttons, pyqtgraph's scene).

@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models  # noqa: E402
 
-from conftest import QA  # noqa: E402
+from helpers import QA  # noqa: E402
 
 
 def _job(argv: list[str], env: dict) -> list[dict]:

@@ -13,7 +13,7 @@ from diptych.desktop import ops
 from diptych.desktop.app import build_window
 from diptych.models.errors import UserError
 from diptych.models.session import Changes
-from test_app import register_lora, send, wait_idle
+from helpers import register_lora, send, wait_idle
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import record_sample_vote
+from helpers import record_sample_vote
 
+from diptych.training import preferences
 from diptych.training.preferences import (ImportFormatError, export_jsonl, import_jsonl,
                                           read_jsonl)
 from diptych.training.store import Store
@@ -68,8 +69,8 @@ def test_records_are_trl_preference_pairs(source, tmp_path):
     last = records[4]
     assert last["prompt"][2]["content"] == "Pear.\nYes."
     assert last["rejected_meta"]["prompt"][2]["content"] == "Apple?"
-    assert source.preference_pairs() == records
-    assert [r["choice"] for r in source.preference_pairs(adapter="v2")] == ["right"]
+    assert preferences.records(source) == records
+    assert [r["choice"] for r in preferences.records(source, adapter="v2")] == ["right"]
 
 
 def test_ties_only_with_the_flag(source, tmp_path):
@@ -178,7 +179,7 @@ def test_bare_trl_pairs_import_once(tmp_path):
     store = Store(tmp_path / "db.sqlite")
     assert import_jsonl(store, path) == 1
     assert import_jsonl(store, path) == 0
-    pairs = store.preference_pairs()
+    pairs = preferences.records(store)
     assert len(pairs) == 1
     assert pairs[0]["chosen"] == [{"role": "assistant", "content": "Hello!"}]
     assert pairs[0]["prompt"] == [{"role": "user", "content": "Hi"}]

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, users_environment
+from helpers import OFFLINE, users_environment
 
 from diptych.cli import build_parser
 
@@ -70,10 +70,9 @@ def _command_path(words: list[str], parser: argparse.ArgumentParser) -> tuple[tu
     """The subcommand words at the start of ``words`` and the parser that takes the rest."""
     path = []
     for word in words:
-        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        if not subs or word not in subs[0].choices:
+        if parser.subcommands is None or word not in parser.subcommands.choices:
             break
-        parser = subs[0].choices[word]
+        parser = parser.subcommands.choices[word]
         path.append(word)
     return tuple(path), parser
 
@@ -141,8 +140,7 @@ def _parsers_for(words: list[str], parser: argparse.ArgumentParser) -> tuple[str
     path, sub = _command_path(words, parser)
     rest = words[len(path):]
     if rest and re.fullmatch(r"\{[\w,-]+\}", rest[0]):
-        subs = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)][0]
-        return " ".join(path), [subs.choices[name] for name in rest[0][1:-1].split(",")]
+        return " ".join(path), [sub.subcommands.choices[name] for name in rest[0][1:-1].split(",")]
     return " ".join(path), [sub] + ([] if path else [parser])
 
 

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import write_random_lora
+from helpers import write_random_lora
 
 from diptych.models import scoring
 from diptych.models.engine import Engine, EngineError, SamplingParams

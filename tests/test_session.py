@@ -14,7 +14,7 @@ from diptych.training.store import Store
 
 def register_lora(data_dir, name, base, seed=0):
     """A registered adapter: a small random GGUF LoRA in ``adapters/<name>/``."""
-    from conftest import write_random_lora
+    from helpers import write_random_lora
 
     folder = paths.adapters_dir(data_dir) / name
     folder.mkdir(parents=True)

@@ -9,9 +9,10 @@ import sys
 
 import pytest
 from every_vote import fill
-from conftest import run_job, steps
+from helpers import run_job, steps
 
 from diptych.models import adapters
+from diptych.training.examples import load_answers
 from diptych.training.store import Store
 
 # The 2 written answers: too few to hold one out, so each step sees both as one batch
@@ -63,11 +64,11 @@ def test_sft_learns_the_written_answers_and_a_round_continues_it(every_vote):
 
     # --new-votes: a round on the votes cast since its parent was made
     from diptych.training import sft
-    from diptych.training.job import JobError
+    from diptych.training.errors import JobError
 
     since = sft.Config(data_dir=str(every_vote), from_adapter="v2", new_votes=True)
     with pytest.raises(JobError, match="no written answers"):
-        sft.load_examples(since)
+        load_answers(since)
     with Store.open(every_vote) as store:
         conversation = store.new_conversation()
         store.add_user_message(conversation, 0, "What is ice?")
@@ -78,7 +79,7 @@ def test_sft_learns_the_written_answers_and_a_round_continues_it(every_vote):
         ids = [store.add_response(conversation, 0, side, "base", "Is it cold?", **shown)
                for side in ("left", "right")]
         store.record_vote(*ids, "better", blind=False, better_text="Ice is frozen water.")
-    examples, data = sft.load_examples(since)
+    examples, data = load_answers(since)
     assert [e["completion"][0]["content"] for e in examples] == ["Ice is frozen water."]
     assert data["source"].startswith("store, votes since")
 

@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import finish, train
+from helpers import finish, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models  # noqa: E402
 
 from diptych.models import adapters  # noqa: E402
 from diptych.training import skill, tasks, worked  # noqa: E402
-from diptych.training.job import JobError  # noqa: E402
+from diptych.training.errors import JobError  # noqa: E402
 
 SMALL = ["--task", "arith", "--warmup-steps", "3", "--warmup-examples", "6", "--warmup-batch-size", "2",
          "--steps", "2", "--max-prompts", "2", "--num-generations", "2", "--batch-size", "2",

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PySide6.QtWidgets import QLabel
-from conftest import record_sample_vote
+from helpers import record_sample_vote
 
 from diptych.desktop.stats_view import DRIFT_COLUMNS, WINRATE_COLUMNS, StatsView
 from diptych.training.store import Store
@@ -103,14 +103,14 @@ def test_drift_table_and_the_kl_plot(qtbot, store):
 
 
 def test_measure_an_adapter_from_the_view(qtbot, store, data_dir, bundled_model, monkeypatch):
-    from test_drift import PROMPTS, register
-    from conftest import write_random_lora
+    from helpers import register_adapter, write_random_lora
 
     from diptych.models import adapters, drift
 
-    monkeypatch.setattr(drift, "held_out_prompts", lambda: PROMPTS)  # a short set: the wiring
+    prompts = drift.held_out_prompts()[:2]
+    monkeypatch.setattr(drift, "held_out_prompts", lambda: prompts)  # a short set: the wiring
     record_sample_vote(store, "right", right="drifty")
-    info = register(data_dir, write_random_lora(data_dir / "random.gguf", bundled_model))
+    info = register_adapter(data_dir, write_random_lora(data_dir / "random.gguf", bundled_model))
     view = StatsView(store, model_path=lambda: bundled_model)
     qtbot.addWidget(view)
     view.set_adapters([info])

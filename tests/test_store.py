@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import record_sample_vote
+from helpers import record_sample_vote
 
 from diptych.training.store import KNOWN_MIGRATIONS, Store, StoreVersionError
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from every_vote import CUT_OFF, fill
 
+from diptych.training.examples import UNFINISHED_COLUMNS, load_answers, load_labels, load_pairs
 from diptych.training import dpo, kto, sft, turns
 from diptych.training.store import Store
 
@@ -53,8 +54,8 @@ def test_cut_off_answers_have_no_end_of_turn_in_any_kind(model_and_tokenizer, ev
     model, tokenizer = model_and_tokenizer
     eos = tokenizer.eos_token_id
 
-    pairs, _ = dpo.load_pairs(dpo.Config(data_dir=str(every_vote)))
-    trainer = build(DPOTrainer, DPOConfig, dpo.UNFINISHED_COLUMNS, model, tokenizer, pairs)
+    pairs, _ = load_pairs(dpo.Config(data_dir=str(every_vote)))
+    trainer = build(DPOTrainer, DPOConfig, UNFINISHED_COLUMNS, model, tokenizer, pairs)
     rows = list(trainer.train_dataset)
     for role, text in (("chosen", CUT_OFF[0]), ("rejected", CUT_OFF[1])):
         cut = [r for r in rows if r[f"{role}_truncated"]]
@@ -63,7 +64,7 @@ def test_cut_off_answers_have_no_end_of_turn_in_any_kind(model_and_tokenizer, ev
         assert all(ends(tokenizer, r[f"{role}_ids"]) for r in rows if not r[f"{role}_truncated"])
     model = trainer.model.unload()  # the base again, for the next trainer
 
-    examples, data = kto.load_examples(kto.Config(data_dir=str(every_vote)))
+    examples, data = load_labels(kto.Config(data_dir=str(every_vote)))
     assert (data["desirable"], data["undesirable"]) == (6, 6)
     trainer = build(KTOTrainer, KTOConfig, {"truncated": ("completion_ids",)}, model, tokenizer, examples)
     rows = list(trainer.train_dataset)
@@ -74,7 +75,7 @@ def test_cut_off_answers_have_no_end_of_turn_in_any_kind(model_and_tokenizer, ev
     assert all(ends(tokenizer, r["completion_ids"]) for r in rows if not r["truncated"])
     model = trainer.model.unload()
 
-    examples, _ = sft.load_examples(sft.Config(data_dir=str(every_vote), chosen=True))
+    examples, _ = load_answers(sft.Config(data_dir=str(every_vote), chosen=True))
     # the cut-off answer won its vote: as an SFT target it is still not a finished turn
     assert sum(e["truncated"] for e in examples) == 1
     trainer = build(SFTTrainer, SFTConfig, {"truncated": ("input_ids", "labels", "completion_mask")},

@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from conftest import record_sample_vote
+from helpers import record_sample_vote
 
 from diptych.training.store import Store
 from diptych.training.winrates import adapter_winrates, parent_winrates, ratings, summary, wilson

@@ -22,15 +22,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import kinds, turns
-from .job import Job, JobConfig, JobError, sha256_of, split_eval
-
-PAIR_KEYS = ("prompt", "chosen", "rejected")
-# A pair's answers that were cut off are trained without their end-of-turn tokens (turns.py).
-UNFINISHED_COLUMNS = {"chosen_truncated": ("chosen_ids",), "rejected_truncated": ("rejected_ids",)}
-
+from .examples import UNFINISHED_COLUMNS, load_pairs
+from .job import Job, JobConfig, kl_every, several_epochs, split_eval
 
 @dataclass
 class Config(JobConfig):
@@ -44,36 +39,6 @@ class Config(JobConfig):
     sft_weight: float = 2.0
     # bf16 autocast on CPUs with bf16 instructions (job.cpu_has_bf16); fp32 elsewhere
     bf16: bool = True
-
-
-def load_pairs(cfg) -> tuple[list[dict], dict]:
-    """(pairs with only TRL's keys, a description of the data for meta.json)."""
-    from .parent import newer, votes_since
-
-    since = votes_since(cfg)
-    if cfg.data:
-        from .preferences import read_jsonl
-
-        path = Path(cfg.data).expanduser()
-        if not path.is_file():
-            raise JobError(f"{path}: no such preference file")
-        records, source = read_jsonl(path), str(path.resolve())
-    else:
-        from .store import Store
-
-        with Store.open(cfg.data_dir) as store:
-            records = newer(store.preference_pairs(), since)
-            left_out = store.left_out()
-        source = ("store" if since is None else f"store, votes since {since}") + left_out
-    # Ties and both-bad lines are not pairs; the metadata keys mean nothing to TRL.
-    pairs = [{**{k: r[k] for k in PAIR_KEYS},
-              "chosen_truncated": turns.unfinished(r.get("chosen_meta")),
-              "rejected_truncated": turns.unfinished(r.get("rejected_meta"))}
-             for r in records if all(k in r for k in PAIR_KEYS)]
-    if not pairs:
-        raise JobError(f"no preference pairs in {source}: vote for answers in the app first, "
-                       "or pass --data FILE.jsonl")
-    return pairs, {"source": source, "pairs": len(pairs), "sha256": sha256_of(pairs)}
 
 
 def train(job: Job) -> dict:
@@ -110,25 +75,8 @@ def train(job: Job) -> dict:
     return {"data": data, "metrics": metrics}
 
 
-def several_epochs(cfg, n_train: int) -> bool:
-    """Whether training sees each pair more than once: then the base's log-probs of every
-    pair are computed once before training (TRL's precompute_ref_log_probs) instead of
-    again at every pass."""
-    passes = cfg.epochs if cfg.steps is None else cfg.steps * cfg.batch_size / max(n_train, 1)
-    return passes > 1
-
-
-def kl_every(trainer) -> int:
-    """Steps between live KL measurements: about 5 per job, as each costs two forward
-    passes (tuned and base) of a held-out answer, a tenth of a step."""
-    args = trainer.args
-    steps = args.max_steps if args.max_steps > 0 else int(
-        args.num_train_epochs * -(-len(trainer.train_dataset) // args.per_device_train_batch_size))
-    return max(2, -(-steps // 5))
-
-
 KIND = kinds.Kind(
-    name="dpo", title="DPO: make the answers you chose likelier (a LoRA for the tuned pane)",
+    name="dpo", short="DPO", title="DPO: make the answers you chose likelier (a LoRA for the tuned pane)",
     help="DPO on preference pairs: a LoRA for the tuned pane",
     config=Config, train=train, data="pairs", writes_gguf=True,
     options=(kinds.DATA_FILE, kinds.MAX_LENGTH, kinds.NO_DRIFT, kinds.BETA, kinds.NEW_VOTES, kinds.FP32),

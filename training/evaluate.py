@@ -4,6 +4,9 @@
   than the rejected one (mean log-probability per token, so length does not decide), and
   the mean per-token KL divergence of the tuned model from the base on those answers.
 - ``reward_model``: how often a reward model scores the chosen answer higher.
+- ``answers`` (SFT): on held-out answers, their mean log-probability per token and the KL.
+- ``labels`` (KTO): on held-out labelled answers, the log-probability margin of desirable
+  over undesirable ones, and the KL.
 - ``generation``: mean task reward of greedy answers to held-out prompts, and the KL of the
   tuned model from the base on its own answers.
 
@@ -80,6 +83,34 @@ def preference(model, tokenizer, pairs: list[dict]) -> dict:
             margins.append(chosen[0] - rejected[0])
             kls += [chosen[1], rejected[1]]
     return {"pair_accuracy": _mean(wins), "margin": _mean(margins), "kl": _mean(kls), "n": len(pairs)}
+
+
+def answers(model, tokenizer, examples: list[dict]) -> dict:
+    """Held-out answers: mean log-prob per token (higher: the model writes them more
+    readily) and the mean per-token KL from the base."""
+    logps, kls = [], []
+    with _eval_mode(model):
+        for e in examples:
+            logp, kl = _completion(model, *_sequence(tokenizer, e["prompt"], e["completion"]))
+            logps.append(logp)
+            kls.append(kl)
+    return {"answer_logp": _mean(logps), "kl": _mean(kls), "n": len(examples)}
+
+
+def labels(model, tokenizer, examples: list[dict]) -> dict:
+    """Held-out labelled answers: mean log-prob per token of desirable minus undesirable
+    answers (``margin``), and the mean per-token KL from the base."""
+    scores = {True: [], False: []}
+    kls = []
+    with _eval_mode(model):
+        for e in examples:
+            logp, kl = _completion(model, *_sequence(tokenizer, e["prompt"], e["completion"]))
+            scores[bool(e["label"])].append(logp)
+            kls.append(kl)
+    good, bad = _mean(scores[True]), _mean(scores[False])
+    return {"desirable_logp": good, "undesirable_logp": bad,
+            "margin": None if good is None or bad is None else good - bad,
+            "kl": _mean(kls), "n": len(examples)}
 
 
 def reward_model(model, tokenizer, pairs: list[dict]) -> dict:

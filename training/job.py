@@ -1,20 +1,34 @@
 """One training job of any kind: progress lines, clean cancellation, an adapter that appears whole.
 
 ``diptych train KIND`` runs here; each kind's module (``dpo.py``, ``kto.py``, ``sft.py``,
-``reward.py``, ``grpo.py``; see ``kinds.py``) only says how to train. The runner:
+``reward.py``, ``grpo.py``, ``skill.py``; see ``kinds.py``) only says how to train. The runner:
 
 1. refuses a name already taken, and removes the folders killed jobs left behind;
 2. lets the trainer write its PEFT adapter into ``adapters/.partial-<name>-<pid>/``;
-3. adds the GGUF LoRA (not for a reward model: llama.cpp does not run it) and meta.json;
+3. adds the GGUF LoRA (for a kind whose ``Kind.writes_gguf`` says so; not a reward model:
+   llama.cpp does not run it) and meta.json;
 4. renames the folder to ``adapters/<name>/``. A rename is atomic, so a job killed at
    any moment, even by SIGKILL, leaves no half-written adapter registered.
 
 With ``--progress jsonl`` stdout carries only JSON lines, one per event, all with the
 keys ``phase, step, total, loss, reward, kl, eta_s`` (null when unknown); everything the
-libraries print goes to stderr. Phases: ``load``, ``eval_before``, ``train`` (once per
-step), ``eval_after``, ``save``, ``drift`` (once per prompt, with ``set``: the adapter's
-KL from the base measured through llama.cpp, as the app runs it), then ``done`` (with ``adapter``, ``path``, ``metrics``),
-``cancelled``, or ``error`` (with ``error``). SIGINT and SIGTERM stop the job at once:
+libraries print goes to stderr. Phases, in order:
+
+- ``load`` (with ``processes``);
+- ``eval_before``: the held-out measurement of the base;
+- ``train``: once per step (GRPO's with ``reward_std`` and ``sampler``; skill's with
+  ``stage``); among them GRPO's and skill's ``eval`` (the held-out prompts' greedy answers:
+  ``reward``, ``kl``, ``samples``, ``ended``, ``full``, ``n``; step 0 is the base) and
+  skill's ``stage`` (``stage: "grpo"``: the warm-up is over);
+- ``eval_after``: the held-out measurement of the adapter;
+- ``save``: the PEFT adapter is written, and the GGUF LoRA exported;
+- ``drift``: once per prompt, with ``set``: the adapter's KL from the base measured
+  through llama.cpp, as the app runs it (not for a reward model, nor with ``--no-drift``);
+- then ``done`` (with ``adapter``, ``path``, ``metrics``, ``drift``, ``data``, ``parent``),
+  ``cancelled``, or ``error`` (with ``error``).
+
+A dry run (``grpo`` or ``skill`` ``--dry-run``, ``reinforce.dry_run``) writes a ``sample``
+line per scored answer, then ``done`` (with ``dry_run: true``), or ``error``. SIGINT and SIGTERM stop the job at once:
 the partial folder is removed, the last line is ``{"phase": "cancelled", ...}`` and the
 exit code is 128 + the signal number.
 
@@ -45,6 +59,8 @@ from diptych import paths
 from diptych.models import adapters, catalog
 from diptych.models.errors import UserError, error_line, one_line
 
+from . import parent
+from .errors import JobError
 from .progress import KEYS
 from .progress import line as progress_line
 
@@ -74,10 +90,6 @@ class JobConfig:
     progress: str | None = None  # "jsonl": machine-readable progress on stdout
     from_adapter: str | None = None  # start from this adapter's LoRA (training.parent)
     new_votes: bool = False  # with from_adapter: only the votes cast since it was made
-
-
-class JobError(UserError):
-    """Bad input to a job: reported as one line, exit code 2."""
 
 
 class Cancelled(BaseException):
@@ -159,7 +171,8 @@ def _report_callback(progress: Progress, extra: dict, once: dict, span: dict):
 class Job:
     """What a trainer needs from the runner: base model, output folder, shared settings."""
 
-    def __init__(self, kind: str, cfg: JobConfig, progress: Progress, out_dir: Path):
+    def __init__(self, kind: str, cfg: JobConfig, progress: Progress, out_dir: Path,
+                 writes_gguf: bool = True):
         import torch
 
         from . import answer_positions
@@ -178,7 +191,7 @@ class Job:
         self.span = {"offset": 0, "after": 0, "total": None}
         self.callbacks = [_report_callback(progress, self.report, self.report_once, self.span)]
         self.parent = None  # the adapter this job continues (--from), once checked
-        self.writes_gguf = kind != "reward"  # a GGUF LoRA for llama.cpp, or (a scorer) not
+        self.writes_gguf = writes_gguf  # a GGUF LoRA for llama.cpp, or (a scorer) not: Kind.writes_gguf
 
     def track_kl(self, trainer, measure: Callable[[], float], every: int) -> None:
         """Report ``measure()`` (the KL from the base on held-out answers) as the ``kl`` of
@@ -230,8 +243,6 @@ class Job:
         """Measure, train, measure again, save the adapter: the metrics for meta.json.
         With ``--from`` the LoRA TRL built starts as the parent's."""
         if self.parent is not None:
-            from . import parent
-
             model = trainer.accelerator.unwrap_model(trainer.model)
             parent.check_shape(self.parent, model.peft_config["default"])
             parent.load_into(model, self.parent)
@@ -251,8 +262,8 @@ class Job:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX): then autocast to bf16
-    runs a LoRA forward and backward of the bundled model 2.4x faster than fp32 (measured
-    on two cores); without them bf16 is emulated and slower."""
+    runs a LoRA forward and backward of the bundled model faster than fp32 (bench/RESULTS.md);
+    without them bf16 is emulated and slower."""
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
     except OSError:
@@ -277,6 +288,23 @@ def split_eval(items: list, eval_size: int | None, seed: int) -> tuple[list, lis
     if len(items) < 5 or n_eval >= len(items):
         return items, items[: n_eval or len(items)], False
     return items[n_eval:], items[:n_eval], True
+
+
+def several_epochs(cfg, n_train: int) -> bool:
+    """Whether training sees each pair more than once: then the base's log-probs of every
+    pair are computed once before training (TRL's precompute_ref_log_probs) instead of
+    again at every pass."""
+    passes = cfg.epochs if cfg.steps is None else cfg.steps * cfg.batch_size / max(n_train, 1)
+    return passes > 1
+
+
+def kl_every(trainer) -> int:
+    """Steps between live KL measurements: about 5 per job, as each costs two forward
+    passes (tuned and base) of a held-out answer, a tenth of a step."""
+    args = trainer.args
+    steps = args.max_steps if args.max_steps > 0 else int(
+        args.num_train_epochs * -(-len(trainer.train_dataset) // args.per_device_train_batch_size))
+    return max(2, -(-steps // 5))
 
 
 def _alive(pid: int) -> bool:
@@ -342,8 +370,6 @@ def _versions() -> dict:
 
 
 def _meta(job: Job, result: dict, started: float) -> dict:
-    from . import parent
-
     base = catalog.read_info(job.base)
     return {
         "name": job.cfg.name,
@@ -441,12 +467,12 @@ def _unwritable(exc: BaseException) -> str | None:
     return None
 
 
-def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bool | None = None) -> int:
+def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bool) -> int:
     """Run ``train(job)`` as a job and register its adapter; returns the exit code.
 
     ``train`` builds a TRL trainer, runs it through ``job.fit`` (which writes the PEFT
     adapter into ``job.out_dir``) and returns ``{"data": {...}, "metrics": job.fit(...)}``.
-    ``writes_gguf`` (default: all but a reward model) adds the GGUF LoRA and the drift.
+    ``writes_gguf`` (the kind's ``Kind.writes_gguf``) adds the GGUF LoRA and the drift.
     """
     progress = Progress(cfg.progress == "jsonl")
     started = time.monotonic()
@@ -458,14 +484,11 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
                 _check_free(root, cfg.name)
                 clean_stale(root)
             out_dir = root / f"{PARTIAL}{cfg.name}-{os.getpid()}"
-            job = Job(kind, cfg, progress, out_dir)
-            job.writes_gguf = kind != "reward" if writes_gguf is None else writes_gguf
+            job = Job(kind, cfg, progress, out_dir, writes_gguf)
             if not job.base.is_file():
                 raise JobError(f"{job.base}: no such model file")
             check_limits(cfg, job.base)
             if cfg.from_adapter:
-                from . import parent
-
                 job.parent = parent.resolve(cfg.from_adapter, cfg.data_dir, job.base, job.writes_gguf)
                 # the rank now, not once the data is tokenized and the model loaded
                 parent.check_shape(job.parent, job.lora(parent.TASK_TYPES[job.writes_gguf]))

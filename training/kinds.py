@@ -2,8 +2,9 @@
 
 A kind (dpo, kto, sft, reward, grpo) is one module of ``diptych.training`` that defines
 ``Config`` (a dataclass of its settings, on top of ``job.JobConfig``), ``train(job)`` and
-``KIND``, a :class:`Kind`: its help, the data it takes, whether it writes a GGUF LoRA,
-and its own :class:`Option` s. ``diptych train KIND`` builds its flags from the shared
+``KIND``, a :class:`Kind`: its help, its short name, the data it takes, whether it
+writes a GGUF LoRA, and its own :class:`Option` s (each the name of a ``Config`` field:
+a kind whose option has none fails as it is built). ``diptych train KIND`` builds its flags from the shared
 options and the kind's (``commands/train.py``); the Train tab builds a form row for each
 option with a ``label`` and the same flags on its command line
 (``desktop/training_panel.py``). A new kind is one module named in :data:`MODULES`, or
@@ -23,6 +24,8 @@ import importlib
 import math
 from dataclasses import MISSING, dataclass, fields
 from typing import Callable
+
+from diptych.models import limits
 
 MODULES = ("dpo", "kto", "sft", "reward", "grpo", "skill")  # diptych.training.<module>.KIND, in this order
 
@@ -126,6 +129,16 @@ class Kind:
     writes_gguf: bool  # a LoRA llama.cpp runs (the tuned pane can use it), or not (a scorer)
     options: tuple[Option, ...] = ()
     dry_run: Callable | None = None  # dry_run(cfg) -> exit code, for --dry-run
+    short: str = ""  # a short name for the Train tab ("DPO"); "": the name in capitals
+
+    def __post_init__(self):
+        if not self.short:
+            object.__setattr__(self, "short", self.name.upper())
+        known = {f.name for f in fields(self.config)}
+        unknown = [o.field for o in self.all_options() if o.field not in known]
+        if unknown:  # a flag that would set nothing, or fail when the Config is built
+            raise TypeError(f"kind {self.name!r}: its options {', '.join(unknown)} set no field "
+                            f"of {self.config.__name__}")
 
     def all_options(self) -> tuple[Option, ...]:
         return COMMON + self.options
@@ -149,7 +162,7 @@ COMMON = (
     Option("lora_r", "LoRA rank", positive(int), label="LoRA rank"),
     Option("batch_size", "examples per step", positive(int)),
     Option("eval_size", "held-out examples for the before/after evaluation", positive(int)),
-    Option("seed", "random seed", None),  # type set below: diptych.commands.seed
+    Option("seed", "random seed", limits.seed),
     Option("from_adapter", "start from this adapter's weights (same base and LoRA shape); "
            "the base stays the reference", flag="--from", metavar="ADAPTER",
            label="Start from", widget="adapter"),
@@ -171,12 +184,6 @@ FP32 = Option("bf16", "train in fp32 even where the CPU has bf16 instructions "
               "(bf16 autocast is used there by default)", flag="--fp32", action="store_false")
 
 _extra: dict[str, Kind] = {}
-
-
-def _seed_type():
-    from diptych.commands import seed  # the CLI's seed range, shared with the app's settings
-
-    return seed
 
 
 def kinds() -> dict[str, Kind]:
@@ -205,8 +212,6 @@ def add_arguments(parser, kind: Kind) -> None:
     """The flags of ``kind`` on an argparse parser; unset ones parse to None."""
     groups: dict[str, object] = {}
     for option in kind.all_options():
-        if option.field == "seed":
-            option = Option("seed", option.help, _seed_type())
         target = parser
         if option.group:
             if option.group not in groups:

@@ -21,14 +21,11 @@ desirable, the rejected one not).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import kinds, turns, unpaired
-from .job import Job, JobConfig, JobError, sha256_of, split_eval
-
-EXAMPLE_KEYS = ("prompt", "completion", "label")
+from .examples import load_labels
+from .job import Job, JobConfig, several_epochs, split_eval
 
 
 @dataclass
@@ -40,63 +37,6 @@ class Config(JobConfig):
     desirable_weight: float | None = None  # None: from the counts
     undesirable_weight: float | None = None
     bf16: bool = True
-
-
-def _first_record(path: Path):
-    with open(path, "rb") as f:
-        for raw in f:
-            if raw.strip():
-                try:
-                    return json.loads(raw)
-                except ValueError:
-                    return None  # the full read reports it with its line number
-    return None
-
-
-def load_examples(cfg: Config) -> tuple[list[dict], dict]:
-    """(labelled answers with TRL's keys and ``truncated``, a description for meta.json)."""
-    from .parent import newer, votes_since
-
-    since = votes_since(cfg)
-    if cfg.ties not in unpaired.TIES:
-        raise JobError(f"--ties must be one of {', '.join(unpaired.TIES)}, not {cfg.ties!r}")
-    if cfg.data:
-        path = Path(cfg.data).expanduser()
-        if not path.is_file():
-            raise JobError(f"{path}: no such data file")
-        source = str(path.resolve())
-        if unpaired.is_unpaired(_first_record(path)):
-            lines = unpaired.read_jsonl(path)
-        else:
-            from .preferences import read_jsonl
-
-            lines = [line for pair in read_jsonl(path) if "chosen" in pair
-                     for line in ({**pair, "completion": pair["chosen"], "label": True,
-                                   "completion_meta": pair.get("chosen_meta")},
-                                  {**pair, "completion": pair["rejected"], "label": False,
-                                   "completion_meta": pair.get("rejected_meta")})]
-    else:
-        from .store import Store
-
-        with Store.open(cfg.data_dir) as store:
-            lines = newer(unpaired.records(store, cfg.ties), since)
-            left_out = store.left_out()
-        source = ("store" if since is None else f"store, votes since {since}") + left_out
-    examples, seen = [], set()
-    for line in lines:
-        example = {**{k: line[k] for k in EXAMPLE_KEYS},
-                   "truncated": turns.unfinished(line.get("completion_meta"))}
-        key = json.dumps(example, sort_keys=True)  # a written answer paired twice counts once
-        if key not in seen:
-            seen.add(key)
-            examples.append(example)
-    if not examples:
-        raise JobError(f"no labelled answers in {source}: vote for answers in the app first, "
-                       "or pass --data FILE.jsonl")
-    desirable = sum(e["label"] for e in examples)
-    return examples, {"source": source, "examples": len(examples), "desirable": desirable,
-                      "undesirable": len(examples) - desirable, "ties": cfg.ties,
-                      "sha256": sha256_of(examples)}
 
 
 def weights(desirable: int, undesirable: int) -> tuple[float, float]:
@@ -120,33 +60,15 @@ def _with_kl_completions(dataset, batch_size: int):
     return dataset.map(rotate, batched=True, batch_size=batch_size)
 
 
-def evaluate_labels(model, tokenizer, examples: list[dict]) -> dict:
-    """Held-out labelled answers: mean log-prob per token of desirable minus undesirable
-    answers (``margin``), and the mean per-token KL from the base."""
-    from . import evaluate
-
-    scores = {True: [], False: []}
-    kls = []
-    with evaluate._eval_mode(model):
-        for e in examples:
-            logp, kl = evaluate._completion(model, *evaluate._sequence(tokenizer, e["prompt"], e["completion"]))
-            scores[bool(e["label"])].append(logp)
-            kls.append(kl)
-    good, bad = evaluate._mean(scores[True]), evaluate._mean(scores[False])
-    return {"desirable_logp": good, "undesirable_logp": bad,
-            "margin": None if good is None or bad is None else good - bad,
-            "kl": evaluate._mean(kls), "n": len(examples)}
-
-
 def train(job: Job) -> dict:
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
+    from . import evaluate
     from .base_weights import load_base
-    from .dpo import several_epochs
 
     cfg: Config = job.cfg
-    examples, data = load_examples(cfg)
+    examples, data = load_labels(cfg)
     train_examples, eval_examples, held_out = split_eval(examples, cfg.eval_size, cfg.seed)
     counted = sum(e["label"] for e in train_examples)
     auto = weights(counted, len(train_examples) - counted)
@@ -171,14 +93,14 @@ def train(job: Job) -> dict:
         callbacks=job.callbacks,
     )
     policy = trainer.accelerator.unwrap_model(trainer.model)
-    metrics = job.fit(trainer, lambda: evaluate_labels(policy, tokenizer, eval_examples))
+    metrics = job.fit(trainer, lambda: evaluate.labels(policy, tokenizer, eval_examples))
     data.update(train=len(train_examples), eval=len(eval_examples), held_out=held_out,
                 desirable_weight=desirable_weight, undesirable_weight=undesirable_weight)
     return {"data": data, "metrics": metrics}
 
 
 KIND = kinds.Kind(
-    name="kto", title="KTO: every vote as a label, desirable or not (ties, both-bad too)",
+    name="kto", short="KTO", title="KTO: every vote as a label, desirable or not (ties, both-bad too)",
     help="KTO on every vote as a desirable or undesirable answer: a LoRA for the tuned pane",
     config=Config, train=train, data="labels", writes_gguf=True,
     options=(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from diptych.models import adapters, catalog
 
-from .job import JobError
+from .errors import JobError
 from .lineage import lineage  # noqa: F401  (here too: the lineage is this module's subject)
 
 # Which adapters a kind can continue: a language-model LoRA, or a reward model's.

@@ -17,12 +17,25 @@ import pickle
 import signal
 from pathlib import Path
 
-from .job import JobError
+from . import reward_functions
+from .errors import JobError
 
 DEFAULT_TIMEOUT = 60.0  # seconds for one call (a group of answers); --reward-timeout
 START_TIMEOUT = 60.0  # seconds to import the file
 # What TRL passes that cannot cross a pipe (logging callbacks): the child gets no-ops.
 LOCAL_ONLY = ("log_extra", "log_metric")
+
+
+def load_function(spec: str, timeout: float | None = None) -> "RewardProcess":
+    """``FILE.py:NAME`` -> that file's function NAME, run in a process of its own with
+    ``timeout`` seconds a call, and checked on every call."""
+    file, name = reward_functions.split_spec(spec)
+    if not file or not name:
+        raise JobError(f"{spec}: give the reward as FILE.py:FUNCTION")
+    path = Path(file).expanduser().resolve()
+    if not path.is_file():
+        raise JobError(f"{file}: no such reward file")
+    return RewardProcess(path, file, name, timeout or DEFAULT_TIMEOUT)
 
 
 class RewardProcess:
@@ -105,12 +118,10 @@ def _die_with_parent() -> None:
 
 def _serve(conn, path: str, file: str, name: str) -> None:
     """The child: load the function, then answer each call until the job closes the pipe."""
-    from . import rewards
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C cancels the job, which ends us
     _die_with_parent()
     try:
-        fn = rewards.load_in_process(Path(path), file, name)
+        fn = reward_functions.load_in_process(Path(path), file, name)
     except JobError as exc:
         conn.send(("error", str(exc)))
         return

@@ -29,8 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import grpo, kinds, tasks, turns, worked
-from .job import Job, JobError, sha256_of, split_eval
+from . import kinds, reinforce, tasks, turns, worked
+from .errors import JobError
+from .job import Job, sha256_of, split_eval
 
 
 # GRPO's learning rate ramps up over the first 30 % of its steps: a fresh optimizer's first
@@ -40,7 +41,7 @@ LR_RAMP = 0.3
 
 
 @dataclass
-class Config(grpo.Config):
+class Config(reinforce.Config):
     examples: str | None = None  # worked examples (JSONL); None: the task's own
     warmup_steps: int = 75  # optimizer steps of the warm-up: a file is passed over as often as they take
     warmup_examples: int | None = None  # at most this many (default: a task computes steps x batch)
@@ -106,11 +107,11 @@ def train(job: Job) -> dict:
     cfg: Config = job.cfg
     if not cfg.steps:
         raise JobError("the GRPO phase of a skill job is counted in steps: give --steps N")
-    task = grpo._task(cfg)
-    prompts, source = grpo.load_examples(cfg, task)
+    task = reinforce.task_of(cfg)
+    prompts, source = reinforce.load_examples(cfg, task)
     train_prompts, eval_examples, held = split_eval(prompts, cfg.eval_size, cfg.seed)
     examples = worked_examples(cfg, task, eval_examples)
-    functions, weights, reward_label = grpo.build_rewards(cfg, task, job)
+    functions, weights, reward_label = reinforce.build_rewards(cfg, task, job)
 
     model, tokenizer = load_base(job.base)
     warm = _warmup_trainer(job, model, tokenizer, examples)
@@ -121,9 +122,9 @@ def train(job: Job) -> dict:
     warm_steps = cfg.warmup_steps
     job.span.update(offset=0, after=cfg.steps, total=warm_steps + cfg.steps)
     at = {"step": 0}
-    with grpo.sampler(job, tokenizer) as rollouts:
-        measure = grpo.held_out(job, policy, tokenizer, rollouts, eval_examples, functions, weights,
-                                lambda: (at["step"], warm_steps + cfg.steps))
+    with reinforce.sampler(job, tokenizer) as rollouts:
+        measure = reinforce.held_out(job, policy, tokenizer, rollouts, eval_examples, functions,
+                                     weights, lambda: (at["step"], warm_steps + cfg.steps))
         job.report["stage"] = "warmup"
         job.progress("eval_before")
         before = measure()
@@ -135,17 +136,17 @@ def train(job: Job) -> dict:
         after_warmup = measure()
         if rollouts is not None:
             rollouts.step_offset = warm_steps
-        reinforce = grpo.trainer(job, policy, tokenizer, train_prompts, functions, weights, rollouts,
-                                 warmup_steps=LR_RAMP)
+        sharpen = reinforce.trainer(job, policy, tokenizer, train_prompts, functions, weights, rollouts,
+                                    warmup_steps=LR_RAMP)
 
         def grpo_step() -> tuple[int, int]:
-            return warm_steps + reinforce.state.global_step, warm_steps + cfg.steps
+            return warm_steps + sharpen.state.global_step, warm_steps + cfg.steps
 
-        measure_grpo = grpo.held_out(job, policy, tokenizer, rollouts, eval_examples, functions,
-                                     weights, grpo_step)
+        measure_grpo = reinforce.held_out(job, policy, tokenizer, rollouts, eval_examples, functions,
+                                          weights, grpo_step)
         if cfg.eval_every:
-            reinforce.add_callback(grpo._eval_callback(measure_grpo, cfg.eval_every))
-        grpo_metrics = _phase(reinforce)
+            sharpen.add_callback(reinforce.eval_callback(measure_grpo, cfg.eval_every))
+        grpo_metrics = _phase(sharpen)
         job.progress("eval_after")
         after = measure_grpo()
     if job.main:
@@ -164,11 +165,11 @@ def train(job: Job) -> dict:
 
 
 def dry_run(cfg: Config, out=None) -> int:
-    return grpo.dry_run(cfg, out, worked=worked_examples)
+    return reinforce.dry_run(cfg, out, worked=worked_examples)
 
 
 KIND = kinds.Kind(
-    name="skill", title="Teach a skill: worked examples, then GRPO on your reward",
+    name="skill", short="Skill", title="Teach a skill: worked examples, then GRPO on your reward",
     help="teach a skill the base never shows: SFT on worked examples, then GRPO on the reward, "
          "as one job and one adapter",
     config=Config, train=train, data="prompts", writes_gguf=True, dry_run=dry_run,
@@ -183,7 +184,7 @@ KIND = kinds.Kind(
                      "a file's; a task computes steps x batch size)", kinds.positive(int)),
         kinds.Option("warmup_lr", "the warm-up's learning rate", kinds.positive(float)),
         kinds.Option("warmup_batch_size", "worked examples per warm-up step", kinds.positive(int)),
-        *(o for o in grpo.KIND.options if o.field != "dry_run"),
+        *reinforce.OPTIONS,
         kinds.Option("dry_run", "score a few answers of the model as it is, and the worked "
                      "answers, with the reward; train nothing", action="store_true"),
     ),

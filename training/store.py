@@ -490,12 +490,6 @@ class Store:
                 total, n = total + (row["tokens"] or 0), n + 1
         return total / n if n else 0.0
 
-    def preference_pairs(self, adapter: str | None = None) -> list[dict]:
-        """Live votes as TRL conversational preference records (see ``preferences``)."""
-        from .preferences import records  # here: preferences imports this module
-
-        return records(self, adapter=adapter)
-
     def recent_prompts(self, limit: int = 100) -> list[list[dict]]:
         """The distinct prompts the panes answered, newest first, as message lists (a row
         of an older store whose prompt is not one is left out: ``well_formed_prompt``)."""

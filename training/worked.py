@@ -20,7 +20,7 @@ import json
 import stat
 from pathlib import Path
 
-from .job import JobError
+from .errors import JobError
 
 MAX_LINE = 1 << 20  # characters: a worked example is a few sentences, not a book
 

@@ -1,7 +1,8 @@
 """Subcommands of the ``diptych`` CLI; each module has ``register(subparsers)``.
 
 Also the argparse types of their numeric options: a value out of range is a usage error
-(one line, exit code 2) before anything is loaded. The same limits hold for
+(one line, exit code 2) before anything is loaded (the seed's is
+``diptych.models.limits.seed``, which the jobs take too). The same limits hold for
 ``diptych.models.engine.SamplingParams``, which Python callers and the app use.
 """
 
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-
-SEED_MAX = 2**32 - 2  # llama.cpp takes 2**32 - 1 (LLAMA_DEFAULT_SEED) as "draw a random seed"
 
 
 def _typed(parse, name: str):
@@ -38,16 +37,6 @@ def from_to(minimum: int, maximum: int):
         return value
 
     return _typed(parse, "int")
-
-
-def seed(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {SEED_MAX}, not {text}")
-    return value
-
-
-seed = _typed(seed, "int")
 
 
 def temperature(text: str) -> float:

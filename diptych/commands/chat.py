@@ -6,7 +6,9 @@ import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from . import SEED_MAX, at_least, seed, temperature
+from diptych.models.limits import SEED_MAX, seed
+
+from . import at_least, temperature
 
 
 def register(subparsers) -> None:

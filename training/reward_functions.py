@@ -11,40 +11,35 @@ Sources, combined by TRL with ``reward_weights``:
 
 - a built-in task (``tasks.py``);
 - ``--reward-fn FILE.py:NAME``: the user's own function, loaded from their file and run in
-  a process of its own (``reward_process.py``). It is the user's code, so everything it
+  a process of its own (``reward_process.load_function``). It is the user's code, so everything it
   does wrong is reported as one line naming the file (and line): a file that does not
   import, a missing name, a function that raises (``SystemExit`` too), returns the wrong
   number of rewards or something that is not a number, ends or crashes its process, or
   takes longer than the time limit;
 - ``--judge RUBRIC``: P(yes) of a local GGUF asked whether the answer meets the rubric
   (:mod:`diptych.models.judge`);
-- ``--reward-model NAME``: a reward model trained on the votes (``reward.py``).
+- ``--reward-model NAME``: a reward model trained on the votes (``reward.py`` trains it;
+  :func:`load_reward_model` and :func:`as_reward_function` make it a reward).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 import traceback
 from pathlib import Path
 from typing import Callable
 
-from .job import JobError
+from .errors import JobError
 
 
-def load_function(spec: str, timeout: float | None = None) -> Callable:
-    """``FILE.py:NAME`` -> that file's function NAME, run in a process of its own
-    (``reward_process.py``) with ``timeout`` seconds a call, and checked on every call."""
-    from .reward_process import DEFAULT_TIMEOUT, RewardProcess
-
-    file, sep, name = spec.rpartition(":")
-    if not sep or not file or not name:
-        raise JobError(f"{spec}: give the reward as FILE.py:FUNCTION")
-    path = Path(file).expanduser().resolve()
-    if not path.is_file():
-        raise JobError(f"{file}: no such reward file")
-    return RewardProcess(path, file, name, timeout or DEFAULT_TIMEOUT)
+def split_spec(spec: str) -> tuple[str, str]:
+    """``FILE.py:NAME`` -> (``FILE.py``, ``NAME``), split at the last colon (a path may hold
+    one); ``("", spec)`` without a colon. Also a reward's label (``task:length``)."""
+    file, _, name = spec.rpartition(":")
+    return file, name
 
 
 def load_in_process(path: Path, file: str, name: str) -> Callable:
@@ -80,7 +75,7 @@ def checked(fn: Callable, label: str, path: Path | None = None) -> Callable:
         except BaseException as exc:  # noqa: BLE001 - the user's code (sys.exit, Ctrl+C too)
             if isinstance(exc, JobError) or (path is None and not isinstance(exc, Exception)):
                 raise  # not the user's code: the project's own reward, stopped by a signal
-            at = f"{where(exc, path, label.rpartition(':')[0])} ({fn.__name__})" if path else label
+            at = f"{where(exc, path, split_spec(label)[0])} ({fn.__name__})" if path else label
             raise JobError(f"{at}: the reward raised {type(exc).__name__}: {exc}") from None
         try:
             values = list(values)
@@ -100,7 +95,7 @@ def checked(fn: Callable, label: str, path: Path | None = None) -> Callable:
             out.append(None if value is None else float(value))
         return out
 
-    reward.__name__ = label.rpartition(":")[2] or label  # TRL logs each reward by this name
+    reward.__name__ = split_spec(label)[1] or label  # TRL logs each reward by this name
     return reward
 
 
@@ -154,3 +149,60 @@ def outside_training(completion_ids: list[list[int]]) -> dict:
     (evaluations, dry runs): the answers' token ids, no trainer state, logging that drops."""
     return {"completion_ids": completion_ids, "trainer_state": None,
             "log_extra": lambda *a, **k: None, "log_metric": lambda *a, **k: None}
+
+
+def load_reward_model(name_or_path: str, base_gguf, data_dir=None, device=None):
+    """(model, tokenizer) of a trained reward adapter on ``base_gguf``, merged, for scoring."""
+    from peft import PeftModel
+
+    from diptych.models import adapters, catalog
+
+    from .base_weights import load_base
+
+    info = adapters.resolve(name_or_path, data_dir)
+    if info.kind != "reward":
+        raise JobError(f"{info.name} is a {info.kind} adapter, not a reward model "
+                       "(make one with 'diptych train reward')")
+    if info.base_hash and info.base_hash != catalog.file_hash(base_gguf):
+        raise JobError(f"reward model {info.name} was trained on another base model "
+                       f"({info.meta.get('base', {}).get('name', 'unknown')})")
+    model, tokenizer = load_base(base_gguf, reward_head=True)
+    model = PeftModel.from_pretrained(model, info.path).merge_and_unload().eval()
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+def as_reward_function(model, tokenizer, rank: bool = False):
+    """A reward model as a TRL reward function: the score of prompt + completion, or with
+    ``rank`` each answer's rank among the answers to the same prompt (0 the lowest, 1 the
+    highest): only the order the model puts a group in counts, not how far apart its scores
+    are, so one answer it scores wildly does not drown the others' differences."""
+    import torch
+
+    def reward_model(prompts, completions, **_) -> list[float]:
+        texts = [tokenizer.apply_chat_template(p + c, tokenize=False)
+                 for p, c in zip(prompts, completions)]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            scores = model(**batch.to(model.device)).logits[:, 0].float().tolist()
+        return ranks_within_groups(prompts, scores) if rank else scores
+
+    return reward_model
+
+
+def ranks_within_groups(prompts: list, scores: list[float]) -> list[float]:
+    """Each score's rank among the scores of the same prompt, scaled to 0..1 (ties share
+    their mean rank; a prompt answered once gets 0.5)."""
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(json.dumps(prompt, sort_keys=True), []).append(i)
+    out = [0.5] * len(scores)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for i in members:
+            below = sum(scores[j] < scores[i] for j in members)
+            ties = sum(scores[j] == scores[i] for j in members) - 1
+            out[i] = (below + ties / 2) / (len(members) - 1)
+    return out
