@@ -27,7 +27,7 @@ def choice_text(choice: str, names: dict[str, str]) -> str:
     return CHOICE_NAMES.get(choice, choice)
 
 
-def _text(value: str) -> str:
+def escaped(value: str) -> str:
     return html.escape(value).replace("\n", "<br>")
 
 
@@ -37,10 +37,10 @@ def conversation_html(conversation: dict, focus_vote: int | None = None) -> str:
     mode = "blind" if conversation["blind"] else "model names shown"
     parts = [f"<p style='color:gray'>Started {local_time(conversation['created_at'])} · {mode}</p>"]
     if (conversation["system_prompt"] or "").strip():
-        parts.append(f"<p><i>System: {_text(conversation['system_prompt'])}</i></p>")
+        parts.append(f"<p><i>System: {escaped(conversation['system_prompt'])}</i></p>")
     for message in conversation["messages"]:
         turn = message["turn"]
-        parts.append(f"<h3>Turn {turn + 1}</h3><p><b>You:</b> {_text(message['content'])}</p>")
+        parts.append(f"<h3>Turn {turn + 1}</h3><p><b>You:</b> {escaped(message['content'])}</p>")
         votes = [v for v in conversation["votes"] if v["turn"] == turn]
         for vote in votes:
             pair = [responses[vote["left_response_id"]], responses[vote["right_response_id"]]]
@@ -59,7 +59,7 @@ def _pair_html(pair: list[dict], vote: dict | None, focus: bool) -> str:
     for side, response in zip(SIDES, pair):
         mark = " <span style='color:#2e7d32'>✓ preferred</span>" if winner == side else ""
         cells.append(f"<td width='50%' valign='top'><b>{side.title()} · {html.escape(names[side])}"
-                     f"</b>{mark}<br>{_text(response['text'])}</td>")
+                     f"</b>{mark}<br>{escaped(response['text'])}</td>")
     table = ("<table width='100%' border='1' cellspacing='0' cellpadding='6' "
              f"style='border-color:#999'><tr>{''.join(cells)}</tr></table>")
     if vote is None:
@@ -71,6 +71,6 @@ def _pair_html(pair: list[dict], vote: dict | None, focus: bool) -> str:
         verdict += " · <span style='color:#c62828'>deleted</span>"
     if focus:
         verdict = "▶ " + verdict + " <i>(the selected vote)</i>"
-    better = (f"<p><b>Your answer:</b><br>{_text(vote['better_text'])}</p>"
+    better = (f"<p><b>Your answer:</b><br>{escaped(vote['better_text'])}</p>"
               if vote["better_text"] else "")
     return f"{table}<p>{verdict}</p>{better}"

@@ -43,7 +43,7 @@ from diptych.training.preferences import ImportFormatError, export_jsonl, import
 from diptych.training.store import BASE, CHOICES, SIDES, Store, identity
 
 from . import ops
-from .conversation_html import CHOICE_NAMES, _text, choice_text, conversation_html, local_time
+from .conversation_html import CHOICE_NAMES, escaped, choice_text, conversation_html, local_time
 
 ANY = ""  # a filter combo's "no filter" item
 COLUMNS = ("Time", "Prompt", "Left", "Right", "Choice", "Blind", "Your answer")
@@ -68,7 +68,7 @@ class SortArrows(QProxyStyle):
 
 def _tooltip(value: str) -> str:
     # Rich text, so Qt wraps a long prompt instead of drawing one screen-wide line.
-    return f"<p>{_text(value[:2000])}</p>" if value else ""
+    return f"<p>{escaped(value[:2000])}</p>" if value else ""
 
 
 def _first_line(text: str) -> str:

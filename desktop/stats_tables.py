@@ -9,11 +9,11 @@ from diptych.training.store import BASE
 from diptych.training.winrates import Rating
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
 
 
-def _fill(table: QTableWidget, rows: list[list[str]], numbers: range) -> None:
+def fill_table(table: QTableWidget, rows: list[list[str]], numbers: range) -> None:
     """Rows of text into a read-only table, numbers right-aligned, as tall as its rows
     (up to ten) so it needs no scroll bar."""
     table.setRowCount(len(rows))
@@ -32,7 +32,7 @@ def _fill(table: QTableWidget, rows: list[list[str]], numbers: range) -> None:
 MIN_GAMES = 5  # fewer, and a bootstrap interval says nothing (two games resample to one)
 
 
-def _interval(rating: Rating) -> str:
+def interval_text(rating: Rating) -> str:
     if rating.model == BASE:
         return "reference"  # the scale is anchored on the base: its interval is 0 … 0
     if rating.games < MIN_GAMES:
@@ -42,7 +42,7 @@ def _interval(rating: Rating) -> str:
     return f"{rating.low:+.0f} … {rating.high:+.0f}"
 
 
-def _table(columns: tuple[str, ...], name: str) -> QTableWidget:
+def new_table(columns: tuple[str, ...], name: str) -> QTableWidget:
     table = QTableWidget(0, len(columns), objectName=name)
     # "Your answer" over two lines: the columns are as wide as their numbers, not their names
     table.setHorizontalHeaderLabels([column.replace(" ", "\n", 1) for column in columns])

@@ -42,7 +42,7 @@ from diptych.training.winrates import (AdapterWinrate, Rating, adapter_winrates,
                                        ratings)
 
 from . import ops
-from .stats_tables import _fill, _interval, _percent, _table
+from .stats_tables import fill_table, interval_text, percent, new_table
 
 if TYPE_CHECKING:
     from diptych.models.adapters import AdapterInfo
@@ -99,7 +99,7 @@ class StatsView(QWidget):
                                  "Chat tab with an adapter in the tuned pane.")
         self.empty_note.setStyleSheet("color: gray")
         self.empty_note.setWordWrap(True)
-        self.winrate_table = _table(WINRATE_COLUMNS, "winrate-table")
+        self.winrate_table = new_table(WINRATE_COLUMNS, "winrate-table")
 
         self.winrate_plot = self._plot("winrate-plot", "Win rate against the base",
                                        "adapter, in the order first voted on")
@@ -109,7 +109,7 @@ class StatsView(QWidget):
         self.kl_points: pg.PlotDataItem | None = None
         self.kl_plot.hide()
 
-        self.ratings_table = _table(RATING_COLUMNS, "ratings-table")
+        self.ratings_table = new_table(RATING_COLUMNS, "ratings-table")
         self.ratings_note = QLabel(RATINGS_NOTE, objectName="ratings-note")
         self.ratings_note.setWordWrap(True)
         ratings_box = QGroupBox("Ratings")
@@ -126,7 +126,7 @@ class StatsView(QWidget):
         left.addStretch(1)
 
         drift_box = QGroupBox("Drift from the base")
-        self.drift_table = _table(DRIFT_COLUMNS, "drift-table")
+        self.drift_table = new_table(DRIFT_COLUMNS, "drift-table")
         self.drift_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.drift_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.drift_table.itemSelectionChanged.connect(self._update_measure_button)
@@ -149,7 +149,7 @@ class StatsView(QWidget):
         box.addStretch(1)
 
         self.versions_box = QGroupBox("Versions")
-        self.versions_table = _table(VERSION_COLUMNS, "versions-table")
+        self.versions_table = new_table(VERSION_COLUMNS, "versions-table")
         versions_note = QLabel(VERSIONS_NOTE, objectName="versions-note")
         versions_note.setWordWrap(True)
         box = QVBoxLayout(self.versions_box)
@@ -267,9 +267,9 @@ class StatsView(QWidget):
             interval = "—" if w.low is None else f"{w.low:.0%} – {w.high:.0%}"
             counts = (w.wins + w.losses + w.ties + w.both_bad + w.better, w.wins, w.losses,
                       w.ties, w.both_bad, w.better)
-            rows.append([w.adapter, *map(str, counts), _percent(w.win_rate), interval,
+            rows.append([w.adapter, *map(str, counts), percent(w.win_rate), interval,
                          w.first_vote_at[:10]])
-        _fill(self.winrate_table, rows, numbers=range(1, 9))
+        fill_table(self.winrate_table, rows, numbers=range(1, 9))
         self.empty_note.setVisible(not rows)
         self.winrate_table.setVisible(bool(rows))
         self.winrate_plot.setVisible(bool(rows))  # an empty plot says less than the note
@@ -290,14 +290,14 @@ class StatsView(QWidget):
             w = against_parent.get(name)
             rows.append([name, " → ".join(chains[name]), rate(against_base.get(name)), rate(w),
                          str(w.wins + w.losses + w.ties if w else 0)])
-        _fill(self.versions_table, rows, numbers=range(2, 5))
+        fill_table(self.versions_table, rows, numbers=range(2, 5))
         self.versions_box.setVisible(bool(rows))
 
     def _show_ratings(self, result: tuple[int, list[Rating]]) -> None:
         generation, rated = result
         if generation != self._generation:
             return
-        _fill(self.ratings_table, [[r.model, f"{r.rating:+.0f}", _interval(r), str(r.games)]
+        fill_table(self.ratings_table, [[r.model, f"{r.rating:+.0f}", interval_text(r), str(r.games)]
                                    for r in rated], numbers=range(1, 4))
         self.ratings_table.setVisible(bool(rated))
         self.ratings_note.setText(RATINGS_NOTE if rated else
@@ -319,7 +319,7 @@ class StatsView(QWidget):
                         if isinstance(d, dict)), default="")
             rows.append([info.name, info.kind, *("—" if kl is None else f"{kl:.4f}" for kl in kls),
                          when[:16].replace("T", " ") or "not yet"])
-        _fill(self.drift_table, rows, numbers=range(2, 4))
+        fill_table(self.drift_table, rows, numbers=range(2, 4))
         self.drift_table.setVisible(bool(rows))
         names = [info.name for info in self.adapters]
         if selected in names:

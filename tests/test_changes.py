@@ -27,7 +27,7 @@ REDRAWN = {
     "conversation": {"turns"},
 }
 STORE_READS = ("votes", "vote_by_id", "conversation", "conversations", "pair_counts",
-               "recent_prompts", "preference_pairs", "left_out")
+               "recent_prompts", "mean_answer_tokens", "left_out")
 
 
 def test_every_flag_has_its_views():
