@@ -39,9 +39,9 @@ NOISE = re.compile(r"(\d+%\|)|(it/s\]|s/it\]|examples/s\])|^\s*\{'|Warning\b|^\s
 
 
 # The log's line for each stage of a job.
-LOG_LINES = {"load": "Loading the base weights…", "eval_before": "Evaluating the base…",
-             "eval_after": "Evaluating the adapter…", "save": "Saving the adapter…",
-             "done": "Done.", "cancelled": "Cancelled: no adapter was written."}
+LOG_LINES = {phase: job_progress.PHASES[phase]
+             for phase in ("load", "prepare", "eval_before", "eval_after", "save")} | {
+    "done": "Done.", "cancelled": "Cancelled: no adapter was written."}
 
 
 

@@ -155,7 +155,7 @@ def run_job(data_dir, *args) -> tuple[list[dict], AdapterInfo]:
     code, lines, err = finish(train(data_dir, *args))
     assert code == 0, err[-3000:]
     assert [line["phase"] for line in lines if line["phase"] not in ("train", "eval")] == \
-        ["load", "eval_before", "eval_after", "save", "done"]
+        ["load", "prepare", "eval_before", "eval_after", "save", "done"]
     assert all(set(job.Progress.KEYS) <= set(line) for line in lines)
     return lines, adapters.resolve(lines[-1]["adapter"], data_dir)
 

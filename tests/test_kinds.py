@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 from every_vote import fill
+from helpers import record_sample_vote
 
 from diptych.cli import build_parser
 from diptych.training import kinds
@@ -94,7 +95,7 @@ def test_every_real_kind_has_its_form_rows_and_cli_flags(qtbot, tmp_path):
         assert shown == {o.field for o in kind.all_options() if o.label}
 
 
-def test_a_new_kind_is_one_module_and_its_line_in_modules(monkeypatch, capsys):
+def test_a_new_kind_is_one_module_and_its_line_in_modules(monkeypatch, capsys, qtbot, data_dir):
     module = types.ModuleType("diptych.training.fake_scorer")
     module.KIND = kinds.Kind(
         name="fake-scorer", short="Fake scorer", title="Fake scorer: only in this test",
@@ -112,6 +113,21 @@ def test_a_new_kind_is_one_module_and_its_line_in_modules(monkeypatch, capsys):
     shown = capsys.readouterr().out
     assert "a fake kind that writes no GGUF" in shown and "--knob" in shown and "--seed" in shown
     assert parse(["train", "fake-scorer", "--name", "f", "--knob", "2"]) == FakeConfig(name="f", knob=2)
+
+    # the Train tab lists it, with its short name in what the votes give each kind
+    from diptych.desktop import ops
+    from diptych.desktop.training_panel import TrainingPanel
+
+    with Store.open(data_dir) as store:
+        record_sample_vote(store)
+        panel = TrainingPanel(data_dir, store)
+        qtbot.addWidget(panel)
+        ops.wait_for_queries()
+        assert panel.kind.findData("fake-scorer") >= 0
+        assert "Fake scorer: 1 usable pairs" in panel.vote_counts.text()
+        panel.kind.setCurrentIndex(panel.kind.findData("fake-scorer"))
+        assert "--knob" not in panel.command()
+        ops.wait_for_queries()  # the counts the new kind asked for, before the store closes
 
 
 def test_a_kind_gets_its_short_name_from_its_name_unless_it_gives_one():

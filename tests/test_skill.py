@@ -36,7 +36,7 @@ def test_a_skill_job_warms_up_then_reinforces_one_adapter(tiny, data_dir):
     code, lines, err = finish(train(data_dir, "skill", "--model", str(tiny), "--name", "taught", *SMALL))
     assert code == 0, err[-3000:]
     phases = [line["phase"] for line in lines if line["phase"] not in ("train", "eval")]
-    assert phases == ["load", "eval_before", "stage", "eval_after", "save", "done"]
+    assert phases == ["load", "prepare", "eval_before", "stage", "eval_after", "save", "done"]
     stage = next(line for line in lines if line["phase"] == "stage")
     warm = stage["step"]  # 3 warm-up steps of 2 worked examples
     assert warm == 3 and stage["stage"] == "grpo" and stage["total"] == warm + 2

@@ -190,7 +190,7 @@ def test_the_log_and_the_summary_are_written_for_a_person(qtbot, data_dir):
 
     panel = TrainingPanel(data_dir)
     qtbot.addWidget(panel)
-    for line in ('{"phase": "load"}', '{"phase": "eval_before"}',
+    for line in ('{"phase": "load"}', '{"phase": "prepare"}', '{"phase": "eval_before"}',
                  '{"phase": "train", "step": 1, "total": 400, "loss": 0.5, "kl": 0.002, "eta_s": 1890.4}',
                  '{"phase": "eval_after"}', '{"phase": "save"}',
                  '{"phase": "done", "adapter": "v1", "path": "/data/adapters/v1", "data": '
@@ -198,7 +198,7 @@ def test_the_log_and_the_summary_are_written_for_a_person(qtbot, data_dir):
                  '"after": {"pair_accuracy": 1.0, "n": 1}}}'):
         panel.handle_line(line)
     assert panel.log.toPlainText().splitlines() == [
-        "Loading the base weights…", "Evaluating the base…",
+        "Loading the base weights…", "Preparing the data…", "Evaluating the base…",
         "step 1/400  loss 0.5  KL 0.002  ETA 31 min 30 s",
         "Evaluating the adapter…", "Saving the adapter…", "Done: the adapter is in /data/adapters/v1"]
     summary = panel.summary.text()

@@ -46,13 +46,12 @@ def train(job: Job) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from . import evaluate
-    from .base_weights import load_base
 
     cfg: Config = job.cfg
     pairs, data = load_pairs(cfg)
     train_pairs, eval_pairs, held_out = split_eval(pairs, cfg.eval_size, cfg.seed)
 
-    model, tokenizer = load_base(job.base)
+    model, tokenizer = job.load_base()
     started = time.monotonic()
     trainer = turns.keeping_unfinished(DPOTrainer, UNFINISHED_COLUMNS)(
         model=model,

@@ -33,7 +33,6 @@ from .reinforce import Config, dry_run
 
 
 def train(job: Job) -> dict:
-    from .base_weights import load_base
 
     cfg: Config = job.cfg
     task = reinforce.task_of(cfg)
@@ -41,7 +40,7 @@ def train(job: Job) -> dict:
     train_examples, eval_examples, held = split_eval(examples, cfg.eval_size, cfg.seed)
     functions, weights, reward_label = reinforce.build_rewards(cfg, task, job)
 
-    model, tokenizer = load_base(job.base)
+    model, tokenizer = job.load_base()
     with reinforce.sampler(job, tokenizer) as rollouts:
         grpo = reinforce.trainer(job, model, tokenizer, train_examples, functions, weights, rollouts)
         policy = grpo.accelerator.unwrap_model(grpo.model)

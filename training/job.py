@@ -15,6 +15,8 @@ keys ``phase, step, total, loss, reward, kl, eta_s`` (null when unknown); everyt
 libraries print goes to stderr. Phases, in order:
 
 - ``load`` (with ``processes``);
+- ``prepare``: the weights are in; the trainer tokenizes (DPO: and computes the base's
+  log-probs of every pair);
 - ``eval_before``: the held-out measurement of the base;
 - ``train``: once per step (GRPO's with ``reward_std`` and ``sampler``; skill's with
   ``stage``); among them GRPO's and skill's ``eval`` (the held-out prompts' greedy answers:
@@ -83,7 +85,10 @@ class JobConfig:
     lora_alpha: int | None = None  # None: 2 x lora_r
     lora_dropout: float = 0.05
     lora_targets: str = "all-linear"  # every linear layer but the (tied) output layer
-    max_length: int = 256  # tokens of prompt + answer (DPO, reward; GRPO has max_completion_length)
+    # Tokens of prompt + answer (GRPO has max_completion_length). The panes answer with up to
+    # 256 tokens: cut at 128, a default round on 13 such votes takes minutes, not ten
+    # (bench/round_bench.py); a cut answer is trained as unfinished (turns.py).
+    max_length: int = 128
     eval_size: int | None = None  # held-out examples for the before/after evaluation
     seed: int = 0
     drift: bool = True  # measure the KL from the base on prompt sets (diptych.models.drift)
@@ -192,6 +197,16 @@ class Job:
         self.callbacks = [_report_callback(progress, self.report, self.report_once, self.span)]
         self.parent = None  # the adapter this job continues (--from), once checked
         self.writes_gguf = writes_gguf  # a GGUF LoRA for llama.cpp, or (a scorer) not: Kind.writes_gguf
+
+    def load_base(self, reward_head: bool = False):
+        """The base's weights and tokenizer (``base_weights.load_base``); then a ``prepare``
+        line: what follows until the evaluation (tokenizing, DPO's reference log-probs) is
+        the data's, not the weights'."""
+        from .base_weights import load_base
+
+        loaded = load_base(self.base, reward_head=reward_head)
+        self.progress("prepare")
+        return loaded
 
     def track_kl(self, trainer, measure: Callable[[], float], every: int) -> None:
         """Report ``measure()`` (the KL from the base on held-out answers) as the ``kl`` of

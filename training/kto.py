@@ -65,7 +65,6 @@ def train(job: Job) -> dict:
     from trl import KTOConfig, KTOTrainer
 
     from . import evaluate
-    from .base_weights import load_base
 
     cfg: Config = job.cfg
     examples, data = load_labels(cfg)
@@ -80,7 +79,7 @@ def train(job: Job) -> dict:
             dataset = super()._prepare_dataset(dataset, processing_class, args, *rest, **kwargs)
             return _with_kl_completions(dataset, args.per_device_train_batch_size)
 
-    model, tokenizer = load_base(job.base)
+    model, tokenizer = job.load_base()
     trainer = Trainer(
         model=model,
         args=job.training_args(KTOConfig, cpu_bf16=cfg.bf16, beta=cfg.beta, max_length=cfg.max_length,

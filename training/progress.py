@@ -13,6 +13,7 @@ import json
 # The phases, in the order a job goes through them, and what each says to a person.
 PHASES = {
     "load": "Loading the base weights…",
+    "prepare": "Preparing the data…",  # tokenizing; DPO: the base's log-probs of every pair
     "eval_before": "Evaluating the base…",
     "sample": "Sampling and scoring a few answers…",  # GRPO's dry run: one scored answer
     "stage": "GRPO: sampling, scoring, reinforcing the better answers",  # a skill job's GRPO starts

@@ -32,13 +32,12 @@ def train(job: Job) -> dict:
     from trl import RewardConfig, RewardTrainer
 
     from . import evaluate
-    from .base_weights import load_base
 
     cfg: Config = job.cfg
     pairs, data = load_pairs(cfg)
     train_pairs, eval_pairs, held_out = split_eval(pairs, cfg.eval_size, cfg.seed)
 
-    model, tokenizer = load_base(job.base, reward_head=True)
+    model, tokenizer = job.load_base(reward_head=True)
     trainer = turns.keeping_unfinished(RewardTrainer, UNFINISHED_COLUMNS)(
         model=model,
         args=job.training_args(RewardConfig, max_length=cfg.max_length),

@@ -33,13 +33,12 @@ def train(job: Job) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from . import evaluate
-    from .base_weights import load_base
 
     cfg: Config = job.cfg
     examples, data = load_answers(cfg)
     train_examples, eval_examples, held_out = split_eval(examples, cfg.eval_size, cfg.seed)
 
-    model, tokenizer = load_base(job.base)
+    model, tokenizer = job.load_base()
     trainer = turns.keeping_unfinished(SFTTrainer, {"truncated": ("input_ids", "labels", "completion_mask")})(
         model=model,
         args=job.training_args(SFTConfig, cpu_bf16=cfg.bf16, max_length=cfg.max_length,

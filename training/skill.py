@@ -102,7 +102,6 @@ def _phase(trainer) -> dict:
 
 def train(job: Job) -> dict:
     from . import parent
-    from .base_weights import load_base
 
     cfg: Config = job.cfg
     if not cfg.steps:
@@ -113,7 +112,7 @@ def train(job: Job) -> dict:
     examples = worked_examples(cfg, task, eval_examples)
     functions, weights, reward_label = reinforce.build_rewards(cfg, task, job)
 
-    model, tokenizer = load_base(job.base)
+    model, tokenizer = job.load_base()
     warm = _warmup_trainer(job, model, tokenizer, examples)
     policy = warm.accelerator.unwrap_model(warm.model)
     if job.parent is not None:
