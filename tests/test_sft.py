@@ -1,5 +1,5 @@
 """SFT on written answers, and a round that continues an adapter (--from): real jobs with
-a few steps on the bundled model."""
+a few steps on a tiny random-weight model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import tiny_models
 from every_vote import fill
 from helpers import run_job, steps
 
@@ -17,6 +18,12 @@ from diptych.training.store import Store
 
 # The 2 written answers: too few to hold one out, so each step sees both as one batch
 ONE_BATCH = ["--batch-size", "2", "--max-length", "64", "--lr", "1e-3", "--no-drift"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, weights_cache):
+    """A tiny random-weight model: what is tested is what a round continues, not the base."""
+    return tiny_models.build("llama", tmp_path_factory.mktemp("tiny") / "tiny.gguf")
 
 
 @pytest.fixture
@@ -33,8 +40,9 @@ def folder_hash(path) -> str:
     return digest.hexdigest()
 
 
-def test_sft_learns_the_written_answers_and_a_round_continues_it(every_vote):
-    parent_lines, parent = run_job(every_vote, "sft", "--name", "v1", "--steps", "3", *ONE_BATCH)
+def test_sft_learns_the_written_answers_and_a_round_continues_it(every_vote, tiny):
+    parent_lines, parent = run_job(every_vote, "sft", "--name", "v1", "--model", str(tiny), "--steps", "3",
+                                   *ONE_BATCH)
     data = parent.meta["data"]
     assert data["examples"] == 2 and not data["chosen"] and not data["held_out"]  # too few to hold out
     assert [s["step"] for s in steps(parent_lines)] == [1, 2, 3]
@@ -47,7 +55,8 @@ def test_sft_learns_the_written_answers_and_a_round_continues_it(every_vote):
     before = folder_hash(parent.path)
 
     # --from: a round that continues v1
-    lines, child = run_job(every_vote, "sft", "--name", "v2", "--from", "v1", "--steps", "1", *ONE_BATCH)
+    lines, child = run_job(every_vote, "sft", "--name", "v2", "--model", str(tiny), "--from", "v1",
+                           "--steps", "1", *ONE_BATCH)
     first = steps(lines)[0]["loss"]
     # it starts where the parent ended (one more step on the same batch), not from scratch
     assert abs(first - parent_losses[-1]) < abs(first - parent_losses[0]) / 2, (parent_losses, first)

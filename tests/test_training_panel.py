@@ -2,6 +2,8 @@
 
 import argparse
 
+import tiny_models
+
 from diptych.desktop import ops
 from diptych.desktop.app import build_window
 from diptych.models import adapters as adapter_registry
@@ -9,8 +11,11 @@ from diptych.models import adapters as adapter_registry
 TINY = "--steps 2 --batch-size 2 --max-length 64 --eval-size 2"
 
 
-def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted):
-    window = build_window(argparse.Namespace(data_dir=str(voted), model=None, adapter=None))
+def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted, tmp_path):
+    # the app on a tiny random-weight model: what is tested is the panel's part of the
+    # loop (start, plots, the adapter in the picker and the pane), not what DPO learns
+    tiny = tiny_models.build("llama", tmp_path / "tiny.gguf")
+    window = build_window(argparse.Namespace(data_dir=str(voted), model=str(tiny), adapter=None))
     qtbot.addWidget(window)
     qtbot.waitUntil(lambda: len(window.controller.engines) == 2, timeout=30_000)
     panel = window.training
