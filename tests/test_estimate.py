@@ -22,6 +22,12 @@ def test_the_estimate_grows_with_the_tokens_up_to_the_length_limit():
         estimate.job_seconds("answers", 10, 100, max_length=256, epochs=6)
 
 
+def test_a_default_dpo_round_on_the_apps_answers_takes_minutes():
+    # 13 votes on 256-token answers, DPO's 5 epochs, cut at 128 (bench/round_bench.py: 4.9 min)
+    assert estimate.describe(estimate.job_seconds("pairs", 13, 266, max_length=128, epochs=5)) == \
+        "about 5 min on two CPU cores"
+
+
 def test_no_estimate_where_the_cost_is_not_the_data():
     assert estimate.job_seconds("prompts", 64, 30, max_length=128) is None  # GRPO: its sampling
     assert estimate.job_seconds("pairs", 0, 30, max_length=128) is None
