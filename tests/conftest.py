@@ -116,14 +116,6 @@ def home(tmp_path):
 @pytest.fixture
 def window(qtbot, data_dir):
     """The app's window on the bundled model, both panes loaded (12 tokens an answer)."""
-    import argparse
+    from helpers import open_window
 
-    from diptych.desktop.app import build_window
-
-    win = build_window(argparse.Namespace(data_dir=str(data_dir), model=None, adapter=None))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    win.settings.max_tokens.setValue(12)
-    qtbot.waitUntil(lambda: len(win.controller.engines) == 2, timeout=30_000)
-    return win
+    return open_window(qtbot, data_dir, max_tokens=12)

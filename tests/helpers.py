@@ -282,3 +282,19 @@ def register_adapter(data_dir, lora, name="drifty"):
     (folder / adapters.GGUF_NAME).write_bytes(lora.read_bytes())
     (folder / adapters.META_NAME).write_text(json.dumps({"kind": "dpo", "metrics": {"after": {}}}))
     return adapters.resolve(name, data_dir)
+
+
+def open_window(qtbot, data_dir, max_tokens: int):
+    """The app's window on the bundled model, shown, both panes loaded (``max_tokens`` an answer)."""
+    import argparse
+
+    from diptych.desktop.app import build_window
+
+    win = build_window(argparse.Namespace(data_dir=str(data_dir), model=None, adapter=None))
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.settings.max_tokens.setValue(max_tokens)
+    qtbot.waitUntil(lambda: len(win.controller.engines) == 2, timeout=30_000)
+    return win
+

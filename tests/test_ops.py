@@ -1,6 +1,5 @@
 """The window's operations: off the UI thread, failures told, one announcement of what changed."""
 
-import argparse
 import sqlite3
 from functools import partial
 
@@ -10,22 +9,15 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 
 from diptych import paths
 from diptych.desktop import ops
-from diptych.desktop.app import build_window
 from diptych.models.errors import UserError
 from diptych.models.session import Changes
-from helpers import register_lora, send, wait_idle
+from helpers import open_window, register_lora, send, wait_idle
 
 
 @pytest.fixture
 def window(qtbot, data_dir, bundled_model):
     register_lora(data_dir, "v1", bundled_model)
-    win = build_window(argparse.Namespace(data_dir=str(data_dir), model=None, adapter=None))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    win.settings.max_tokens.setValue(8)
-    qtbot.waitUntil(lambda: len(win.controller.engines) == 2, timeout=30_000)
-    return win
+    return open_window(qtbot, data_dir, max_tokens=8)
 
 
 class Ticks:
