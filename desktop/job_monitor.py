@@ -70,7 +70,11 @@ class JobMonitor(QWidget):
         self.phase.setObjectName("job-phase")
         self.phase.setWordWrap(True)
         self.plots: dict[str, pg.PlotDataItem] = {}
-        self.markers: list[tuple[str, pg.InfiniteLine]] = []  # where a skill job's GRPO starts
+        self.markers: dict[str, list[pg.InfiniteLine]] = {}  # plot -> where a skill job's GRPO starts
+        self._undrawn: list[str] = []  # the plots that do not show ``history`` yet
+        self._redraw = QTimer(self)  # draws them one at a time (see _draw)
+        self._redraw.setInterval(20)
+        self._redraw.timeout.connect(self._draw_next)
         self.plot_widgets: dict[str, pg.PlotWidget] = {}
         grid = QGridLayout()
         for key, title in PLOTS:
@@ -79,6 +83,9 @@ class JobMonitor(QWidget):
             widget.setMinimumHeight(150)
             widget.setMaximumHeight(210)  # both rows and the log below fit a 800-pixel window
             widget.showGrid(x=True, y=True, alpha=0.3)
+            for side in ("left", "bottom"):  # grid lines at the labelled ticks only: the minor
+                # ones cost about 40 ms a repaint, a stall at every progress line of a job
+                widget.getAxis(side).setStyle(maxTickLevel=0)
             if key == "reward":  # GRPO: the spread within groups, and the held-out reward
                 widget.addLegend(offset=(5, 5), labelTextSize="8pt")
                 self.spread = (widget.plot([], [], pen=pg.mkPen("#9ecae1")),
@@ -160,25 +167,39 @@ class JobMonitor(QWidget):
         self._draw()
 
     def _draw(self) -> None:
-        """The curves and markers of ``history``; only the plots the job reports are shown
-        (an SFT job has no reward, a reward model no KL)."""
-        for key, _ in PLOTS:
-            self.plots[key].setData(*_columns(self.history.get(key), 2))
-        xs, low, high = _columns(self.history.get("spread"), 3)
-        self.spread[0].setData(xs, low)
-        self.spread[1].setData(xs, high)
-        self.held_out.setData(*_columns(self.history.get("held_out"), 2))
-        for key, marker in self.markers:
-            self.plot_widgets[key].removeItem(marker)
-        self.markers = []
-        for step, text in self.history.get("markers", []):
-            for key, widget in self.plot_widgets.items():
-                marker = pg.InfiniteLine(step, angle=90, pen=pg.mkPen("#555", style=Qt.PenStyle.DashLine),
-                                         label=text, labelOpts={"position": 0.9, "color": "#555"})
-                widget.addItem(marker)
-                self.markers.append((key, marker))
+        """Redraw the plots from ``history``; only the plots the job reports are shown (an
+        SFT job has no reward, a reward model no KL). The curves follow one plot per turn
+        of the event loop: repainting all three at once stalls the window for tens of
+        milliseconds while a job keeps the cores busy."""
         self.plot_widgets["reward"].setVisible(bool(self.history.get("reward") or self.history.get("held_out")))
         self.plot_widgets["kl"].setVisible(bool(self.history.get("kl")))
+        self._undrawn = [key for key, _ in PLOTS]
+        self._redraw.start()
+
+    @property
+    def drawn(self) -> bool:
+        """Every plot shows ``history`` (tests wait for it)."""
+        return not self._undrawn
+
+    def _draw_next(self) -> None:
+        if not self._undrawn:
+            self._redraw.stop()
+            return
+        key = self._undrawn.pop(0)
+        widget = self.plot_widgets[key]
+        self.plots[key].setData(*_columns(self.history.get(key), 2))
+        if key == "reward":
+            xs, low, high = _columns(self.history.get("spread"), 3)
+            self.spread[0].setData(xs, low)
+            self.spread[1].setData(xs, high)
+            self.held_out.setData(*_columns(self.history.get("held_out"), 2))
+        for marker in self.markers.pop(key, []):
+            widget.removeItem(marker)
+        for step, text in self.history.get("markers", []):
+            marker = pg.InfiniteLine(step, angle=90, pen=pg.mkPen("#555", style=Qt.PenStyle.DashLine),
+                                     label=text, labelOpts={"position": 0.9, "color": "#555"})
+            widget.addItem(marker)
+            self.markers.setdefault(key, []).append(marker)
 
     def try_rewards(self, args: list[str]) -> None:
         """GRPO's dry run: a few answers of the model as it is, with their rewards."""

@@ -33,6 +33,7 @@ def test_panel_runs_a_job_and_the_adapter_reaches_the_tuned_pane(qtbot, voted, t
     assert panel.history["loss"], "progress lines with a loss arrived and were plotted"
     # issue 14, defect 5: the live "KL from base" plot of a DPO job gets points
     assert panel.history["kl"] and all(kl >= 0 for _, kl in panel.history["kl"])
+    qtbot.waitUntil(lambda: panel.drawn)
     assert len(panel.plots["kl"].getData()[0]) == len(panel.history["kl"])
     assert "held-out examples" in panel.summary.text()
     # defect 7: the next job gets a name no adapter has, so a second Start works
@@ -145,6 +146,7 @@ def test_train_tab_defects_of_a_new_user(qtbot, data_dir, monkeypatch):
     bar = panel.log.verticalScrollBar()
     assert bar.maximum() > 0 and bar.value() == bar.maximum()  # follows the new lines
     assert panel.log.toPlainText().splitlines()[-1].startswith("step 300/400  loss 0.5")
+    qtbot.waitUntil(lambda: panel.drawn)
     assert len(panel.plots["kl"].getData()[0]) == 300  # defect 5
     time.sleep(1.1)
     panel._show_eta()  # what the one-second timer does while a job runs
@@ -227,17 +229,20 @@ def test_a_new_job_gets_a_clean_view_with_only_the_plots_it_reports(qtbot, data_
     for line in grpo:
         panel.handle_line(line)
     assert panel.plot_widgets["reward"].isVisible() and panel.plot_widgets["kl"].isVisible()
+    qtbot.waitUntil(lambda: panel.drawn)
     assert len(panel.markers) == len(panel.plot_widgets)  # where GRPO starts, on every plot
     last = dict(panel.history)
 
     panel.monitor._stale_view = True  # what Start does
     panel.handle_line('{"phase": "load"}')
+    qtbot.waitUntil(lambda: panel.drawn)
     shown = panel.plots["loss"].getData()[0]
     assert not any(panel.history.values()) and (shown is None or len(shown) == 0)
-    assert panel.markers == []
+    assert panel.markers == {}
     panel.handle_line('{"phase": "train", "step": 1, "total": 3, "loss": 2.0, "eta_s": 5}')
     assert panel.plot_widgets["loss"].isVisible()
     assert not panel.plot_widgets["reward"].isVisible() and not panel.plot_widgets["kl"].isVisible()
+    qtbot.waitUntil(lambda: panel.drawn)
     x_range = panel.plot_widgets["loss"].getViewBox().viewRange()[0]
     assert x_range[1] < 10, x_range  # step 1 of 3, not the last job's 31 steps
 
@@ -245,4 +250,5 @@ def test_a_new_job_gets_a_clean_view_with_only_the_plots_it_reports(qtbot, data_
     panel.handle_line('{"phase": "load"}')
     panel.handle_line('{"phase": "error", "error": "no pairs to learn from"}')
     assert panel.history == last and panel.plot_widgets["reward"].isVisible()
+    qtbot.waitUntil(lambda: panel.drawn)
     assert len(panel.markers) == len(panel.plot_widgets)
