@@ -225,7 +225,7 @@ def main() -> None:
         results["stream + train"]["job_s_per_step"] = done["metrics"]["train"]["s_per_step"]
         streamer.stop()
         window.close()
-        window.controller.store = None
+        window.controller.session.store = None
         if window.store is not None:
             window.store.close()
 

@@ -16,11 +16,11 @@ from PySide6.QtCore import QObject, Signal
 
 from diptych.models.conversation import SIDES
 from diptych.models.engine import Completion, Engine
-from diptych.models.session import ChatSettings, Contender, Session
+from diptych.models.session import Contender, Session
 
 from . import ops
 
-__all__ = ["ChatController", "ChatSettings"]
+__all__ = ["ChatController"]
 
 
 class ChatController(QObject):
@@ -60,26 +60,6 @@ class ChatController(QObject):
     # -- state -------------------------------------------------------------------------
 
     @property
-    def store(self):
-        return self.session.store
-
-    @store.setter
-    def store(self, store) -> None:
-        self.session.store = store
-
-    @property
-    def settings(self) -> ChatSettings:
-        return self.session.settings
-
-    @property
-    def conversation(self):
-        return self.session.conversation
-
-    @conversation.setter
-    def conversation(self, conversation) -> None:
-        self.session.conversation = conversation
-
-    @property
     def engines(self) -> dict[str, Engine]:
         """The two engines under the panes' default roles: the left slot's as ``base``,
         the right slot's (the toolbar's adapter) as ``tuned``."""
@@ -87,26 +67,11 @@ class ChatController(QObject):
         return {"base": e["left"], "tuned": e["right"]} if e else {}
 
     @property
-    def blind(self) -> bool:
-        return self.session.blind
-
-    @property
-    def roles(self) -> dict[str, str]:
-        return {side: self.session.contender(side).role for side in SIDES}
-
-    @property
-    def hidden(self) -> bool:
-        return self.session.hidden
-
-    @property
     def busy(self) -> bool:
         return bool(self._running)
 
     def is_running(self, side: str) -> bool:
         return side in self._running
-
-    def engine_for(self, side: str) -> Engine | None:
-        return self.session.engine(side)
 
     def authors(self, side: str) -> dict[int, tuple]:
         """turn -> (engine, contender) that wrote ``side``'s answer to it (the answer being
@@ -117,9 +82,6 @@ class ChatController(QObject):
         if live is not None:
             found[live.turn] = (live.engine, live.contender)
         return found
-
-    def template(self):
-        return self.session.template()
 
     @property
     def can_vote(self) -> bool:
@@ -189,7 +151,7 @@ class ChatController(QObject):
         return True
 
     def regenerate(self, side: str | None = None) -> None:
-        if not self.conversation.turns or self.loading:
+        if not self.session.conversation.turns or self.loading:
             return
         for s in [side] if side else SIDES:
             if not self.is_running(s):
@@ -218,7 +180,7 @@ class ChatController(QObject):
         """Blind mode from the next conversation on; the one on screen is kept. (On the
         UI thread: the next prompt sent must find it set.)"""
         def done(_changes):
-            if self.conversation.turns:
+            if self.session.conversation.turns:
                 when = "the next conversation (New conversation, Ctrl+N)"
                 self.blind_changed.emit(f"Blind mode {'on' if blind else 'off'} from {when}; "
                                         "this one keeps its names.")
@@ -267,7 +229,7 @@ class ChatController(QObject):
             return
         self.busy_changed.emit(False)
         if all(self.last[s] is not None for s in SIDES):
-            self.turn_complete.emit(len(self.conversation.turns) - 1)
+            self.turn_complete.emit(len(self.session.conversation.turns) - 1)
         pending, self._pending = self._pending, []
         for action in pending:
             action()
@@ -286,7 +248,7 @@ class ChatController(QObject):
         if self.last[side] is None or self.is_running(side):
             self.scores_failed.emit(side, "no finished answer to score")
             return
-        ops.run_op(self, lambda: self.session.score(side),
+        ops.run_op(self, partial(ops.score, self.session, side),
                    lambda comparison: self.scores_ready.emit(side, comparison),
                    lambda exc: self.scores_failed.emit(side, ops.message(exc)))
 

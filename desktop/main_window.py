@@ -66,7 +66,7 @@ class MainWindow(Menus, Pickers, QMainWindow):
             self.store_error = str(exc)
         # The session writes through its own connection, on its own thread: the views'
         # reads here never wait for a write, and a locked database never stalls the window.
-        self.controller.store = Store(self.store.path) if self.store is not None else None
+        self.controller.session.store = Store(self.store.path) if self.store is not None else None
 
         # Toolbar: model, adapter, conversation controls.
         toolbar = QToolBar("Models")
@@ -197,7 +197,7 @@ class MainWindow(Menus, Pickers, QMainWindow):
             pane.regenerate_requested.connect(c.regenerate)
             pane.stop_requested.connect(c.stop)
             pane.scores_requested.connect(c.score)
-            pane.show_conversation(c.conversation)
+            pane.show_conversation(c.session.conversation)
 
         c.answer_started.connect(self._on_answer_started)
         c.answer_delta.connect(lambda side, text: self.panes[side].append(text))
@@ -212,9 +212,9 @@ class MainWindow(Menus, Pickers, QMainWindow):
         c.scores_failed.connect(lambda side, msg: self.panes[side].clear_scores(f"Not scored: {msg}"))
 
         s = self.settings
-        c.settings.params = s.params()
-        s.params_changed.connect(lambda p: setattr(c.settings, "params", p))
-        s.system_prompt_changed.connect(lambda t: setattr(c.settings, "system_prompt", t))
+        c.session.settings.params = s.params()
+        s.params_changed.connect(lambda p: setattr(c.session.settings, "params", p))
+        s.system_prompt_changed.connect(lambda t: setattr(c.session.settings, "system_prompt", t))
         s.template_override_changed.connect(self._override_template)
 
         self.model_picker.activated.connect(self._on_model_picked)
@@ -227,8 +227,8 @@ class MainWindow(Menus, Pickers, QMainWindow):
         if self.controller.send(self.prompt.toPlainText()):
             self.prompt.clear()
             for pane in self.panes.values():
-                pane.show_conversation(self.controller.conversation)
-            if len(self.controller.conversation.turns) == 1:
+                pane.show_conversation(self.controller.session.conversation)
+            if len(self.controller.session.conversation.turns) == 1:
                 self._update_headers()  # blind mode drew who shows where
 
     def vote(self, choice: str, better_text: str | None = None) -> None:
@@ -283,10 +283,10 @@ class MainWindow(Menus, Pickers, QMainWindow):
         c = self.controller
         if c.can_vote:
             self.vote_bar.show_voting({s: c.last[s].text for s in SIDES},
-                                      prompt=c.conversation.turns[-1].user)
+                                      prompt=c.session.conversation.turns[-1].user)
         else:
             self.vote_bar.show_idle()
-            if c.store is None:
+            if c.session.store is None:
                 self.vote_bar.set_hint("Votes are off: the database could not be opened.")
 
     def _on_vote_recorded(self, vote_id: int, choice: str) -> None:
@@ -302,7 +302,7 @@ class MainWindow(Menus, Pickers, QMainWindow):
 
     def _show_turns(self) -> None:
         """Multi-turn is easy to miss: say how many turns the panes remember."""
-        n = len(self.controller.conversation.turns)
+        n = len(self.controller.session.conversation.turns)
         self.turn_label.setText(
             "New conversation: the panes remember nothing yet" if n == 0 else
             f"Turn {n} of this conversation: both panes see the earlier turns"
@@ -315,7 +315,7 @@ class MainWindow(Menus, Pickers, QMainWindow):
         c = self.controller
         tuned = any(c.session.contender(side).adapter is not None for side in SIDES)
         why = ("Δ vs base tells the models apart: it is available once you have voted"
-               if c.hidden else "" if tuned else
+               if c.session.hidden else "" if tuned else
                "Both panes run the base: choose an adapter for a pane to see where it moved")
         for pane in self.panes.values():
             pane.set_scoring_allowed(not why, why)
@@ -327,11 +327,11 @@ class MainWindow(Menus, Pickers, QMainWindow):
         idle = not c.busy
         self.stop_button.setEnabled(c.busy)
         self.send_button.setEnabled(idle and not c.loading)
-        self.regenerate_button.setEnabled(idle and not c.loading and bool(c.conversation.turns))
+        self.regenerate_button.setEnabled(idle and not c.loading and bool(c.session.conversation.turns))
         for widget in (self.model_picker, self.open_model_action, self.open_adapter_action):
             widget.setEnabled(idle)
         for picker in self.pickers.values():  # blind: who runs where waits for the vote
-            picker.setEnabled(idle and not c.hidden)
+            picker.setEnabled(idle and not c.session.hidden)
 
     def _on_busy(self, _busy: bool) -> None:
         self._update_buttons()
@@ -349,7 +349,7 @@ class MainWindow(Menus, Pickers, QMainWindow):
         self.vote_bar.show_idle()
         self._update_buttons()
         for pane in self.panes.values():
-            pane.show_conversation(self.controller.conversation)
+            pane.show_conversation(self.controller.session.conversation)
             pane.stats.setText("")
         self._show_turns()
         self._update_headers()
@@ -360,12 +360,12 @@ class MainWindow(Menus, Pickers, QMainWindow):
         c = self.controller
         session = c.session
         for side, pane in self.panes.items():
-            engine, contender = c.engine_for(side), session.contender(side)
-            pane.set_identity(contender.role, _label(engine, contender), hidden=c.hidden)
+            engine, contender = c.session.engine(side), session.contender(side)
+            pane.set_identity(contender.role, _label(engine, contender), hidden=c.session.hidden)
         self._show_authors()
         self._update_score_buttons()
         self._fill_pickers()
-        template = c.template()
+        template = c.session.template()
         if template is not None:
             self.settings.show_template(template.name, template.source)
         self._show_engine_status()
@@ -377,8 +377,8 @@ class MainWindow(Menus, Pickers, QMainWindow):
         pane's contender now (switched since), the answer says who wrote it."""
         c = self.controller
         for side, pane in self.panes.items():
-            now = _maker(c.engine_for(side), c.session.contender(side))
-            pane.set_authors({} if c.hidden else {
+            now = _maker(c.session.engine(side), c.session.contender(side))
+            pane.set_authors({} if c.session.hidden else {
                 turn: _label(engine, contender)
                 for turn, (engine, contender) in c.authors(side).items()
                 if _maker(engine, contender) != now})

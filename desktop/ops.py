@@ -222,10 +222,15 @@ def undo_vote(session: Session) -> Future:
     return session.undo_vote_later()
 
 
-def load_model(session: Session, path, adapter=None) -> Changes:
+def load_model(session: Session, path, adapter=None) -> Future:
     """Load ``path`` into both slots; ``adapter``: the right slot's GGUF LoRA."""
     wanted = {"right": Contender.of(adapter)} if adapter is not None else None
-    return session.load(path, wanted)
+    return session.load_later(path, wanted)
+
+
+def score(session: Session, side: str) -> Future:
+    """Where ``side``'s last answer moved from the base (a Comparison; changes nothing)."""
+    return session.score_later(side)
 
 
 def use_contender(session: Session, slot: str, contender: Contender) -> Future:

@@ -107,7 +107,7 @@ class Pickers:
     def _fill_pickers(self) -> None:
         """Each pane's picker names the contender shown in that pane; in a blind
         conversation it says "hidden" until the vote (the choices stay behind it)."""
-        session, hidden = self.controller.session, self.controller.hidden
+        session, hidden = self.controller.session, self.controller.session.hidden
         for side, picker in self.pickers.items():
             current = session.contender(side)
             picker.blockSignals(True)

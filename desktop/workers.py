@@ -14,9 +14,10 @@ from superqt.utils import FunctionWorker, create_worker
 
 
 def ensure_pool(min_threads: int = 8) -> None:
-    """A model load and a scoring hold a thread while they wait for the session's queues
-    (``Session.load``, ``Session.score``): queries and other operations must still get one.
-    (Answers, votes and adapter switches hold none: ``ops.run_op`` waits for their Futures.)"""
+    """A few operations hold a thread for long (a drift measurement, an import of votes):
+    queries and other operations must still get one on a two-core machine, whose default
+    pool is two wide. (The session's work holds none: ``ops.run_op`` waits for its
+    Futures on no thread.)"""
     pool = QThreadPool.globalInstance()
     if pool.maxThreadCount() < min_threads:
         pool.setMaxThreadCount(min_threads)

@@ -15,7 +15,8 @@ the GUI a thin layer of operations on it). A session holds
   the next write, or the user's retry of a vote, writes it. Nothing is dropped.
 
 Every method may block (it waits for its queue): call them off the UI thread. Those
-that change what a view shows return ``Changes``.
+that change what a view shows return ``Changes``. Each ``*_later`` method queues the
+same work and returns its Future at once; no thread waits for it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import random
 import sqlite3
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -157,22 +157,17 @@ class WorkQueue:
     def run(self, fn: Callable, *args):
         return self.submit(fn, *args).result()
 
-    @contextmanager
-    def hold(self):
-        """Own the queue for the length of the block: work behind it waits."""
-        started, release = threading.Event(), threading.Event()
+    def barrier(self) -> tuple[threading.Event, threading.Event]:
+        """Queue a stop: (``reached``, ``release``). Once the work queued before it is
+        done, ``reached`` is set and the queue runs nothing more until ``release`` is."""
+        reached, release = threading.Event(), threading.Event()
 
         def wait():
-            started.set()
+            reached.set()
             release.wait()
 
-        done = self.submit(wait)
-        started.wait()
-        try:
-            yield
-        finally:
-            release.set()
-            done.result()
+        self.submit(wait)
+        return reached, release
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -199,6 +194,7 @@ class Session:
         # Votes the store refused on turns the user has left: written before anything else.
         self.unsaved_votes: list[Callable] = []
         self._lock = threading.RLock()  # guards the recording state across queues
+        self._submit_lock = threading.Lock()  # work queued on both slots keeps one order
 
     # -- who is where ------------------------------------------------------------------
 
@@ -227,9 +223,14 @@ class Session:
     def load(self, path: str | Path, contenders: dict[str, Contender] | None = None) -> Changes:
         """Open ``path`` in both slots, each with its contender's adapter (``contenders``
         replaces some); the old engines and contenders stay when it fails."""
-        catalog.file_hash(path)  # hashed once here; cached for the recorded answers
+        return self.load_later(path, contenders).result()
+
+    def load_later(self, path: str | Path, contenders: dict[str, Contender] | None = None) -> Future:
+        """``load``, queued on both slots: a Future of its Changes (nothing waits for it)."""
         wanted = {**self.contenders, **(contenders or {})}
-        with self._holding(SLOTS):
+
+        def load():
+            catalog.file_hash(path)  # hashed once here; cached for the recorded answers
             engines = {}
             try:
                 for slot in SLOTS:
@@ -246,7 +247,9 @@ class Session:
             self._apply_template()
             for engine in old.values():
                 engine.close()
-        return Changes(contenders=True)
+            return Changes(contenders=True)
+
+        return self._on_both_slots(load)
 
     def set_contender(self, slot: str, contender: Contender) -> Changes:
         """Run ``contender`` in ``slot`` from now on (after the work already queued)."""
@@ -413,15 +416,20 @@ class Session:
 
     def score(self, side: str) -> scoring.Comparison:
         """Score ``side``'s last answer under a contender with an adapter and under the
-        base: this side's contender if it has one, else the other side's. Where both
-        sides run adapters, the other slot drops its adapter for the scoring and takes it
-        back after; its queue is held meanwhile, so nothing else runs on it."""
+        base: this side's contender if it has one, else the other side's."""
+        return self.score_later(side).result()
+
+    def score_later(self, side: str) -> Future:
+        """``score``, queued on both slots: a Future of the Comparison. Where both sides
+        run adapters, the other slot drops its adapter for the scoring and takes it back
+        after; both queues wait meanwhile, so nothing else runs on either engine."""
         answer = self.answers.get(side)
         if answer is None or answer.completion is None:
             raise SessionError("no finished answer to score")
         here, there = self.shown[side], self.shown[_other(side)]
         ids = scoring.answer_ids(answer.completion)
-        with self._holding(SLOTS):
+
+        def score():
             this, other = self.contenders[here], self.contenders[there]
             if this.adapter is None:  # the base's answer under the other contender
                 base, moved, restore = self.engines[here], self.engines[there], None
@@ -437,6 +445,8 @@ class Session:
             finally:
                 if restore is not None:
                     base.set_adapter(restore.adapter, restore.scale)
+
+        return self._on_both_slots(score)
 
     # -- votes -------------------------------------------------------------------------
 
@@ -537,14 +547,29 @@ class Session:
 
     # -- helpers -----------------------------------------------------------------------
 
-    @contextmanager
-    def _holding(self, slots):
-        """Own the queues of ``slots`` (always in the same order, so two holders cannot
-        wait for each other)."""
-        with ExitStack() as stack:
-            for slot in sorted(slots):
-                stack.enter_context(self.queues[slot].hold())
-            yield
+    def _on_both_slots(self, fn: Callable) -> Future:
+        """Run ``fn`` on the first slot's queue once the second's has stopped behind the
+        work queued before: both engines are ``fn``'s alone, in the order asked, and no
+        thread but the first slot's waits. A Future of what ``fn`` returns."""
+        first, *others = SLOTS
+        with self._submit_lock:  # two callers queue in the same order on every queue
+            stops = [self.queues[slot].barrier() for slot in others]
+
+            result: Future = Future()
+
+            def run():
+                try:  # done before the other queues go on: what follows sees it done
+                    for reached, _ in stops:
+                        reached.wait()
+                    result.set_result(fn())
+                except BaseException as exc:  # noqa: BLE001 - the caller's to handle
+                    result.set_exception(exc)
+                finally:
+                    for _, release in stops:
+                        release.set()
+
+            self.queues[first].submit(run)
+            return result
 
 
 def _fail_into(work: Future, result: Future) -> None:

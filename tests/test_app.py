@@ -19,7 +19,7 @@ def test_one_prompt_fills_both_panes(qtbot, window):
     wait_idle(qtbot, window)
     for side in ("left", "right"):
         pane = window.panes[side]
-        answer = window.controller.conversation.turns[0].answers[side]
+        answer = window.controller.session.conversation.turns[0].answers[side]
         assert answer is not None and answer.strip()
         assert "What is the capital of France?" in pane.text()
         assert "tok/s" in pane.stats.text()
@@ -31,7 +31,7 @@ def test_multi_turn_each_side_keeps_its_own_answers(qtbot, window):
     wait_idle(qtbot, window)
     send(qtbot, window, "Another one?")
     wait_idle(qtbot, window)
-    conv = window.controller.conversation
+    conv = window.controller.session.conversation
     assert len(conv.turns) == 2
     left, right = conv.messages("left"), conv.messages("right")
     assert [m["role"] for m in left] == ["user", "assistant", "user"]
@@ -49,18 +49,18 @@ def test_escape_stops_both_and_new_conversation_clears(qtbot, window):
         assert window.controller.last[side].finish_reason == "cancelled"
         assert window.controller.last[side].n_tokens < 500
     window.new_action.trigger()
-    qtbot.waitUntil(lambda: not window.controller.conversation.turns, timeout=5_000)
+    qtbot.waitUntil(lambda: not window.controller.session.conversation.turns, timeout=5_000)
     assert "Tell me" not in window.panes["left"].text()
 
 
 def test_regenerate_one_pane_only(qtbot, window):
     send(qtbot, window, "Say something.")
     wait_idle(qtbot, window)
-    left_before = window.controller.conversation.turns[0].answers["left"]
+    left_before = window.controller.session.conversation.turns[0].answers["left"]
     window.panes["right"].regenerate_button.click()
     assert window.controller.is_running("right") and not window.controller.is_running("left")
     wait_idle(qtbot, window)
-    assert window.controller.conversation.turns[0].answers["left"] == left_before
+    assert window.controller.session.conversation.turns[0].answers["left"] == left_before
     # issue 22, item 5: while either pane writes, neither pane's contender can change
     window.panes["left"].regenerate_button.click()
     assert not any(picker.isEnabled() for picker in window.pickers.values())
@@ -150,7 +150,7 @@ def test_vote_keeps_exact_texts_and_sampling(qtbot, window):
     vote = window.store.votes()[-1]
     for side in ("left", "right"):
         response = vote[side]
-        assert response["text"] == window.controller.conversation.turns[0].answers[side]
+        assert response["text"] == window.controller.session.conversation.turns[0].answers[side]
         assert response["params"]["max_tokens"] == 12
         assert response["prompt_messages"][-1] == {"role": "user", "content": "Name a fruit."}
         assert response["template_name"] == "gemma"

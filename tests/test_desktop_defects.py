@@ -206,10 +206,10 @@ def test_chat_buttons_are_off_until_they_can_act(qtbot, window):
         assert not pane.regenerate_button.isEnabled()
     # a finished turn: regenerate and Δ vs base can act
     with_adapter(window)
-    window.controller.conversation = conversation(answer="Yes.")
+    window.controller.session.conversation = conversation(answer="Yes.")
     window._update_buttons()
     for pane in window.panes.values():
-        pane.show_conversation(window.controller.conversation)
+        pane.show_conversation(window.controller.session.conversation)
         assert pane.scores_button.isEnabled() and pane.regenerate_button.isEnabled()
     assert window.regenerate_button.isEnabled()
     # a new conversation: nothing to regenerate or score again
@@ -418,9 +418,9 @@ def test_the_window_never_widens_itself(qtbot, window):
     window.resize(1280, 800)
     settle(qtbot)
     long_line = "x" * 400
-    window.controller.conversation = conversation(prompt=long_line, answer=long_line)
+    window.controller.session.conversation = conversation(prompt=long_line, answer=long_line)
     for pane in window.panes.values():
-        pane.show_conversation(window.controller.conversation)
+        pane.show_conversation(window.controller.session.conversation)
         pane.end_answer(error="llama.cpp could not decode: " + long_line)
     window.vote_bar.show_failed("left", "database is locked " + long_line)
     window.vote_bar.show_voting({"left": long_line, "right": long_line}, prompt=long_line)
@@ -451,9 +451,9 @@ def test_at_1024x700_tabs_scroll_instead_of_clipping(qtbot, window):
 
 def test_delta_vs_base_is_off_when_both_panes_run_the_base(qtbot, window):
     """Issue 22, item 9: base against base always scores +0.000, after 25 s."""
-    window.controller.conversation = conversation(answer="Yes.")
+    window.controller.session.conversation = conversation(answer="Yes.")
     for pane in window.panes.values():
-        pane.show_conversation(window.controller.conversation)
+        pane.show_conversation(window.controller.session.conversation)
     window._update_headers()
     for pane in window.panes.values():
         assert not pane.scores_button.isEnabled()
@@ -464,7 +464,7 @@ def test_delta_vs_base_is_off_when_both_panes_run_the_base(qtbot, window):
 
 def test_the_blind_hint_goes_when_the_next_conversation_starts(qtbot, window):
     """Issue 22, item 9: "from the next conversation" is stale once that one started."""
-    window.controller.conversation = conversation(answer="Yes.")
+    window.controller.session.conversation = conversation(answer="Yes.")
     window.blind_action.setChecked(True)
     assert "next conversation" in window.statusBar().currentMessage()
     with qtbot.waitSignal(window.controller.conversation_reset, timeout=2_000):
@@ -475,11 +475,11 @@ def test_the_blind_hint_goes_when_the_next_conversation_starts(qtbot, window):
 def test_blind_mode_keeps_the_conversation_and_holds_back_delta(qtbot, window):
     session = window.controller.session
     with_adapter(window)
-    window.controller.conversation = conversation(answer="Yes.")
+    window.controller.session.conversation = conversation(answer="Yes.")
     for pane in window.panes.values():
-        pane.show_conversation(window.controller.conversation)
+        pane.show_conversation(window.controller.session.conversation)
     window.blind_action.setChecked(True)  # mid-conversation: kept, and the user is told
-    assert window.controller.conversation.turns
+    assert window.controller.session.conversation.turns
     assert "next conversation" in window.statusBar().currentMessage()
     assert all(pane.scores_button.isEnabled() for pane in window.panes.values())
     session._record.blind = True  # a conversation started blind, not voted on yet
@@ -514,7 +514,7 @@ def test_the_turn_count_shows_and_new_conversation_is_a_button(qtbot, window):
     assert not window.new_button.isEnabled() and "remember nothing" in window.turn_label.text()
     conv = conversation(answer="Yes.")
     conv.add_user("And then?")
-    window.controller.conversation = conv
+    window.controller.session.conversation = conv
     window._show_turns()
     assert "Turn 2" in window.turn_label.text() and window.new_button.isEnabled()
     with qtbot.waitSignal(window.controller.conversation_reset, timeout=2_000):

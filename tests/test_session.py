@@ -119,6 +119,37 @@ def test_two_adapters_compete_and_scoring_puts_them_back(session, data_dir, bund
     assert vote["left"]["role"] == vote["right"]["role"] == "tuned"
 
 
+def test_a_scoring_is_queued_on_both_engines_and_holds_no_thread(session, data_dir, bundled_model):
+    """Issue 20: ``score_later`` and ``load_later`` return at once (no thread waits for the
+    queues); the scoring runs after the stream queued before it, and the work queued
+    after it on either engine runs after it, in the order asked."""
+    lora = register_lora(data_dir, "v1", bundled_model)
+    session.set_contender("right", Contender.of(lora))
+    session.add_turn("Say hello.")
+    answer_both(session)
+    session.settings.params = SamplingParams(max_tokens=40, seed=1)
+    session.add_turn("Tell me about the sea.")
+    session.answer("left")
+    order = []
+    started = threading.Event()
+    stream = session.answer_later("right", lambda _t: started.set())
+    stream.add_done_callback(lambda _f: order.append("stream"))
+    assert started.wait(30)
+    score = session.score_later("left")  # returns while the right engine still streams
+    assert not score.done()
+    score.add_done_callback(lambda _f: order.append("score"))
+    after = [session.queues[slot].submit(order.append, slot) for slot in ("left", "right")]
+    comparison = score.result(60)
+    for f in after:
+        f.result(60)
+    stream.result(60)
+    assert order.index("score") < order.index("left") and order.index("score") < order.index("right")
+    assert any(t.log_ratio != 0 for t in comparison.tokens)
+    load = session.load_later(bundled_model)
+    assert not load.done() and load.result(60) == Changes(contenders=True)
+    assert session.engine("right").adapter_path == lora  # the contender stays on a reload
+
+
 def test_blind_mode_starts_with_the_next_conversation(session, data_dir, bundled_model):
     session.set_contender("right", Contender.of(register_lora(data_dir, "v1", bundled_model)))
     session.add_turn("Hi.")
