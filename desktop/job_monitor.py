@@ -38,13 +38,6 @@ NOISE = re.compile(r"(\d+%\|)|(it/s\]|s/it\]|examples/s\])|^\s*\{'|Warning\b|^\s
                    r"^\s*warn\(|^\s*$")
 
 
-# The log's line for each stage of a job.
-LOG_LINES = {phase: job_progress.PHASES[phase]
-             for phase in ("load", "prepare", "eval_before", "eval_after", "save")} | {
-    "done": "Done.", "cancelled": "Cancelled: no adapter was written."}
-
-
-
 class JobMonitor(QWidget):
     """Runs one job (or GRPO's dry run) at a time and draws its progress lines."""
 
@@ -272,7 +265,7 @@ class JobMonitor(QWidget):
             return
         eta, at = self._eta
         left = max(0.0, eta - (time.monotonic() - at))
-        self.progress.setFormat("step %v / %m" + (f" · ETA {_duration(left)}" if left else ""))
+        self.progress.setFormat("step %v / %m" + (f" · ETA {job_progress.duration(left)}" if left else ""))
 
     def handle_line(self, line: str) -> None:
         """Draw one progress line of the job."""
@@ -294,7 +287,7 @@ class JobMonitor(QWidget):
             if phase == "drift":
                 self.progress.setFormat(f"{DRIFT_SETS.get(event.get('set'), '')}: %v / %m")
             else:
-                self.progress.setFormat("step %v / %m" + (f" · ETA {_duration(eta)}" if eta else ""))
+                self.progress.setFormat("step %v / %m" + (f" · ETA {job_progress.duration(eta)}" if eta else ""))
                 if eta and phase == "train":
                     self._eta = (float(eta), time.monotonic())
         labels = {**job_progress.PHASES,
@@ -327,8 +320,9 @@ class JobMonitor(QWidget):
                                  "nothing was trained.")
         elif phase == "done":
             self.finished_adapter = event.get("adapter")
-            self.summary.setText(_summary(event.get("metrics") or {}, event.get("drift") or {},
-                                          event.get("data") or {}))
+            self.summary.setText("<br>".join(job_progress.summary(
+                event.get("metrics") or {}, event.get("drift") or {}, event.get("data") or {},
+                DRIFT_SETS, strong=lambda text: f"<b>{text}</b>")))
         if phase in ("stage", "train", "eval"):
             self._draw()
         if phase == "error":  # the last job's plots and evaluation stay: only this start failed
@@ -336,23 +330,10 @@ class JobMonitor(QWidget):
             self.phase.setText(f"Failed: {event.get('error')}")
 
     def _log_event(self, event: dict) -> None:
-        """A progress line, as a person would write it in the log."""
-        phase = event.get("phase")
-        if phase == "train" and event.get("loss") is not None:
-            parts = [f"step {event.get('step')}/{event.get('total')}", f"loss {_num(event['loss'])}"]
-            parts += [f"{label} {_num(event[key])}" for key, label in
-                      (("reward", "reward/margin"), ("kl", "KL")) if event.get(key) is not None]
-            if event.get("eta_s"):
-                parts.append(f"ETA {_duration(event['eta_s'])}")
-            self._append_log("  ".join(parts))
-        elif phase == "error":
-            self._append_log(f"error: {event.get('error')}")
-        elif phase == "stage":
-            self._append_log(f"Warm-up done at step {event.get('step')}: GRPO starts.")
-        elif phase == "done" and event.get("path"):
-            self._append_log(f"Done: the adapter is in {event['path']}")
-        elif phase in LOG_LINES:
-            self._append_log(LOG_LINES[phase])
+        """A progress line, as a person would write it in the log (the CLI's own lines)."""
+        text = job_progress.human(event, DRIFT_SETS)
+        if text is not None:
+            self._append_log(text)
 
     def _finished(self, code: int, status) -> None:
         self._set_running(False)
@@ -385,47 +366,9 @@ class JobMonitor(QWidget):
             self.phase.setText("The job could not be started.")
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
 def _columns(rows: list[tuple] | None, width: int) -> list[list]:
     """``rows`` of ``width`` values as that many columns (empty ones when there are none)."""
     return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
-
-
-def _summary(metrics: dict, drift: dict, data: dict | None = None) -> str:
-    """Before → after of each evaluation metric the job stored, on which examples, and the
-    KL it measured."""
-    before, after = metrics.get("before") or {}, metrics.get("after") or {}
-    warmup = metrics.get("warmup")  # a skill job: after its warm-up, before GRPO
-    rows = []
-    for key in sorted((set(before) | set(after)) - {"n"}):  # n: the examples, said below
-        b, a = before.get(key), after.get(key)
-        if isinstance(a, (int, float)) or isinstance(b, (int, float)):
-            middle = f"{_num(warmup.get(key))} → " if isinstance(warmup, dict) else ""
-            rows.append(f"{key}: {_num(b)} → {middle}<b>{_num(a)}</b>")
-    if isinstance(warmup, dict):
-        rows.insert(0, "base → after the warm-up → after GRPO")
-    took = metrics.get("seconds") or metrics.get("time_s")
-    if took:
-        rows.append(f"took {_duration(took)}")
-    data = data or {}
-    n = data.get("eval")
-    plural = "" if n == 1 else "s"
-    if n and data.get("held_out"):
-        on = f"{n} held-out example{plural} (not trained on)"
-    elif n:
-        on = f"the {n} training example{plural} (too few to hold any out)"
-    else:
-        on = "held-out data"
-    text = f"Evaluation on {on} — " + ("; ".join(rows) if rows else "no metrics")
-    kls = [f"{DRIFT_SETS[name]} {d['kl']:.3g}" for name, d in drift.items()
-           if name in DRIFT_SETS and isinstance(d, dict) and d.get("kl") is not None]
-    if kls:
-        text += "<br>KL from the base per token — " + "; ".join(kls)
-    return text
 
 
 def _answers(samples: list[dict]) -> str:
@@ -433,12 +376,8 @@ def _answers(samples: list[dict]) -> str:
     lines = []
     for sample in samples:
         scores = sample.get("rewards") or {}
-        detail = (" (" + ", ".join(f"{k} {_num(v)}" for k, v in scores.items()) + ")"
+        detail = (" (" + ", ".join(f"{k} {job_progress.number(v)}" for k, v in scores.items()) + ")"
                   if len(scores) > 1 else "")
-        lines.append(f"[{_num(sample.get('reward'))}{detail}] {sample.get('prompt', '')!s}\n"
+        lines.append(f"[{job_progress.number(sample.get('reward'))}{detail}] {sample.get('prompt', '')!s}\n"
                      f"    → {sample.get('answer', '')}")
     return "\n".join(lines)
-
-
-def _num(value) -> str:
-    return "–" if value is None else f"{value:.3g}"

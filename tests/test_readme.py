@@ -103,6 +103,14 @@ def test_every_command_runs_as_printed_and_offline(voted, tmp_path):
     assert result.returncode == 0 and len(ran) == len(commands), \
         f"{ran[-1:]} failed:\n{result.stderr[-3000:]}"
     assert network.read_text() == ""
+    # Issue 22, item 8: a job says what it does in a person's words, and nothing else
+    # (no progress bars, metric dicts or library warnings)
+    if any(words[1:2] == ["train"] for words in commands):
+        assert "Evaluating the base…" in result.stderr and "Done: the adapter is in" in result.stderr
+        assert re.search(r"^step 1/\d+  loss \S+", result.stderr, re.M), result.stderr[-3000:]
+        noise = [line for line in result.stderr.splitlines()
+                 if "{'" in line or "%|" in line or "Warning" in line or line.startswith("[")]
+        assert not noise, noise[:5]
 
 
 def _options_on(parser: argparse.ArgumentParser) -> set[str]:

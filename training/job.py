@@ -12,7 +12,10 @@
 
 With ``--progress jsonl`` stdout carries only JSON lines, one per event, all with the
 keys ``phase, step, total, loss, reward, kl, eta_s`` (null when unknown); everything the
-libraries print goes to stderr. Phases, in order:
+libraries print goes to stderr. Without it a job prints on stderr the lines a person
+reads (``progress.human``: "step 3/10  loss 0.52  …  ETA 1 min 05 s", and the evaluation
+at the end), the Train tab's log lines; the libraries' bars, metric dicts and
+deprecation warnings are silenced in both. Phases, in order:
 
 - ``load`` (with ``processes``);
 - ``prepare``: the weights are in; the trainer tokenizes (DPO: and computes the base's
@@ -63,7 +66,7 @@ from diptych.models.errors import UserError, error_line, one_line
 
 from . import parent
 from .errors import JobError
-from .progress import KEYS
+from .progress import KEYS, human, summary
 from .progress import line as progress_line
 
 PARTIAL = ".partial-"
@@ -131,13 +134,15 @@ class Progress:
         if phase == "error":
             print(error_line(values["error"]), file=sys.stderr, flush=True)
             return
-        shown = " ".join(f"{k}={_short(v)}" for k, v in values.items()
-                         if v is not None and k != "metrics")
-        print(f"[{phase}] {shown}".rstrip(), file=sys.stderr, flush=True)
+        from diptych.models.drift import SETS
 
-
-def _short(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+        event = {"phase": phase, **values}
+        lines = [human(event, SETS)]
+        if phase == "done" and values.get("metrics"):
+            lines += summary(values["metrics"], values.get("drift") or {},
+                                      values.get("data") or {}, SETS)
+        for text in filter(None, lines):
+            print(text, file=sys.stderr, flush=True)
 
 
 def _report_callback(progress: Progress, extra: dict, once: dict, span: dict):
@@ -240,7 +245,7 @@ class Job:
             output_dir=str(self.out_dir / "trainer"), save_strategy="no", report_to="none",
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.lr,
             max_steps=cfg.steps or -1, num_train_epochs=cfg.epochs,
-            logging_steps=1, disable_tqdm=cfg.progress == "jsonl", seed=cfg.seed,
+            logging_steps=1, disable_tqdm=True, seed=cfg.seed,  # the progress lines say it
             use_cpu=not self.cuda, bf16=bf16,
             gradient_checkpointing=False,  # short sequences of a small model: speed over memory
         )
@@ -263,16 +268,25 @@ class Job:
             parent.load_into(model, self.parent)
         self.progress("eval_before")
         before = measure()
-        started = time.monotonic()
-        result = trainer.train()
-        seconds = round(time.monotonic() - started, 1)
+        trained = self.train(trainer)
         self.progress("eval_after")
         after = measure()
         if self.main:  # the PEFT adapter alone: no copy of the tokenizer
             trainer.accelerator.unwrap_model(trainer.model).save_pretrained(self.out_dir)
-        return {"before": before, "after": after,
-                "train": {"loss": result.training_loss, "steps": result.global_step,
-                          "seconds": seconds, "s_per_step": round(seconds / max(result.global_step, 1), 2)}}
+        return {"before": before, "after": after, "train": trained}
+
+    def train(self, trainer) -> dict:
+        """Run ``trainer``; its loss, steps and time. The job's progress lines are its only
+        report: the Trainer's own printer of metric dicts (or progress bar) is taken out."""
+        from transformers import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        started = time.monotonic()
+        result = trainer.train()
+        seconds = round(time.monotonic() - started, 1)
+        return {"loss": result.training_loss, "steps": result.global_step, "seconds": seconds,
+                "s_per_step": round(seconds / max(result.global_step, 1), 2)}
 
 
 def cpu_has_bf16() -> bool:
@@ -482,6 +496,25 @@ def _unwritable(exc: BaseException) -> str | None:
     return None
 
 
+def _quiet_libraries() -> None:
+    """The libraries' progress bars, info logs and deprecation warnings tell the user of a
+    job nothing its progress lines do not; their errors still reach stderr."""
+    import warnings
+
+    # tqdm reads it once, when it is imported: before datasets and transformers import it
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # GRPO's rollout_func is on purpose
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
 def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bool) -> int:
     """Run ``train(job)`` as a job and register its adapter; returns the exit code.
 
@@ -490,6 +523,7 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
     ``writes_gguf`` (the kind's ``Kind.writes_gguf``) adds the GGUF LoRA and the drift.
     """
     progress = Progress(cfg.progress == "jsonl")
+    _quiet_libraries()
     started = time.monotonic()
     out_dir = root = None
     try:

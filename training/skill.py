@@ -92,14 +92,6 @@ def _warmup_trainer(job: Job, model, tokenizer, examples: list[dict]):
     )
 
 
-def _phase(trainer) -> dict:
-    started = time.monotonic()
-    result = trainer.train()
-    seconds = round(time.monotonic() - started, 1)
-    return {"loss": result.training_loss, "steps": result.global_step, "seconds": seconds,
-            "s_per_step": round(seconds / max(result.global_step, 1), 2)}
-
-
 def train(job: Job) -> dict:
     from . import parent
 
@@ -127,7 +119,7 @@ def train(job: Job) -> dict:
         job.report["stage"] = "warmup"
         job.progress("eval_before")
         before = measure()
-        warm_metrics = _phase(warm)
+        warm_metrics = job.train(warm)
         at["step"] = warm_steps = warm_metrics["steps"]
         job.span.update(offset=warm_steps, after=0, total=warm_steps + cfg.steps)
         job.report["stage"] = "grpo"
@@ -145,7 +137,7 @@ def train(job: Job) -> dict:
                                           weights, grpo_step)
         if cfg.eval_every:
             sharpen.add_callback(reinforce.eval_callback(measure_grpo, cfg.eval_every))
-        grpo_metrics = _phase(sharpen)
+        grpo_metrics = job.train(sharpen)
         job.progress("eval_after")
         after = measure_grpo()
     if job.main:
