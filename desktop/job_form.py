@@ -179,13 +179,14 @@ class JobForm(QWidget):
     def current_kind(self) -> str:
         return self.kind.currentData()
 
-    def _kind(self) -> job_kinds.Kind:
+    def selected_kind(self) -> job_kinds.Kind:
+        """The kind of job the form is set to (its module's Kind)."""
         return self.kinds[self.current_kind()]
 
     def _kind_changed(self, *_):
-        kind = self._kind()
+        kind = self.selected_kind()
         self.kind.setToolTip(kind.title)  # whole, where the form's width cuts it
-        self.name.setText(self._fresh_name())
+        self.name.setText(self.fresh_name())
         self.source.clear()
         if kind.data == "prompts":
             for key, task in TASKS.items():
@@ -207,7 +208,7 @@ class JobForm(QWidget):
         self.kind_changed.emit(kind)
         self.refresh_counts()
 
-    def _fresh_name(self) -> str:
+    def fresh_name(self) -> str:
         """kind-MMDD-HHMM, with -2, -3 … if an adapter already has that name."""
         base = f"{self.current_kind()}-{time.strftime('%m%d-%H%M')}"
         root = self.data_dir / "adapters"
@@ -220,7 +221,7 @@ class JobForm(QWidget):
     def refresh_counts(self) -> None:
         """What the votes give each kind, and how much data the chosen source holds (read
         off the UI thread; shown when read)."""
-        kind = self._kind()
+        kind = self.selected_kind()
         data = self.source.currentData() or ""
         if data.startswith("file:"):
             self.source_count.setText(Path(data[5:]).name)
@@ -327,7 +328,7 @@ class JobForm(QWidget):
     def command(self, dry_run: bool = False) -> list[str]:
         """The exact ``diptych train`` command line this form describes (``--dry-run``:
         GRPO's Try it, which needs no name)."""
-        kind = self._kind()
+        kind = self.selected_kind()
         args = [sys.executable, "-m", "diptych", "--data-dir", str(self.data_dir)]
         model = self.model_path() if callable(self.model_path) else self.model_path
         if model:
@@ -390,7 +391,7 @@ class JobForm(QWidget):
         """The adapters each adapter option can name: a reward model's kind, or (to continue
         from) those of the chosen kind's sort: chat LoRAs, or reward models."""
         infos = self._infos
-        writes_gguf = self._kind().writes_gguf
+        writes_gguf = self.selected_kind().writes_gguf
         for field, option in self.field_options.items():
             if option.form_widget != "adapter":
                 continue

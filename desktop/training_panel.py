@@ -47,7 +47,7 @@ class TrainingPanel(QWidget):
         form.try_button.clicked.connect(self.try_rewards)
         form.cancel_button.clicked.connect(monitor.cancel)
         form.kind_changed.connect(lambda kind: monitor.answers.setVisible(kind.data == "prompts"))
-        monitor.answers.setVisible(form._kind().data == "prompts")
+        monitor.answers.setVisible(form.selected_kind().data == "prompts")
         monitor.running_changed.connect(form.set_running)
         monitor.finished.connect(self._job_finished)
         monitor.use_button.clicked.connect(lambda: self.adapters.use(monitor.finished_adapter))
@@ -75,7 +75,7 @@ class TrainingPanel(QWidget):
         if self.running:
             return
         if self.job_form.checked_name() is not None:
-            self.monitor.start_job(self.job_form.command(), self.job_form._kind().writes_gguf)
+            self.monitor.start_job(self.job_form.command(), self.job_form.selected_kind().writes_gguf)
 
     def try_rewards(self) -> None:
         if not self.running:
@@ -88,6 +88,6 @@ class TrainingPanel(QWidget):
                 f"Continue {name}: Start trains it on the votes cast since it was made.")
 
     def _job_finished(self, name: str) -> None:
-        self.job_form.name.setText(self.job_form._fresh_name())  # the next Start needs a new name
+        self.job_form.name.setText(self.job_form.fresh_name())  # the next Start needs a new name
         ops.run_op(self, ops.job_finished)
         self.adapter_ready.emit(name)
