@@ -194,6 +194,9 @@ def _convert(gguf_path: Path, target: Path, arch: str, problem: str | None) -> N
         shutil.rmtree(aside, ignore_errors=True)
     tmp = target.parent / f"{TMP}{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    # the one slow start a user sees (a job silences the libraries' bars): say what it is
+    print(f"Converting {gguf_path.name} to weights torch can train (once per model file; "
+          "under a minute for a small model)…", file=sys.stderr, flush=True)
     try:
         try:
             with _one_reader(gguf_path):
