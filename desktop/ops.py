@@ -143,7 +143,7 @@ def run_op(parent: QObject, op: Callable[[], object],
             return None
         done(result)
         return None
-    return workers.start(op, done, failed, parent)
+    return workers.start(op, done, failed)
 
 
 # -- queries ----------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def run_query(parent: QObject, query: Callable[[], object], success: Callable[[o
         else:
             traceback.print_exception(exc)
 
-    return workers.start(read, done, failed, parent)
+    return workers.start(read, done, failed)
 
 
 def _alive(parent) -> bool:

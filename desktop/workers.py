@@ -1,6 +1,6 @@
 """Starting a function in a worker thread, in the style of Anki's ``CollectionOp``.
 
-``start(fn, returned, errored, parent)`` runs ``fn()`` in a superqt thread worker and calls
+``start(fn, returned, errored)`` runs ``fn()`` in a superqt thread worker and calls
 ``returned(result)`` or ``errored(exc)`` back on the UI thread. Nothing here knows about
 models or SQL; the window's operations and queries are in ``ops``.
 """
@@ -11,6 +11,9 @@ from typing import Callable
 
 from PySide6.QtCore import QThreadPool
 from superqt.utils import FunctionWorker, create_worker
+
+
+_running: set[FunctionWorker] = set()
 
 
 def ensure_pool(min_threads: int = 8) -> None:
@@ -24,14 +27,12 @@ def ensure_pool(min_threads: int = 8) -> None:
 
 
 def start(fn: Callable[[], object], returned: Callable[[object], None],
-          errored: Callable[[BaseException], None], parent=None) -> FunctionWorker:
+          errored: Callable[[BaseException], None]) -> FunctionWorker:
     worker = create_worker(fn, _start_thread=False, _ignore_errors=True)
     worker.returned.connect(returned)
     worker.errored.connect(errored)
-    if parent is not None:
-        # Keep the worker alive as long as the caller needs it.
-        parent._workers = getattr(parent, "_workers", set()) | {worker}
-        worker.finished.connect(lambda: parent._workers.discard(worker))
+    _running.add(worker)  # a worker nothing refers to could be collected before it reports
+    worker.finished.connect(lambda: _running.discard(worker))
     ensure_pool()
     worker.start()
     return worker
