@@ -80,17 +80,19 @@ class JobMonitor(QWidget):
                 # ones cost about 40 ms a repaint, a stall at every progress line of a job
                 widget.getAxis(side).setStyle(maxTickLevel=0)
             if key == "reward":  # GRPO: the spread within groups, and the held-out reward
-                widget.addLegend(offset=(5, 5), labelTextSize="8pt")
+                self.legend = widget.addLegend(offset=(5, 5), labelTextSize="8pt")
                 self.spread = (widget.plot([], [], pen=pg.mkPen("#9ecae1")),
                                widget.plot([], [], pen=pg.mkPen("#9ecae1")))
                 self.band = pg.FillBetweenItem(*self.spread, brush=pg.mkBrush(31, 119, 180, 40))
                 widget.addItem(self.band)
                 self.held_out = widget.plot([], [], pen=pg.mkPen("#d62728", width=2), symbol="s",
-                                            symbolSize=5, symbolBrush="#d62728", name="held-out")
+                                            symbolSize=5, symbolBrush="#d62728")
             self.plots[key] = widget.plot([], [], pen=pg.mkPen("#1f77b4", width=2),
                                           symbol="o", symbolSize=4)
             self.plot_widgets[key] = widget
             grid.addWidget(widget, *PLOT_CELLS[key])
+        grid.setColumnStretch(0, 1)  # loss and KL share the row: neither is squeezed to a sliver
+        grid.setColumnStretch(1, 1)
         self.log = QPlainTextEdit()
         self.log.setObjectName("job-log")
         self.log.setReadOnly(True)
@@ -186,6 +188,9 @@ class JobMonitor(QWidget):
             self.spread[0].setData(xs, low)
             self.spread[1].setData(xs, high)
             self.held_out.setData(*_columns(self.history.get("held_out"), 2))
+            self.legend.clear()  # named only where there is one (GRPO; not DPO's margin)
+            if self.history.get("held_out"):
+                self.legend.addItem(self.held_out, "held-out")
         for marker in self.markers.pop(key, []):
             widget.removeItem(marker)
         for step, text in self.history.get("markers", []):

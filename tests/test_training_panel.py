@@ -252,3 +252,28 @@ def test_a_new_job_gets_a_clean_view_with_only_the_plots_it_reports(qtbot, data_
     assert panel.history == last and panel.plot_widgets["reward"].isVisible()
     qtbot.waitUntil(lambda: panel.drawn)
     assert len(panel.markers) == len(panel.plot_widgets)
+
+
+def test_the_plots_share_the_width_and_name_only_what_they_show(qtbot, data_dir):
+    """Loss and KL share their row (the KL plot was squeezed to a sliver beside the
+    settings dock); the held-out legend shows only where a job reports held-out rewards
+    (GRPO), not over DPO's margin."""
+    from diptych.desktop.training_panel import TrainingPanel
+
+    panel = TrainingPanel(data_dir)
+    qtbot.addWidget(panel)
+    panel.resize(980, 760)
+    panel.show()
+    panel.handle_line('{"phase": "train", "step": 1, "total": 3, "loss": 1.0, "reward": 0.1}')
+    qtbot.waitUntil(lambda: panel.drawn)  # the KL plot is hidden until a KL arrives
+    for step in (2, 3):
+        panel.handle_line(f'{{"phase": "train", "step": {step}, "total": 3, "loss": 1.0, '
+                          f'"reward": 0.{step}, "kl": 0.0{step}}}')
+    qtbot.waitUntil(lambda: panel.drawn)
+    loss, kl = panel.plot_widgets["loss"], panel.plot_widgets["kl"]
+    qtbot.waitUntil(lambda: kl.isVisible() and kl.width() > 0)
+    assert abs(loss.width() - kl.width()) <= 0.1 * loss.width(), (loss.width(), kl.width())
+    assert panel.monitor.legend.items == []
+    panel.handle_line('{"phase": "eval", "step": 2, "total": 4, "reward": 0.4, "samples": []}')
+    qtbot.waitUntil(lambda: panel.drawn)
+    assert [label.text for _, label in panel.monitor.legend.items] == ["held-out"]
