@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models  # noqa: E402
+from helpers import llama_logprobs, log_softmax, mean_kl  # noqa: E402
 
 from diptych.models import catalog, templates  # noqa: E402
 
@@ -32,28 +32,6 @@ TEXT = [{"role": "user", "content": "Write one sentence about the sea."},
 PAIRS = [("What is the capital of France?", "The capital of France is Paris.", "Who wrote Hamlet?"),
          ("What color is the sky?", "The sky is blue.", "Why is the sky blue?"),
          ("What do bees make?", "Bees make honey.", "Do bees sting?")]
-
-
-def _log_softmax(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    return float((np.exp(p) * (p - q)).sum(-1).mean())
-
-
-def llama_logprobs(model_path, ids, lora=None) -> np.ndarray:
-    from llama_cpp import Llama
-
-    llama = Llama(str(model_path), n_ctx=128, logits_all=True, verbose=False, n_threads=2,
-                  **({"lora_path": str(lora)} if lora else {}))
-    try:
-        llama.eval(ids)
-        return _log_softmax(llama.scores[: len(ids)])
-    finally:
-        llama.close()
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +101,11 @@ def test_architecture_end_to_end(arch, tmp_path, weights_cache, pairs_file, caps
     lora = export(peft_dir, tmp_path / "lora.gguf", path)
     with torch.no_grad():
         x = torch.tensor([ids])
-        pt_lora = _log_softmax(peft_model(input_ids=x).logits[0].double().numpy())
+        pt_lora = log_softmax(peft_model(input_ids=x).logits[0].double().numpy())
         with peft_model.disable_adapter():
-            pt_base = _log_softmax(peft_model(input_ids=x).logits[0].double().numpy())
+            pt_base = log_softmax(peft_model(input_ids=x).logits[0].double().numpy())
     cpp_base, cpp_lora = llama_logprobs(path, ids), llama_logprobs(path, ids, lora)
-    kl_base, kl_lora, effect = _kl(cpp_base, pt_base), _kl(cpp_lora, pt_lora), _kl(pt_lora, pt_base)
+    kl_base, kl_lora, effect = mean_kl(cpp_base, pt_base), mean_kl(cpp_lora, pt_lora), mean_kl(pt_lora, pt_base)
     assert kl_base < 1e-3  # f32 weights on both sides: only the kernels differ
     assert kl_lora <= 2 * kl_base + 0.01
     assert effect >= 10 * kl_lora and effect > 0.05
