@@ -45,20 +45,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 from PySide6.QtCore import QEventLoop, Qt, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
+from training_bench import PAIRS  # noqa: E402 - a sibling script: bench/ is on sys.path
 
 INTERVAL_MS = 10
 PROMPTS = ["Write a long story about a lighthouse keeper.", "What is the capital of France?",
            "Tell me how to boil an egg.", "Describe the weather in spring."]
-VOTES = [
-    ("What is the capital of France?", "The capital of France is Paris.", "What is the capital of Spain?"),
-    ("How many legs does a spider have?", "A spider has eight legs.", "How many legs does an ant have?"),
-    ("What color is the sky?", "The sky is blue.", "Why is the sky blue?"),
-    ("Name a yellow fruit.", "A banana is yellow.", "Which fruits are red?"),
-    ("What is two plus three?", "Two plus three is five.", "What is two plus four?"),
-    ("Who wrote Hamlet?", "Shakespeare wrote Hamlet.", "Who wrote Macbeth?"),
-    ("What do bees make?", "Bees make honey.", "Do bees sting?"),
-    ("Which planet is closest to the Sun?", "Mercury is closest to the Sun.", "Which planet is largest?"),
-]
+VOTES = PAIRS[:8]  # a direct answer preferred to a question asked back
 
 
 class Probe:
