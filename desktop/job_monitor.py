@@ -276,7 +276,7 @@ class JobMonitor(QWidget):
         """Draw one progress line of the job."""
         event = job_progress.parse(line)
         if event is None:
-            self.log.appendPlainText(line)
+            self._append_log(line)
             return
         self.last_line = event
         phase = event.phase

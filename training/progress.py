@@ -32,19 +32,11 @@ KEYS = ("step", "total", "loss", "reward", "kl", "eta_s")
 
 
 class Event(dict):
-    """One progress line, read: a dict of its keys, with the common ones as attributes."""
+    """One progress line, read: a dict of its keys, with its phase as an attribute."""
 
     @property
     def phase(self) -> str:
         return self.get("phase") or ""
-
-    @property
-    def step(self):
-        return self.get("step")
-
-    @property
-    def total(self):
-        return self.get("total")
 
 
 def line(phase: str, keys: bool = True, **values) -> str:
