@@ -29,8 +29,8 @@ import json, sys, psutil
 from diptych.models.catalog import bundled_model_path
 path = bundled_model_path()
 if sys.argv[1] == "plain":
-    import llama_cpp
-    keep = [llama_cpp.Llama(str(path), n_ctx=4096, n_threads=1, verbose=False)]
+    from diptych.models import native
+    keep = [native.llama(path, n_ctx=4096, n_threads=1, verbose=False)]
 else:
     from diptych.models.engine import Engine, SamplingParams
     keep = [Engine(path, n_ctx=4096) for _ in range(int(sys.argv[2]))]

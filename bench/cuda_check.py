@@ -78,7 +78,7 @@ def parity(folder: Path, model_path: Path, work: Path) -> dict:
     """PEFT (CPU, fp32) vs llama.cpp + the adapter's GGUF LoRA, as tests/test_export_gguf.py."""
     os.environ["DIPTYCH_CACHE"] = str(work / "cache")
     import torch
-    from llama_cpp import Llama
+    from diptych.models import native
     from peft import PeftModel
 
     from diptych.training.base_weights import load_base
@@ -93,7 +93,7 @@ def parity(folder: Path, model_path: Path, work: Path) -> dict:
             pt_base = _log_softmax(peft_model(input_ids=x).logits[0].double().numpy())
 
     def cpp(lora=None):
-        llama = Llama(str(model_path), n_ctx=256, logits_all=True, verbose=False,
+        llama = native.llama(model_path, n_ctx=256, logits_all=True, verbose=False,
                       **({"lora_path": str(lora)} if lora else {}))
         try:
             llama.eval(ids)

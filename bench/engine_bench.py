@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    import llama_cpp
+    from diptych.models import native
 
     path = bundled_model_path()
     threads = default_threads(panes=2)
@@ -55,7 +55,7 @@ def main() -> None:
     a = Engine(path, n_threads=threads)
     b = Engine(path, n_threads=threads)
     # The reference: the same file, context size and threads, no wrapper of ours.
-    llama = llama_cpp.Llama(str(path), n_ctx=a.n_ctx, n_threads=threads,
+    llama = native.llama(path, n_ctx=a.n_ctx, n_threads=threads,
                             n_threads_batch=threads, verbose=False)
     prompt = a.render(MESSAGES)
     # Ours renders "<bos>" as text; plain create_completion adds its own BOS.

@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import catalog, templates
+from . import catalog, native, templates
 from .errors import UserError
 from .limits import SEED_MAX
 
@@ -180,15 +180,14 @@ class Engine:
     # -- loading -------------------------------------------------------------------------
 
     def _load(self, n_ctx: int):
-        import llama_cpp
-
+        t0 = time.perf_counter()
+        native.extra_buffers_for(self.info.path)  # checked here, so its one line is not wrapped
         _install_log_capture()
         _LOG_TAIL.clear()
-        t0 = time.perf_counter()
         n_ctx = min(n_ctx, self.info.context_length or n_ctx)
         try:
-            llama = llama_cpp.Llama(
-                model_path=str(self.info.path),
+            llama = native.llama(
+                self.info.path,
                 n_ctx=n_ctx,
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads,

@@ -215,9 +215,9 @@ def mean_kl(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def llama_logprobs(base, ids, lora=None) -> np.ndarray:
-    from llama_cpp import Llama
+    from diptych.models import native
 
-    llama = Llama(str(base), n_ctx=256, logits_all=True, verbose=False, n_threads=2,
+    llama = native.llama(base, n_ctx=256, logits_all=True, verbose=False, n_threads=2,
                   **({"lora_path": str(lora)} if lora else {}))
     try:
         llama.eval(ids)

@@ -47,7 +47,7 @@ def pairs_file(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("arch", tiny_models.ARCHITECTURES)
 def test_architecture_end_to_end(arch, tmp_path, weights_cache, pairs_file, capsys):
     import torch
-    from llama_cpp import Llama
+    from diptych.models import native
     from peft import LoraConfig, get_peft_model
 
     from diptych.cli import main
@@ -65,7 +65,7 @@ def test_architecture_end_to_end(arch, tmp_path, weights_cache, pairs_file, caps
     assert model.config.model_type.startswith("gemma3" if arch == "gemma3" else
                                               "llama" if arch == "mistral" else arch)
     ids = tokenizer.apply_chat_template(TEXT, tokenize=True, return_dict=True)["input_ids"]
-    vocab_only = Llama(str(path), vocab_only=True, verbose=False)
+    vocab_only = native.llama(path, vocab_only=True, verbose=False)
     try:
         rendered = templates.render(template, TEXT, add_generation_prompt=False)
         cpp_ids = vocab_only.tokenize(rendered.encode(), add_bos=False, special=True)

@@ -80,7 +80,7 @@ def test_template_is_the_panes(loaded, bundled_model):
 def test_trl_trains_on_llama_cpp_tokens_with_one_bos(loaded, bundled_model, tmp_path):
     """The ids TRL's DPOTrainer trains on are llama.cpp's ids for the same rendered text."""
     from datasets import Dataset
-    from llama_cpp import Llama
+    from diptych.models import native
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
@@ -95,7 +95,7 @@ def test_trl_trains_on_llama_cpp_tokens_with_one_bos(loaded, bundled_model, tmp_
     )
     example = trainer.train_dataset[0]
     template = catalog.read_info(bundled_model).default_template()
-    llama = Llama(str(bundled_model), vocab_only=True, verbose=False)
+    llama = native.llama(bundled_model, vocab_only=True, verbose=False)
     try:
         for answer in ("chosen", "rejected"):
             trained = example["prompt_ids"] + example[f"{answer}_ids"]
