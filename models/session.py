@@ -56,6 +56,7 @@ class Changes:
     votes: bool = False  # votes were recorded, undone, deleted, restored or imported
     adapters: bool = False  # the adapter registry: a new, renamed or deleted adapter
     blind: bool = False
+    queue: bool = False  # a vote queue was made, or an item of one voted on, skipped or reopened
 
     def __or__(self, other: Changes) -> Changes:
         return Changes(**{f.name: getattr(self, f.name) or getattr(other, f.name)
@@ -121,6 +122,7 @@ class Record:
 
     conversation: Conversation
     blind: bool = False
+    prompt_set: str | None = None  # the source of the vote queue it answers an item of
     id: int | None = None  # its row, once written
     turns_written: int = 0
 
@@ -130,7 +132,8 @@ class Record:
         when a later row fails, and is not written twice."""
         turns = [t.user for t in self.conversation.turns]
         if self.id is None and turns:
-            self.id = store.new_conversation(self.conversation.system, self.blind)
+            self.id = store.new_conversation(self.conversation.system, self.blind,
+                                             prompt_set=self.prompt_set)
         while self.turns_written < len(turns):
             store.add_user_message(self.id, self.turns_written, turns[self.turns_written])
             self.turns_written += 1

@@ -20,7 +20,6 @@ with its reward(s), and trains nothing: a way to check a reward file in seconds.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import sys
@@ -33,7 +32,7 @@ from typing import Callable
 
 from diptych.models.group_sampler import GroupSampling
 
-from . import kinds, progress, tasks
+from . import kinds, progress, prompt_sets, tasks
 from .errors import JobError
 from .job import Job, JobConfig, check_limits, split_eval
 
@@ -67,45 +66,6 @@ class Config(JobConfig):
     dry_run: bool = False  # sample and score a few answers, train nothing
 
 
-def _messages(prompt) -> list[dict]:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-
-
-def _file_prompts(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise JobError(f"{path}: no such prompt file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise JobError(f"{path}: not UTF-8 text (byte {exc.start:,}): give one prompt a line, "
-                       "or JSON lines") from None
-    if path.suffix != ".jsonl":
-        return [{"prompt": _messages(line.strip())} for line in text.splitlines() if line.strip()]
-    examples = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise JobError(f"{path}:{number}: not JSON: {exc}") from None
-        row = row if isinstance(row, dict) else {"prompt": row}
-        prompt = row.get("prompt")
-        if not (isinstance(prompt, str) and prompt.strip()) and not _is_conversation(prompt):
-            raise JobError(f"{path}:{number}: 'prompt' must be a string or a list of messages")
-        examples.append({**row, "prompt": _messages(prompt)})
-    columns = {tuple(sorted(e)) for e in examples}
-    if len(columns) > 1:
-        raise JobError(f"{path}: every line needs the same keys (found {len(columns)} different sets)")
-    return examples
-
-
-def _is_conversation(prompt) -> bool:
-    return isinstance(prompt, list) and bool(prompt) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in prompt)
-
-
 def load_examples(cfg: Config, task: tasks.Task) -> tuple[list[dict], str]:
     """Prompts (with the task's answer columns) for training and evaluation, and their source."""
     n = cfg.max_prompts + (cfg.eval_size or 0)
@@ -123,7 +83,7 @@ def load_examples(cfg: Config, task: tasks.Task) -> tuple[list[dict], str]:
         source = "history"
     else:
         path = Path(cfg.prompts_from).expanduser()
-        examples, source = _file_prompts(path)[:n], str(path.resolve())
+        examples, source = prompt_sets.read_file(path)[:n], str(path.resolve())
     if not examples:
         raise JobError(f"no prompts in {source}")
     return examples, source

@@ -16,6 +16,10 @@ Tables:
 - ``votes``: which response was shown left and right, the choice (``left``, ``right``,
   ``tie``, ``both_bad``, ``better`` with the user's own answer), blind or not, and
   ``deleted_at`` for a soft delete, so undo is a restore
+- ``queues`` and ``queue_items``: prompt sets queued for voting (the Queue tab,
+  ``diptych data queue``): each item's prompt, and once answered its conversation and
+  both responses, then its vote or that it was skipped. A conversation made for an item
+  names its prompt set (``conversations.prompt_set``; null for the panes')
 
 ``uid`` columns are random ids that survive export and import (see ``preferences``);
 the integer ids are local to one file. Importing this module imports no torch and no
@@ -113,6 +117,24 @@ def m001_initial(db: Database) -> None:
     db["votes"].create_index(["created_at"])
 
 
+@migration
+def m002_vote_queues(db: Database) -> None:
+    db["conversations"].add_column("prompt_set", str)
+    db["queues"].create(
+        {"id": int, "uid": str, "source": str, "title": str, "created_at": str},
+        pk="id", not_null={"uid", "source", "title", "created_at"},
+    )
+    db["queue_items"].create(
+        {"id": int, "queue_id": int, "position": int, "prompt": str, "conversation_id": int,
+         "left_response_id": int, "right_response_id": int, "vote_id": int, "skipped": int},
+        pk="id", not_null={"queue_id", "position", "prompt", "skipped"}, defaults={"skipped": 0},
+        foreign_keys=[("queue_id", "queues"), ("conversation_id", "conversations"),
+                      ("left_response_id", "responses"), ("right_response_id", "responses"),
+                      ("vote_id", "votes")],
+    )
+    db["queue_items"].create_index(["queue_id", "position"], unique=True)
+
+
 def well_formed_prompt(messages) -> bool:
     """Whether ``messages`` is a prompt a model can answer: a non-empty list of messages
     (text role and content) that ends with the user's. A row with any other prompt would
@@ -191,7 +213,7 @@ def _like(text: str) -> str:
 # One query serves votes() and vote_by_id(): each row joined with both responses' identities
 # and the user's message for that turn, filtered by optional named parameters.
 VOTES_SQL = """
-SELECT v.*, c.uid AS conversation_uid, m.content AS prompt
+SELECT v.*, c.uid AS conversation_uid, c.prompt_set, m.content AS prompt
 FROM votes v
 JOIN conversations c ON c.id = v.conversation_id
 JOIN responses l ON l.id = v.left_response_id
@@ -298,9 +320,12 @@ class Store:
     # -- writes ---------------------------------------------------------------------
 
     def new_conversation(self, system_prompt: str = "", blind: bool = False, *,
-                         uid: str | None = None, created_at: str | None = None) -> int:
+                         uid: str | None = None, created_at: str | None = None,
+                         prompt_set: str | None = None) -> int:
+        """A new conversation; ``prompt_set``: the source of the queue it answers an item of."""
         row = {"uid": uid or new_uid(), "created_at": created_at or now(),
-               "system_prompt": system_prompt or "", "blind": int(bool(blind))}
+               "system_prompt": system_prompt or "", "blind": int(bool(blind)),
+               "prompt_set": prompt_set}
         with self.transaction():
             return self.db.table("conversations").insert(row).last_pk
 
@@ -507,3 +532,93 @@ class Store:
             if well_formed_prompt(prompt):
                 prompts.append(prompt)
         return prompts
+
+    # -- vote queues ----------------------------------------------------------------
+
+    def new_queue(self, source: str, title: str, prompts: list[list[dict]]) -> int:
+        """Queue ``prompts`` (message lists) for voting, all or none; returns the queue's id.
+        ``source``: where they came from (stored on each conversation answering one)."""
+        if not prompts:
+            raise ValueError("a queue needs at least one prompt")
+        for number, prompt in enumerate(prompts, 1):
+            if not well_formed_prompt(prompt):
+                raise ValueError(f"prompt {number} is not a list of messages ending with the "
+                                 f"user's: {str(prompt)[:80]}")
+        with self.transaction():
+            queue_id = self.db.table("queues").insert(
+                {"uid": new_uid(), "source": source, "title": title, "created_at": now()}).last_pk
+            self.db.table("queue_items").insert_all(
+                {"queue_id": queue_id, "position": position, "prompt": prompt, "skipped": 0}
+                for position, prompt in enumerate(prompts))
+            return queue_id
+
+    def answer_queue_item(self, item_id: int, conversation_id: int, left_response_id: int,
+                          right_response_id: int) -> None:
+        """The conversation and both responses that answer queue item ``item_id``."""
+        with self.transaction():
+            self.db.table("queue_items").update(item_id, {
+                "conversation_id": conversation_id, "left_response_id": left_response_id,
+                "right_response_id": right_response_id})
+
+    def vote_queue_item(self, item_id: int, choice: str, blind: bool,
+                        better_text: str | None = None) -> int:
+        """Record the verdict on queue item ``item_id``'s pair (a vote like the panes'), and
+        that it is decided, in one transaction; returns the vote's id."""
+        with self.transaction():
+            item = self.db.table("queue_items").get(item_id)
+            if item["left_response_id"] is None:
+                raise ValueError(f"queue item {item_id} has not been answered")
+            vote_id = self.record_vote(item["left_response_id"], item["right_response_id"],
+                                       choice, blind, better_text)
+            self.db.table("queue_items").update(item_id, {"vote_id": vote_id, "skipped": 0})
+            return vote_id
+
+    def skip_queue_item(self, item_id: int) -> None:
+        with self.transaction():
+            self.db.table("queue_items").update(item_id, {"skipped": 1})
+
+    def reopen_queue_item(self, item_id: int) -> None:
+        """Queue item ``item_id`` undecided again: its vote undone (soft-deleted, as the
+        panes' Undo does), its skip forgotten."""
+        with self.transaction():
+            item = self.db.table("queue_items").get(item_id)
+            if item["vote_id"] is not None:
+                self.undo_vote(item["vote_id"])
+            self.db.table("queue_items").update(item_id, {"vote_id": None, "skipped": 0})
+
+    def queues(self) -> list[dict]:
+        """The queues, newest first, each with how many items it has, how many are
+        answered and how many decided (voted on or skipped)."""
+        return list(self.db.query(
+            "SELECT q.*, count(i.id) AS n_items, count(i.left_response_id) AS n_answered, "
+            "sum(i.skipped OR v.id IS NOT NULL) AS n_decided FROM queues q "
+            "JOIN queue_items i ON i.queue_id = q.id "
+            "LEFT JOIN votes v ON v.id = i.vote_id AND v.deleted_at IS NULL "
+            "GROUP BY q.id ORDER BY q.created_at DESC, q.id DESC"))
+
+    def queue(self, queue_id: int) -> dict:
+        rows = list(self.db.query("SELECT * FROM queues WHERE id = ?", [queue_id]))
+        if not rows:
+            raise KeyError(f"no queue {queue_id}")
+        return rows[0]
+
+    def queue_items(self, queue_id: int) -> list[dict]:
+        """Queue ``queue_id``'s items in order: ``prompt`` (a message list), ``blind`` (of
+        its conversation, once answered), ``left`` and ``right`` (response dicts, or None),
+        ``vote_id`` and ``choice`` of its live vote (None: none, or deleted since), ``skipped``."""
+        rows = list(self.db.query(
+            "SELECT i.*, c.blind, v.choice FROM queue_items i "
+            "LEFT JOIN conversations c ON c.id = i.conversation_id "
+            "LEFT JOIN votes v ON v.id = i.vote_id AND v.deleted_at IS NULL "
+            "WHERE i.queue_id = ? ORDER BY i.position", [queue_id]))
+        responses = self._responses({r[f"{side}_response_id"] for r in rows for side in SIDES
+                                     if r[f"{side}_response_id"] is not None})
+        for row in rows:
+            row["prompt"] = json.loads(row["prompt"])
+            row["blind"] = bool(row["blind"])
+            row["skipped"] = bool(row["skipped"])
+            if row["choice"] is None:
+                row["vote_id"] = None
+            for side in SIDES:
+                row[side] = responses.get(row[f"{side}_response_id"])
+        return rows
