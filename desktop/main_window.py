@@ -40,6 +40,7 @@ from .data_view import DataView
 from .menus import Menus
 from .pickers import BLIND_PICKER_TIP, NO_ADAPTER, OPEN_FILE, Pickers
 from .prompt_edit import VOTE_KEYS, PromptEdit
+from .queue_view import QueueView
 from .settings_panel import SettingsPanel
 from .stats_view import StatsView
 from .training_panel import TrainingPanel
@@ -127,9 +128,11 @@ class MainWindow(Menus, Pickers, QMainWindow):
         self.chat_layout.addLayout(prompt_row)
         self.tabs = QTabWidget()
         self.tabs.addTab(chat, "Chat")
-        self.data_view = self.stats_view = None
+        self.data_view = self.stats_view = self.queue_view = None
         if self.store is not None:
             session = self.controller.session
+            self.queue_view = QueueView(self.controller, self.store)
+            self.tabs.addTab(self.queue_view, "Queue")
             self.data_view = DataView(
                 self.store, writer=lambda fn: session.store_queue.run(fn, session.store))
             self.stats_view = StatsView(self.store, model_path=lambda: self.model_path,
@@ -232,7 +235,10 @@ class MainWindow(Menus, Pickers, QMainWindow):
                 self._update_headers()  # blind mode drew who shows where
 
     def vote(self, choice: str, better_text: str | None = None) -> None:
-        if self.vote_bar.voting:
+        """A vote from the Chat tab's bar or a key 1-4: the keys vote in the tab shown."""
+        if self.queue_view is not None and self.tabs.currentWidget() is self.queue_view:
+            self.queue_view.vote(choice)
+        elif self.vote_bar.voting:
             self.controller.vote(choice, better_text)
 
     def open_model(self, path: str | Path, adapter: str | Path | None = None) -> None:
@@ -402,6 +408,8 @@ class MainWindow(Menus, Pickers, QMainWindow):
     def closeEvent(self, event) -> None:
         """Before quitting, write the votes the database refused; while some cannot be
         written, ask: they are never dropped without the user's word."""
+        if self.queue_view is not None:
+            self.queue_view.controller.stop()  # an answer cut short is answered next time
         while left := self.controller.session.flush_votes():
             answer = QMessageBox.question(
                 self, "Votes not recorded",

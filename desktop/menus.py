@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from .queue_view import KEYS
 from .vote_bar import CHOICES
 
 
@@ -84,6 +85,11 @@ class Menus:
                 ("Esc", "Stop both panes")]
         rows += [(key, f"Vote: {label}") for _, label, key in CHOICES]
         rows.append(("1–4", "…also typed into the empty prompt box while a vote is open"))
+        if self.queue_view is not None:
+            rows += [(KEYS["write"], "Write a better answer (Queue tab)"),
+                     (KEYS["skip"], "Skip the pair (Queue tab)"),
+                     (KEYS["back"], "Back to the previous pair, its vote undone (Queue tab)"),
+                     (KEYS["pause"], "Pause answering ahead (Queue tab)")]
         for action in (self.new_action, self.open_model_action, self.raw_action,
                        self.quit_action, self.shortcuts_action):
             if not action.shortcut().isEmpty():

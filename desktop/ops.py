@@ -33,6 +33,8 @@ from shiboken6 import isValid
 from diptych.models import adapters as registry
 from diptych.models.errors import UserError
 from diptych.models.session import Changes, Contender, Session
+from diptych.models.vote_queue import Item, VoteQueue
+from diptych.training import prompt_sets
 
 from . import workers
 
@@ -235,6 +237,32 @@ def score(session: Session, side: str) -> Future:
 
 def use_contender(session: Session, slot: str, contender: Contender) -> Future:
     return session.set_contender_later(slot, contender)
+
+
+def answer_queue_item(queue: VoteQueue, item: Item, cancel) -> Future:
+    return queue.answer_later(item, cancel)
+
+
+def queue_vote(queue: VoteQueue, choice: str, better_text: str | None = None) -> Future:
+    return queue.vote_later(choice, better_text)
+
+
+def queue_skip(queue: VoteQueue) -> Future:
+    return queue.skip_later()
+
+
+def queue_back(queue: VoteQueue) -> Future:
+    return queue.back_later()
+
+
+def new_queue(session: Session, source: str, count: int) -> Future:
+    """Queue ``count`` prompts of ``source`` (a file, task:NAME, history, held-out), read
+    and written on the store queue: a Done of the queue's id."""
+    def create() -> Done:
+        found = prompt_sets.load(source, count, session.store)
+        return Done(prompt_sets.enqueue(session.store, found), Changes(queue=True))
+
+    return session.store_queue.submit(create)
 
 
 def new_conversation(session: Session) -> Changes:

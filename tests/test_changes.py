@@ -25,6 +25,7 @@ REDRAWN = {
     "contenders": {"pickers"},
     "blind": {"headers"},
     "conversation": {"turns"},
+    "queue": {"queue"},
 }
 STORE_READS = ("votes", "vote_by_id", "conversation", "conversations", "pair_counts",
                "recent_prompts", "mean_answer_tokens", "left_out")
@@ -55,7 +56,7 @@ def window(qtbot, data_dir, monkeypatch):
     win = MainWindow(data_dir)
     qtbot.addWidget(win)
     names = {win.data_view: "data", win.stats_view: "stats", win.training.job_form: "job_form",
-             win.training.adapters: "adapter_list", win: "pickers"}
+             win.training.adapters: "adapter_list", win: "pickers", win.queue_view: "queue"}
     real_query = ops.run_query
 
     def query(parent, *args, **kwargs):
