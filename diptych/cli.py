@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 # The subcommands that take --model / --adapter after their name too ("diptych chat
 # --model X"); "*": every action of that command.
 TAKES_MODEL = {("chat",), ("score",), ("train", "*"), ("adapters", "drift"),
-               ("adapters", "export-gguf")}
-TAKES_ADAPTER = {("chat",), ("score",)}
+               ("adapters", "export-gguf"), ("data", "queue")}
+TAKES_ADAPTER = {("chat",), ("score",), ("data", "queue")}
 
 
 def _leaves(parser: _Parser, path: tuple = ()):

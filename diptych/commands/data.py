@@ -8,6 +8,9 @@
   labelled answers (TRL's unpaired format: ``prompt``, ``completion``, ``label``), as KTO
   trains on them.
 - ``diptych data import FILE``: add the votes of a file in either format, all or none.
+- ``diptych data queue SOURCE [--count N]``: queue a prompt set (a file, ``task:NAME``,
+  ``history``, ``held-out``) and answer it with the base and ``--adapter``, for voting
+  later in the app's Queue tab (``diptych.models.vote_queue``).
 
 A bad file or a database from a newer Diptych is a one-line error and exit code 2,
 with nothing changed.
@@ -18,6 +21,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import threading
+import time
+from pathlib import Path
+
+from diptych.models.limits import SEED_MAX, seed
+
+from . import at_least, temperature
 
 USAGE_ERROR = 2
 
@@ -44,6 +54,25 @@ def register(subparsers) -> None:
     imp = commands.add_parser("import", help="add the votes of a JSON lines file")
     imp.add_argument("file", help="a file written by 'diptych data export' (either format)")
     imp.set_defaults(handler=lambda args: _run(args, _import))
+
+    queue = commands.add_parser("queue", help="answer a prompt set with both contenders, to "
+                                "vote on in the app's Queue tab")
+    queue.add_argument("source", metavar="SOURCE",
+                       help="a file (one prompt a line, or .jsonl with a 'prompt' on each "
+                            "line), task:NAME, history (your chat prompts) or held-out")
+    queue.add_argument("--count", type=at_least(1), default=20,
+                       help="how many prompts to queue (default: 20)")
+    queue.add_argument("--blind", action="store_true",
+                       help="draw which side shows which contender for each prompt, and hide "
+                            "the names in the app until the vote")
+    queue.add_argument("--system", default="", help="system prompt")
+    queue.add_argument("--max-tokens", type=at_least(1), default=256,
+                       help="at most this many tokens in each answer (default: 256, the app's)")
+    queue.add_argument("--temperature", type=temperature, default=0.8,
+                       help="0 or more; 0: always the likeliest token (default: 0.8)")
+    queue.add_argument("--seed", type=seed, default=None,
+                       help=f"same seed for both, 0 to {SEED_MAX} (default: random)")
+    queue.set_defaults(handler=lambda args: _run(args, _queue))
 
 
 def _run(args, action) -> int:
@@ -134,4 +163,51 @@ def _import(store, args) -> int:
     read = unpaired.import_jsonl if unpaired.is_unpaired_file(args.file) else import_jsonl
     count = read(store, args.file)
     print(f"imported {count} records from {args.file}", file=sys.stderr)
+    return 0
+
+
+def _queue(store, args) -> int:
+    from diptych.models import adapters, catalog
+    from diptych.models.engine import SamplingParams
+    from diptych.models.errors import UserError, one_line
+    from diptych.models.session import Contender, Session, SessionError
+    from diptych.models.vote_queue import VoteQueue
+    from diptych.training import prompt_sets
+
+    # Everything that can be refused is, before anything is queued.
+    found = prompt_sets.load(args.source, args.count, store)
+    model = args.model or catalog.bundled_model_path()
+    adapter = (adapters.runnable_gguf(adapters.resolve(args.adapter, args.data_dir))
+               if args.adapter else None)
+    session = Session(store)
+    cancel = threading.Event()
+    try:
+        session.settings.system_prompt = args.system
+        session.settings.params = SamplingParams(temperature=args.temperature,
+                                                 max_tokens=args.max_tokens, seed=args.seed)
+        session.set_blind(args.blind)
+        session.load(model, {"right": Contender.of(adapter)} if adapter else None)
+        context = session.engines["left"].n_ctx
+        if args.max_tokens >= context:
+            raise SessionError(f"--max-tokens {args.max_tokens:,} is more than {Path(model).name} "
+                               f"can write: its context holds {context:,} tokens, prompt included")
+        queue_id = prompt_sets.enqueue(store, found)
+        queue = VoteQueue(session, store.queue(queue_id), store.queue_items(queue_id))
+        answered = 0
+        for item in queue.items:
+            started = time.perf_counter()
+            try:
+                queue.answer_later(item, cancel).result()
+                answered += 1
+                print(f"answered {item.position + 1} of {len(queue.items)} "
+                      f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+            except UserError as exc:  # this prompt only (too long for the context, …)
+                print(f"prompt {item.position + 1}: not answered: {one_line(exc)}", file=sys.stderr)
+    except KeyboardInterrupt:
+        cancel.set()  # what is answered stays; the app answers the rest
+        raise
+    finally:
+        session.close()
+    print(f"queued {len(queue.items)} prompts of {found.title}, {answered} pairs answered: "
+          "vote on them in the app's Queue tab", file=sys.stderr)
     return 0
