@@ -49,7 +49,8 @@ def run(task: str, extra: list[str], minutes: float, work: Path, kind: str = "gr
         event, now = json.loads(line), time.monotonic() - t0
         if event["phase"] == "train" and event["loss"] is not None:
             steps.append({"t": now, "step": event["step"], "reward": event["reward"],
-                          "reward_std": event.get("reward_std"), "kl": event["kl"]})
+                          "reward_std": event.get("reward_std"), "kl": event["kl"],
+                          **{k: event.get(k) for k in ("zero_std", "grad_norm", "cut")}})
         elif event["phase"] == "eval":
             points.append({"t": now, "step": event["step"], "reward": event["reward"],
                            "ended": event.get("ended"), "full": event.get("full"), "n": event.get("n"),
@@ -78,6 +79,20 @@ def run(task: str, extra: list[str], minutes: float, work: Path, kind: str = "gr
             "wall_s": wall, "steps": points[-1]["step"],
             "s_per_step": _pace([s for s in steps if not stage or s["step"] > stage["step"]]),
             "t_1_5x": first and first["t"], "points": points, "train_steps": steps}
+
+
+def _diagnosis(r: dict) -> str:
+    """Why GRPO moves the model or not, averaged over its steps: the sampled answers' mean
+    reward (against the greedy held-out one), the share of groups with no spread (no
+    advantage, no gradient), the gradient's norm and the share of answers cut at the limit."""
+    grpo = [s for s in r["train_steps"] if not r["stage"] or s["step"] > r["stage"]["step"]]
+
+    def mean(key):
+        values = [s[key] for s in grpo if s.get(key) is not None]
+        return f"{sum(values) / len(values):.3f}" if values else "-"
+
+    return (f"sampled reward {mean('reward')}, groups with no spread {mean('zero_std')}, "
+            f"grad norm {mean('grad_norm')}, answers cut {mean('cut')}")
 
 
 def _pace(steps: list[dict]) -> float | None:
@@ -151,6 +166,7 @@ def main() -> None:
                   f"(ratio {ratio}; best {r['best']:.3f}) in {r['wall_s'] / 60:.1f} min "
                   f"({r['steps']} steps, {pace}); 1.5x the base at {t15}; "
                   f"answers that ended: {ended}, with the full reward: {full} of {r['n']}", flush=True)
+            print(f"{'':14s} GRPO steps: {_diagnosis(r)}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     plot(results, Path(args.png))

@@ -168,7 +168,9 @@ def _report_callback(progress: Progress, extra: dict, once: dict, span: dict):
             # GRPO logs the mean reward, its spread within groups and the KL to the base;
             # DPO its implicit reward margin.
             reward = logs.get("reward", logs.get("rewards/margins"))
-            grpo = {"reward_std": logs["reward_std"]} if "reward_std" in logs else {}
+            # and why a GRPO step may teach nothing: groups whose answers all scored the
+            # same (no advantage), the size of the update, answers cut at the length limit
+            grpo = {key: logs[name] for key, name in GRPO_LOGS.items() if name in logs}
             now = dict(once)
             once.clear()
             kl = logs.get("kl", now.pop("kl", None))
@@ -176,6 +178,10 @@ def _report_callback(progress: Progress, extra: dict, once: dict, span: dict):
                      kl=kl, eta_s=round(pace * left, 1), **grpo, **extra, **now)
 
     return Report()
+
+
+GRPO_LOGS = {"reward_std": "reward_std", "zero_std": "frac_reward_zero_std",
+             "grad_norm": "grad_norm", "cut": "completions/clipped_ratio"}
 
 
 class Job:
