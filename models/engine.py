@@ -28,6 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from . import catalog, native, templates
+from .native import default_threads
 from .errors import UserError
 from .limits import SEED_MAX
 
@@ -142,12 +143,6 @@ class Completion:
     finish_reason: str  # "stop", "length" or "cancelled"
     seed: int
     tokens: list[Token] = field(default_factory=list, repr=False)
-
-
-def default_threads(panes: int = 2) -> int:
-    """Threads per context so that ``panes`` contexts decoding at once fill the cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // panes)
 
 
 class Engine:

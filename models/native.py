@@ -187,10 +187,14 @@ def llama(path: str | os.PathLike, extra_buffers: bool | None = None, **kwargs):
         return llama_cpp.Llama(str(path), **kwargs)
 
 
+def default_threads(panes: int = 2) -> int:
+    """Threads per context so that ``panes`` contexts decoding at once fill the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // panes)
+
+
 def _probe(path: str, extra_buffers: bool) -> None:
     """The child: load as chosen and decode a prompt and a few tokens, as a pane would."""
-    from .engine import default_threads
-
     model = llama(path, extra_buffers, n_ctx=256, n_threads=default_threads(),
                   n_threads_batch=default_threads(), verbose=False)
     model.create_completion(PROBE_PROMPT, max_tokens=8, temperature=0.0)
