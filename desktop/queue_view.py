@@ -28,7 +28,7 @@ from diptych.training import tasks
 from . import ops
 from .chat_controller import ChatController
 from .queue_controller import QueueController
-from .vote_bar import LABELS, VoteBar
+from .vote_bar import LABELS, WRITE_ACTION, VoteBar
 
 __all__ = ["KEYS", "SOURCES", "QueueView"]
 
@@ -50,8 +50,12 @@ class QueueView(QWidget):
         self.source = QComboBox(objectName="queue-source")
         for label, source in SOURCES:
             self.source.addItem(label, source)
+        # A task's long title must not squeeze the path field away: the list is wider.
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source.setMinimumContentsLength(22)
         self.path = QLineEdit(objectName="queue-path")
         self.path.setPlaceholderText("prompts.txt (one a line), or .jsonl with a 'prompt' on each line")
+        self.path.setMinimumWidth(200)
         self.browse = QPushButton("Browse…")
         self.count = QSpinBox(objectName="queue-count")
         self.count.setRange(1, 10_000)
@@ -61,15 +65,19 @@ class QueueView(QWidget):
         self.queue_button = QPushButton("Queue them", objectName="queue-create")
         self.queues = QComboBox(objectName="queue-list")
         self.queues.setToolTip("Every queue in the store, with how far you are in it")
-        self.queues.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        # a queue's name (its source, a file path) must not widen the window
+        self.queues.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.queues.setMinimumContentsLength(24)
         source_row = QHBoxLayout()
-        for widget in (QLabel("Prompt set"), self.source, self.path, self.browse,
-                       QLabel("How many"), self.count, self.queue_button):
+        for widget in (QLabel("Prompt set"), self.source, self.path, self.browse):
             source_row.addWidget(widget)
         source_row.setStretchFactor(self.path, 1)
-        source_row.addSpacing(16)
-        source_row.addWidget(QLabel("Open"))
-        source_row.addWidget(self.queues)
+        count_row = QHBoxLayout()
+        for widget in (QLabel("How many"), self.count, self.queue_button):
+            count_row.addWidget(widget)
+        count_row.addStretch(1)
+        count_row.addWidget(QLabel("Open"))
+        count_row.addWidget(self.queues)
 
         self.progress = QLabel(objectName="queue-progress")
         self.progress.setStyleSheet("font-weight: bold")
@@ -105,12 +113,14 @@ class QueueView(QWidget):
             layout.addWidget(self.answer_views[side], 1)
             splitter.addWidget(column)
         self.vote_bar = VoteBar()
+        self.vote_bar.write_button.setText(f"{WRITE_ACTION}  [{KEYS['write']}]")
         self.status = QLabel(objectName="queue-status")
         self.status.setWordWrap(True)
         self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         layout = QVBoxLayout(self)
         layout.addLayout(source_row)
+        layout.addLayout(count_row)
         layout.addLayout(progress_row)
         layout.addWidget(self.prompt_view)
         layout.addWidget(splitter, 1)
