@@ -266,7 +266,7 @@ class JobForm(QWidget):
     def _estimate(self, kind, counts: dict, mean_tokens: float, ties, chosen) -> str:
         """How long the job the form describes would take on these votes (the Config the
         form's flags and other options give, as the job would parse them)."""
-        if kind.data not in estimate.PACES:
+        if kind.reinforces or kind.data not in estimate.PACES:
             return ""
         parser = argparse.ArgumentParser(add_help=False)
         job_kinds.add_arguments(parser, kind)

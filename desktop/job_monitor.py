@@ -63,7 +63,7 @@ class JobMonitor(QWidget):
         self.phase.setObjectName("job-phase")
         self.phase.setWordWrap(True)
         self.plots: dict[str, pg.PlotDataItem] = {}
-        self.markers: dict[str, list[pg.InfiniteLine]] = {}  # plot -> where a skill job's GRPO starts
+        self.markers: dict[str, list[pg.InfiniteLine]] = {}  # plot -> where each phase of a job starts
         self._undrawn: list[str] = []  # the plots that do not show ``history`` yet
         self._redraw = QTimer(self)  # draws them one at a time (see _draw)
         self._redraw.setInterval(20)
@@ -298,13 +298,12 @@ class JobMonitor(QWidget):
         labels = {**job_progress.PHASES,
                   "eval": "Training" if phase == "eval" and step else "Evaluating the base…",
                   "error": "Failed: " + str(event.get("error"))}
-        if event.get("stage") == "warmup" and phase == "train":
-            labels["train"] = "Warm-up: learning from the worked examples"
-        elif event.get("stage") == "grpo":
-            labels["train"] = job_progress.PHASES["stage"]
+        stage = job_progress.STAGES.get(event.get("stage"))
+        if stage is not None and phase in ("train", "stage"):
+            labels["train"] = labels["stage"] = stage[0]
         self.phase.setText(labels.get(phase, phase))
-        if phase == "stage" and step is not None:  # where a skill job's GRPO starts
-            self.history.setdefault("markers", []).append((int(step), "GRPO"))
+        if phase == "stage" and step is not None:  # where a phase of the job starts
+            self.history.setdefault("markers", []).append((int(step), (stage or job_progress.STAGES["grpo"])[1]))
         if phase in ("train", "eval") and step is not None:
             for key, _ in PLOTS:
                 if event.get(key) is not None and (phase == "train" or key == "kl"):

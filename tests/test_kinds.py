@@ -153,3 +153,19 @@ def test_counts_follow_the_table_of_which_vote_feeds_which_job(data_dir):
     assert kinds.example_counts(counts, tie="desirable", chosen=True)["labels"]["desirable"] == 8
     assert kinds.example_counts(counts, chosen=True)["answers"] == {"n": 6}
     assert kinds.describe_count(kinds.get("kto"), counts) == "12 labels (6 desirable, 6 undesirable)"
+
+
+def test_grpo_continuing_an_adapter_takes_the_skill_jobs_grpo_settings_unless_told():
+    from diptych.training import reinforce, skill
+
+    def config(*argv):
+        args = build_parser().parse_args(["train", "grpo", "--name", "x", *argv])
+        return kinds.config_from(kinds.get("grpo"), vars(args))
+
+    fresh, continuing = config(), config("--from", "warm")
+    assert (fresh.lr, fresh.lr_ramp) == (3e-4, 0.0)
+    for name, value in reinforce.CONTINUING.items():
+        assert getattr(continuing, name) == value == getattr(skill.Config(), name)
+    told = config("--from", "warm", "--lr", "5e-5", "--lr-ramp", "0", "--temperature", "0.7")
+    assert (told.lr, told.lr_ramp, told.temperature) == (5e-5, 0.0, 0.7)
+    assert told.scale_rewards == reinforce.CONTINUING["scale_rewards"]

@@ -59,6 +59,7 @@ KIND = kinds.Kind(
     name="grpo", short="GRPO", title="GRPO: sample, score, reinforce the better answers (with a KL pull to the base)",
     help="GRPO against your reward functions, a rubric judge, a task's reward or a reward model",
     config=Config, train=train, data="prompts", writes_gguf=True, dry_run=dry_run,
+    continuing=reinforce.CONTINUING,
     options=(
         *reinforce.OPTIONS,
         kinds.Option("dry_run", "sample and score a few answers with the model as it is; train nothing",

@@ -333,12 +333,20 @@ def several_epochs(cfg, n_train: int) -> bool:
     return passes > 1
 
 
+def planned_steps(examples: int, batch_size: int, steps: int | None, epochs: float) -> int:
+    """The optimizer steps of a trainer over ``examples`` before it starts: ``steps``, or
+    ``epochs`` passes of batches, counted as transformers' Trainer counts them."""
+    import math
+
+    return steps if steps and steps > 0 else math.ceil(epochs * -(-examples // batch_size))
+
+
 def kl_every(trainer) -> int:
     """Steps between live KL measurements: about 5 per job, as each costs two forward
     passes (tuned and base) of a held-out answer, a tenth of a step."""
     args = trainer.args
-    steps = args.max_steps if args.max_steps > 0 else int(
-        args.num_train_epochs * -(-len(trainer.train_dataset) // args.per_device_train_batch_size))
+    steps = planned_steps(len(trainer.train_dataset), args.per_device_train_batch_size,
+                          args.max_steps, args.num_train_epochs)
     return max(2, -(-steps // 5))
 
 
@@ -502,7 +510,7 @@ def _unwritable(exc: BaseException) -> str | None:
     return None
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """The libraries' progress bars, info logs and deprecation warnings tell the user of a
     job nothing its progress lines do not; their errors still reach stderr."""
     import warnings
@@ -529,7 +537,7 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
     ``writes_gguf`` (the kind's ``Kind.writes_gguf``) adds the GGUF LoRA and the drift.
     """
     progress = Progress(cfg.progress == "jsonl")
-    _quiet_libraries()
+    quiet_libraries()
     started = time.monotonic()
     out_dir = root = None
     try:

@@ -1,7 +1,7 @@
 """Job kinds, each described once: the CLI's flags and the Train tab's form come from here.
 
-A kind (dpo, kto, sft, reward, grpo) is one module of ``diptych.training`` that defines
-``Config`` (a dataclass of its settings, on top of ``job.JobConfig``), ``train(job)`` and
+A kind (dpo, kto, sft, reward, grpo, skill, rlhf) is one module of ``diptych.training``
+that defines ``Config`` (a dataclass of its settings, on top of ``job.JobConfig``), ``train(job)`` and
 ``KIND``, a :class:`Kind`: its help, its short name, the data it takes, whether it
 writes a GGUF LoRA, and its own :class:`Option` s (each the name of a ``Config`` field:
 a kind whose option has none fails as it is built). ``diptych train KIND`` builds its flags from the shared
@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Callable
 
 from diptych.models import limits
 
-MODULES = ("dpo", "kto", "sft", "reward", "grpo", "skill")  # diptych.training.<module>.KIND, in this order
+MODULES = ("dpo", "kto", "sft", "reward", "grpo", "skill", "rlhf")  # diptych.training.<module>.KIND, in this order
 
 # What a kind trains on (see design.md, "Data: which vote feeds which job").
 DATA = {
@@ -59,6 +59,17 @@ def non_negative(text: str) -> float:
 
 
 non_negative.__name__ = "float"
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1, below 1 (a share of the steps)."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to less than 1, not {text}")
+    return value
+
+
+fraction.__name__ = "float"
 
 
 def finite(text: str) -> float:
@@ -130,10 +141,18 @@ class Kind:
     options: tuple[Option, ...] = ()
     dry_run: Callable | None = None  # dry_run(cfg) -> exit code, for --dry-run
     short: str = ""  # a short name for the Train tab ("DPO"); "": the name in capitals
+    # it trains with GRPO (the Train tab shows its held-out answers as it trains, and cannot
+    # tell its time from the votes: sampling is most of it); None: whether its data are prompts
+    reinforces: bool | None = None
+    # defaults in place of the Config's where a job continues an adapter (--from): what
+    # suits a fresh LoRA can undo a trained one
+    continuing: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.short:
             object.__setattr__(self, "short", self.name.upper())
+        if self.reinforces is None:
+            object.__setattr__(self, "reinforces", self.data == "prompts")
         known = {f.name for f in fields(self.config)}
         unknown = [o.field for o in self.all_options() if o.field not in known]
         if unknown:  # a flag that would set nothing, or fail when the Config is built
@@ -224,6 +243,8 @@ def config_from(kind: Kind, values: dict):
     """The kind's Config from parsed values; None means "the Config's default"."""
     names = {f.name for f in fields(kind.config)}
     given = {k: v for k, v in values.items() if k in names and v is not None}
+    if given.get("from_adapter"):
+        given = {**kind.continuing, **given}
     if "epochs" in given:  # a kind's default step count must not override --epochs
         given["steps"] = None
     return kind.config(**given)

@@ -27,6 +27,14 @@ PHASES = {
     "cancelled": "Cancelled: no adapter was written",
     "error": "Failed",
 }
+# The stages of a job of several phases (a ``stage`` line marks where each begins, a
+# ``train`` line's ``stage`` says which it is in): what the Train tab says while it trains,
+# and the marker it draws where it begins.
+STAGES = {
+    "reward": ("Reward model: learning to order your pairs", "reward model"),
+    "warmup": ("Warm-up: learning from example answers", "warm-up"),
+    "grpo": (PHASES["stage"], "GRPO"),
+}
 # The keys every job line carries (null when unknown).
 KEYS = ("step", "total", "loss", "reward", "kl", "eta_s")
 
@@ -99,6 +107,9 @@ def human(event: dict, drift_sets: dict[str, str] | None = None) -> str | None:
         return f"{PHASES['load'][:-1]} in {event['processes']} processes…"
     if phase == "error":
         return f"error: {event.get('error')}"
+    if phase == "stage" and event.get("stage") == "warmup":  # an RLHF job's reward model is in
+        return (f"Reward model done at step {step}: it orders {right(event)} held-out pairs "
+                f"right ({number(event.get('pair_accuracy'))}); the warm-up starts.")
     if phase == "stage":
         return f"Warm-up done at step {step}: GRPO starts."
     if phase == "done":
@@ -125,6 +136,9 @@ def summary(metrics: dict, drift: dict, data: dict | None = None,
             rows.append(f"{key}: {number(b)} → {middle}{strong(number(a))}")
     if isinstance(warmup, dict):
         rows.insert(0, "base → after the warm-up → after GRPO")
+    scorer = (metrics.get("reward_model") or {}).get("after")
+    if isinstance(scorer, dict):  # an RLHF job: the reward model that scored the answers
+        rows.insert(0, f"the reward model orders {right(scorer)} held-out pairs right")
     took = metrics.get("seconds") or metrics.get("time_s")
     if took:
         rows.append(f"took {duration(took)}")
@@ -144,6 +158,12 @@ def summary(metrics: dict, drift: dict, data: dict | None = None,
     if kls:
         lines.append("KL from the base per token — " + "; ".join(kls))
     return lines
+
+
+def right(measured: dict) -> str:
+    """"5 of 6": how many of ``n`` held-out pairs a reward model's ``pair_accuracy`` orders right."""
+    accuracy, n = measured.get("pair_accuracy"), measured.get("n")
+    return "–" if accuracy is None or not n else f"{round(accuracy * n)} of {n}"
 
 
 def duration(seconds: float) -> str:

@@ -40,6 +40,15 @@ SAMPLERS = ("auto", "llama.cpp", "transformers")
 SCALES = ("group", "batch", "none")
 
 
+# GRPO's settings where it continues a trained LoRA (a skill's warm-up, or --from): gentler
+# steps than from scratch, ramped up (a fresh optimizer's first steps are full-size in every
+# direction and undid part of what the warm-up taught); whole-vocabulary sampling, which
+# is no longer noise once the model answers in the task's format; and no scaling by the
+# group's spread, which made a near miss's small extra reward as loud as a right answer
+# (bench/RESULTS.md, "Teaching a skill").
+CONTINUING = {"lr": 1e-4, "lr_ramp": 0.3, "temperature": 1.0, "scale_rewards": "none"}
+
+
 @dataclass
 class Config(JobConfig):
     task: str = "length"  # reverse | reverse_words | arith | length
@@ -60,6 +69,7 @@ class Config(JobConfig):
     steps: int | None = 60
     batch_size: int = 16  # answers per step: 2 prompts x 8 generations
     lr: float = 3e-4
+    lr_ramp: float = 0.0  # the share of the steps over which the learning rate ramps up from 0
     eval_size: int | None = 16
     eval_every: int = 5  # steps between held-out evaluations shown while training
     sampler: str = "auto"  # auto: llama.cpp on the CPU, TRL's generate on CUDA
@@ -212,7 +222,8 @@ def trainer(job: Job, model, tokenizer, examples: list[dict], functions, weights
         args=job.training_args(
             GRPOConfig, cpu_bf16=True, beta=cfg.beta, num_generations=cfg.num_generations,
             max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-            reward_weights=weights, scale_rewards=cfg.scale_rewards, **args,
+            reward_weights=weights, scale_rewards=cfg.scale_rewards, warmup_steps=cfg.lr_ramp,
+            **args,
         ),
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
@@ -281,7 +292,7 @@ def dry_run(cfg: Config, out=None, worked: Callable[[Config, tasks.Task, list[di
             groups = rollouts.answer(examples, n, _sampling(cfg))
         finally:
             rollouts.close()
-    scored = _Scored(out, jsonl, functions, weights)
+    scored = Scored(out, jsonl, functions, weights)
     for example, group in zip(examples, groups):
         scored.group(example, [(a.text, a.finish_reason, a.ids) for a in group])
     summary = {"dry_run": True, "reward": label, "source": source}
@@ -302,7 +313,7 @@ def dry_run(cfg: Config, out=None, worked: Callable[[Config, tasks.Task, list[di
     return 0
 
 
-class _Scored:
+class Scored:
     """Prints answers with their rewards: human lines, or ``sample`` JSON lines."""
 
     def __init__(self, out, jsonl: bool, functions, weights):
@@ -368,6 +379,9 @@ OPTIONS = (
                  "its group (TRL's default), in the whole batch, or not at all (none: a group "
                  "whose answers differ by a hair then moves the model by a hair)",
                  choices=SCALES),
+    kinds.Option("lr_ramp", "the share of the steps over which the learning rate ramps up "
+                 "from 0 (a fresh optimizer's first steps are full-size in every direction)",
+                 kinds.fraction),
     kinds.Option("eval_every", "steps between the held-out evaluations shown while training",
                  kinds.positive(int)),
     kinds.Option("sampler", "who samples the answers (auto: llama.cpp on the CPU, "

@@ -5,19 +5,18 @@ Where DPO turns pairs straight into a policy, this learns a function that scores
 TRL's RewardTrainer). GRPO can then use it as its reward (``diptych train grpo
 --reward-model NAME``; ``reward_functions.reward_model``) on prompts it never saw voted on.
 
-The model is the same dequantized base loaded as a sequence classifier with one output;
-the LoRA adapts the body and the new head (``score``) is trained in full and saved with
-the adapter. A fifth of the pairs (at least one) is held out to measure pair accuracy
-before (an untrained head: a coin toss) and after. No GGUF is written: llama.cpp runs
-language models, not scorers.
+The model and its trainer are ``reward_model.py``'s (shared with ``rlhf.py``). A fifth
+of the pairs (at least one) is held out to measure pair accuracy before (an untrained
+head: a coin toss) and after. No GGUF is written: llama.cpp runs language models, not
+scorers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import kinds, turns
-from .examples import UNFINISHED_COLUMNS, load_pairs
+from . import kinds, reward_model
+from .examples import load_pairs
 from .job import Job, JobConfig, split_eval
 
 
@@ -28,9 +27,6 @@ class Config(JobConfig):
 
 
 def train(job: Job) -> dict:
-    from datasets import Dataset
-    from trl import RewardConfig, RewardTrainer
-
     from . import evaluate
 
     cfg: Config = job.cfg
@@ -38,14 +34,7 @@ def train(job: Job) -> dict:
     train_pairs, eval_pairs, held_out = split_eval(pairs, cfg.eval_size, cfg.seed)
 
     model, tokenizer = job.load_base(reward_head=True)
-    trainer = turns.keeping_unfinished(RewardTrainer, UNFINISHED_COLUMNS)(
-        model=model,
-        args=job.training_args(RewardConfig, max_length=cfg.max_length),
-        train_dataset=Dataset.from_list(train_pairs),
-        processing_class=tokenizer,
-        peft_config=job.lora("SEQ_CLS"),  # PEFT trains and saves the new `score` head in full
-        callbacks=job.callbacks,
-    )
+    trainer = reward_model.trainer(job, model, tokenizer, train_pairs)
     scorer = trainer.accelerator.unwrap_model(trainer.model)
     metrics = job.fit(trainer, lambda: evaluate.reward_model(scorer, tokenizer, eval_pairs))
 

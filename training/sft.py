@@ -2,10 +2,10 @@
 
 Supervised fine-tuning makes the model imitate examples: here each answer the user wrote
 ("Write a better answer…"), after the conversation it answers, with the loss on the answer
-only (TRL's SFTTrainer on prompt-completion data). ``--chosen`` adds the winners of
-left/right votes. A base model that never ends its turn learns from a few written answers
-to answer and stop; the result is a LoRA like any other, and a starting point for the
-other kinds (``diptych train dpo --from NAME``).
+only (``supervised.py``: TRL's SFTTrainer on prompt-completion data). ``--chosen`` adds
+the winners of left/right votes. A base model that never ends its turn learns from a few
+written answers to answer and stop; the result is a LoRA like any other, and a starting
+point for the other kinds (``diptych train dpo --from NAME``).
 
 A fifth of the answers (at least one) is held out: before and after training, their mean
 log-probability per token and the KL from the base on them.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import kinds, turns
+from . import kinds, supervised
 from .examples import load_answers
 from .job import Job, JobConfig, kl_every, split_eval
 
@@ -29,9 +29,6 @@ class Config(JobConfig):
 
 
 def train(job: Job) -> dict:
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
     from . import evaluate
 
     cfg: Config = job.cfg
@@ -39,15 +36,7 @@ def train(job: Job) -> dict:
     train_examples, eval_examples, held_out = split_eval(examples, cfg.eval_size, cfg.seed)
 
     model, tokenizer = job.load_base()
-    trainer = turns.keeping_unfinished(SFTTrainer, {"truncated": ("input_ids", "labels", "completion_mask")})(
-        model=model,
-        args=job.training_args(SFTConfig, cpu_bf16=cfg.bf16, max_length=cfg.max_length,
-                               completion_only_loss=True),
-        train_dataset=Dataset.from_list(train_examples),
-        processing_class=tokenizer,
-        peft_config=job.lora("CAUSAL_LM"),
-        callbacks=job.callbacks,
-    )
+    trainer = supervised.trainer(job, model, tokenizer, train_examples, cpu_bf16=cfg.bf16)
     policy = trainer.accelerator.unwrap_model(trainer.model)
     job.track_kl(trainer, lambda: evaluate.answer_kl(policy, tokenizer, eval_examples[:1]), every=kl_every(trainer))
     metrics = job.fit(trainer, lambda: evaluate.answers(policy, tokenizer, eval_examples))

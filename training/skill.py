@@ -34,12 +34,6 @@ from .errors import JobError
 from .job import Job, sha256_of, split_eval
 
 
-# GRPO's learning rate ramps up over the first 30 % of its steps: a fresh optimizer's first
-# steps are full-size in every direction, and without the ramp they undid part of what the
-# warm-up taught (bench/RESULTS.md, the sweep).
-LR_RAMP = 0.3
-
-
 @dataclass
 class Config(reinforce.Config):
     examples: str | None = None  # worked examples (JSONL); None: the task's own
@@ -48,12 +42,11 @@ class Config(reinforce.Config):
     warmup_lr: float = 5e-4
     warmup_batch_size: int = 8
     steps: int | None = 30  # GRPO steps after the warm-up
-    lr: float = 1e-4  # GRPO's, after the warm-up: gentler than from scratch, to keep what it learnt
-    # After a warm-up the model answers in the task's format, so whole-vocabulary sampling
-    # is no longer noise; and a reward that pays near misses a little must not have those
-    # small differences blown up by the group's spread (bench/RESULTS.md, the sweep).
-    temperature: float = 1.0
-    scale_rewards: str = "none"
+    # GRPO after the warm-up: what GRPO continuing any adapter takes (reinforce.CONTINUING)
+    lr: float = reinforce.CONTINUING["lr"]
+    lr_ramp: float = reinforce.CONTINUING["lr_ramp"]
+    temperature: float = reinforce.CONTINUING["temperature"]
+    scale_rewards: str = reinforce.CONTINUING["scale_rewards"]
     eval_size: int | None = 32  # held-out prompts: a skill is right or wrong, 16 would be coarse
 
 
@@ -127,8 +120,7 @@ def train(job: Job) -> dict:
         after_warmup = measure()
         if rollouts is not None:
             rollouts.step_offset = warm_steps
-        sharpen = reinforce.trainer(job, policy, tokenizer, train_prompts, functions, weights, rollouts,
-                                    warmup_steps=LR_RAMP)
+        sharpen = reinforce.trainer(job, policy, tokenizer, train_prompts, functions, weights, rollouts)
 
         def grpo_step() -> tuple[int, int]:
             return warm_steps + sharpen.state.global_step, warm_steps + cfg.steps
