@@ -12,10 +12,15 @@ Run under a (virtual) display, e.g.
         --reward-fn examples/rewards/format_length.py:short_statement --grpo "--steps 14 --eval-every 3"
     xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/skill.png \
         --kind skill --grpo "--task arith --steps 12 --eval-every 4" --evals 5
+    xvfb-run -a -s "-screen 0 1280x800x24" python docs/make_screenshot.py docs/queue.png \
+        --queue examples/prompts/questions.txt
 
 ``--grpo OPTIONS`` starts a real GRPO job (``--kind skill``: a skill job) from the Train tab
 with those options (``--task T`` picked in the Data picker) and takes the shot once the job has reported its held-out evaluation
 ``--evals`` times.
+``--queue FILE`` queues ``--count`` prompts of FILE from the Queue tab, votes Left (as key 1
+does) on the first pair, and takes the shot once the second is on screen and ``--ready`` pairs
+wait (the place, "2 of N", and what the queue answers ahead show at the top).
 ``--delta`` turns on "Δ vs base" in both panes once they have answered and hovers the
 token the adapter moved most, so the shot includes its tooltip (the whole screen is
 grabbed: a tooltip is a window of its own).
@@ -71,6 +76,9 @@ def main() -> int:
     parser.add_argument("--evals", type=int, default=4, help="--grpo: shoot after this many evaluations")
     parser.add_argument("--reward-fn", default=None, help="--grpo: the Reward function field")
     parser.add_argument("--kind", default="grpo", help="--grpo: the job kind (grpo or skill)")
+    parser.add_argument("--queue", default=None, metavar="FILE", help="show the Queue tab voting through FILE")
+    parser.add_argument("--count", type=int, default=20, help="--queue: how many prompts to queue")
+    parser.add_argument("--ready", type=int, default=3, help="--queue: shoot once this many pairs wait")
     args = parser.parse_args()
     app = QApplication(sys.argv[:1])
     data_dir = args.data_dir or tempfile.mkdtemp()
@@ -114,6 +122,9 @@ def main() -> int:
             panel.start()
             QTimer.singleShot(1000, lambda: wait_for_evals(panel))
             return
+        if args.queue:
+            start_queue()
+            return
         if args.tab:
             names = [window.tabs.tabText(i) for i in range(window.tabs.count())]
             window.tabs.setCurrentIndex(names.index(args.tab))
@@ -122,6 +133,29 @@ def main() -> int:
         window.prompt.setPlainText(args.prompt)
         window.send()
         window.controller.busy_changed.connect(lambda busy: busy or QTimer.singleShot(500, answered))
+
+    def start_queue():
+        view = window.queue_view
+        window.tabs.setCurrentWidget(view)
+        window.settings_dock.hide()  # the two answers side by side take the room
+        view.source.setCurrentIndex(view.source.findData("file"))
+        view.path.setText(args.queue)
+        view.count.setValue(args.count)
+        view.queue_button.click()
+        QTimer.singleShot(500, lambda: wait_for_pair(view, 0))
+
+    def wait_for_pair(view, position):
+        queue = view.controller.queue
+        item = queue.current if queue is not None else None
+        if item is None or item.position != position or not view.vote_bar.voting:
+            QTimer.singleShot(200, lambda: wait_for_pair(view, position))
+        elif position == 0:
+            window.vote("left")  # what key 1 does: one vote, so the status line shows one recorded
+            QTimer.singleShot(200, lambda: wait_for_pair(view, 1))
+        elif queue.ready < min(args.ready, len(queue.items) - 1) or queue.items[0].vote_id is None:
+            QTimer.singleShot(200, lambda: wait_for_pair(view, position))
+        else:
+            QTimer.singleShot(300, shoot)
 
     def wait_for_evals(panel):
         if len(panel.history.get("held_out", [])) >= args.evals or not panel.running:
