@@ -39,6 +39,7 @@ TINY = {
                          "--warmup-batch-size", "2", "--num-generations", "2", "--max-prompts", "2",
                          "--max-completion-length", "4", "--eval-size", "1", "--no-drift"],
     ("chat",): ["--max-tokens", "4"],
+    ("data", "queue"): ["--count", "2", "--max-tokens", "4"],
     ("adapters", "drift"): ["--max-tokens", "4"],
 }
 
