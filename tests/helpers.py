@@ -147,6 +147,21 @@ def finish(process) -> tuple[int, list[dict], str]:
     return process.returncode, lines, process.log.read()
 
 
+def cancel_in_stage(process, stage: str, data_dir) -> None:
+    """SIGTERM a job of several phases at its first training step in ``stage``; it must end
+    cancelled and register nothing."""
+    import signal
+
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["phase"] == "train" and event.get("stage") == stage and event["loss"] is not None:
+            process.send_signal(signal.SIGTERM)
+            break
+    code, lines, _ = finish(process)
+    assert code == 128 + signal.SIGTERM and lines[-1]["phase"] == "cancelled"
+    assert not any((data_dir / "adapters").iterdir())
+
+
 def run_job(data_dir, *args) -> tuple[list[dict], AdapterInfo]:
     """A job run to its end; its progress lines and the adapter it registered."""
     from diptych.models import adapters

@@ -9,12 +9,11 @@ which a few reward-model steps at a high learning rate learn to tell apart.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import finish, record_sample_vote, train
+from helpers import cancel_in_stage, finish, record_sample_vote, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models  # noqa: E402
@@ -88,14 +87,7 @@ def test_an_rlhf_job_trains_a_reward_model_warms_up_then_reinforces_one_adapter(
 def test_cancel_in_any_phase_leaves_nothing(tiny, votes, stage):
     # more GRPO steps than the others: the job must still be running when the signal lands
     process = train(votes, "rlhf", "--model", str(tiny), "--name", "gone", *SMALL, "--steps", "20")
-    for line in process.stdout:
-        event = json.loads(line)
-        if event["phase"] == "train" and event.get("stage") == stage and event["loss"] is not None:
-            process.send_signal(signal.SIGTERM)
-            break
-    code, lines, _ = finish(process)
-    assert code == 128 + signal.SIGTERM and lines[-1]["phase"] == "cancelled"
-    assert not any((votes / "adapters").iterdir())
+    cancel_in_stage(process, stage, votes)
 
 
 def test_a_reward_model_no_better_than_chance_stops_the_job_in_one_line(tiny, data_dir, tmp_path):

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import finish, train
+from helpers import cancel_in_stage, finish, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 import tiny_models  # noqa: E402
@@ -65,14 +64,7 @@ def test_a_skill_job_warms_up_then_reinforces_one_adapter(tiny, data_dir):
 @pytest.mark.parametrize("stage", ["warmup", "grpo"])
 def test_cancel_in_either_phase_leaves_nothing(tiny, data_dir, stage):
     process = train(data_dir, "skill", "--model", str(tiny), "--name", "gone", *SMALL)
-    for line in process.stdout:
-        event = json.loads(line)
-        if event["phase"] == "train" and event.get("stage") == stage and event["loss"] is not None:
-            process.send_signal(signal.SIGTERM)
-            break
-    code, lines, _ = finish(process)
-    assert code == 128 + signal.SIGTERM and lines[-1]["phase"] == "cancelled"
-    assert not any((data_dir / "adapters").iterdir())
+    cancel_in_stage(process, stage, data_dir)
 
 
 def test_worked_examples_keep_clear_of_the_held_out_prompts():

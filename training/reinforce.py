@@ -38,6 +38,9 @@ from .job import Job, JobConfig, check_limits, split_eval
 
 SAMPLERS = ("auto", "llama.cpp", "transformers")
 SCALES = ("group", "batch", "none")
+# How a step's token losses are summed (TRL's loss_type): per answer then averaged (grpo),
+# over all answer tokens (dapo, TRL's default), or over a constant (dr_grpo).
+LOSSES = ("dapo", "grpo", "dr_grpo", "bnpo")
 
 
 # GRPO's settings where it continues a trained LoRA (a skill's warm-up, or --from): gentler
@@ -66,6 +69,7 @@ class Config(JobConfig):
     max_completion_length: int = 24  # tokens per sampled answer
     temperature: float = 0.8
     scale_rewards: str = "group"  # divide advantages by the std of the group, the batch, or nothing
+    loss_type: str = "dapo"
     steps: int | None = 60
     batch_size: int = 16  # answers per step: 2 prompts x 8 generations
     lr: float = 3e-4
@@ -74,6 +78,16 @@ class Config(JobConfig):
     eval_every: int = 5  # steps between held-out evaluations shown while training
     sampler: str = "auto"  # auto: llama.cpp on the CPU, TRL's generate on CUDA
     dry_run: bool = False  # sample and score a few answers, train nothing
+
+
+@dataclass
+class ContinuingConfig(Config):
+    """GRPO's settings in a job whose GRPO continues a LoRA it trained first (a warm-up)."""
+
+    lr: float = CONTINUING["lr"]
+    lr_ramp: float = CONTINUING["lr_ramp"]
+    temperature: float = CONTINUING["temperature"]
+    scale_rewards: str = CONTINUING["scale_rewards"]
 
 
 def load_examples(cfg: Config, task: tasks.Task) -> tuple[list[dict], str]:
@@ -222,7 +236,8 @@ def trainer(job: Job, model, tokenizer, examples: list[dict], functions, weights
         args=job.training_args(
             GRPOConfig, cpu_bf16=True, beta=cfg.beta, num_generations=cfg.num_generations,
             max_completion_length=cfg.max_completion_length, temperature=cfg.temperature,
-            reward_weights=weights, scale_rewards=cfg.scale_rewards, warmup_steps=cfg.lr_ramp,
+            reward_weights=weights, scale_rewards=cfg.scale_rewards, loss_type=cfg.loss_type,
+            warmup_steps=cfg.lr_ramp,
             **args,
         ),
         train_dataset=Dataset.from_list(examples),
@@ -379,6 +394,9 @@ OPTIONS = (
                  "its group (TRL's default), in the whole batch, or not at all (none: a group "
                  "whose answers differ by a hair then moves the model by a hair)",
                  choices=SCALES),
+    kinds.Option("loss_type", "how a step sums its token losses: over all the answers' tokens "
+                 "(dapo), per answer then averaged (grpo), over a constant (dr_grpo), or over "
+                 "one process's tokens (bnpo)", choices=LOSSES),
     kinds.Option("lr_ramp", "the share of the steps over which the learning rate ramps up "
                  "from 0 (a fresh optimizer's first steps are full-size in every direction)",
                  kinds.fraction),

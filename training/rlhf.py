@@ -53,7 +53,7 @@ REWARD = "reward model on the pairs"
 
 
 @dataclass
-class Config(reinforce.Config):
+class Config(reinforce.ContinuingConfig):  # GRPO continues the warm-up's LoRA
     data: str | None = None  # JSON lines of preference pairs; None: the votes in the store
     prompts_from: str = "votes"  # GRPO's prompts: the voted ones, "history" or a file
     reward_steps: int | None = None  # None: reward_epochs passes over the training pairs
@@ -65,11 +65,6 @@ class Config(reinforce.Config):
     warmup_lr: float = 2e-4
     warmup_batch_size: int = 4
     steps: int | None = 30  # GRPO steps after the warm-up
-    # GRPO continues the warm-up's LoRA: the settings GRPO takes where it continues one
-    lr: float = reinforce.CONTINUING["lr"]
-    lr_ramp: float = reinforce.CONTINUING["lr_ramp"]
-    temperature: float = reinforce.CONTINUING["temperature"]
-    scale_rewards: str = reinforce.CONTINUING["scale_rewards"]
     beta: float = 0.04  # a learnt reward: keep the policy near the answers it was learnt from
     max_completion_length: int = 32
     eval_size: int | None = None  # held-out prompts; None: a fifth of the voted ones

@@ -35,18 +35,13 @@ from .job import Job, sha256_of, split_eval
 
 
 @dataclass
-class Config(reinforce.Config):
+class Config(reinforce.ContinuingConfig):  # GRPO continues the warm-up's LoRA
     examples: str | None = None  # worked examples (JSONL); None: the task's own
     warmup_steps: int = 75  # optimizer steps of the warm-up: a file is passed over as often as they take
     warmup_examples: int | None = None  # at most this many (default: a task computes steps x batch)
     warmup_lr: float = 5e-4
     warmup_batch_size: int = 8
     steps: int | None = 30  # GRPO steps after the warm-up
-    # GRPO after the warm-up: what GRPO continuing any adapter takes (reinforce.CONTINUING)
-    lr: float = reinforce.CONTINUING["lr"]
-    lr_ramp: float = reinforce.CONTINUING["lr_ramp"]
-    temperature: float = reinforce.CONTINUING["temperature"]
-    scale_rewards: str = reinforce.CONTINUING["scale_rewards"]
     eval_size: int | None = 32  # held-out prompts: a skill is right or wrong, 16 would be coarse
 
 
