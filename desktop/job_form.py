@@ -250,9 +250,12 @@ class JobForm(QWidget):
             if generation != self._counts_generation:
                 return
             counts = read["counts"]
-            parts = [f"{k.short}: {job_kinds.describe_count(k, counts)}"
-                     for k in self.kinds.values() if job_kinds.describe_count(k, counts)]
-            self.vote_counts.setText("Your votes give " + " · ".join(parts))
+            by_count: dict[str, list[str]] = {}  # kinds that take the same data share a line
+            for k in self.kinds.values():
+                if described := job_kinds.describe_count(k, counts):
+                    by_count.setdefault(described, []).append(k.short)
+            self.vote_counts.setText("Your votes give " + " · ".join(
+                f"{', '.join(shorts)}: {described}" for described, shorts in by_count.items()))
             if data == "store":
                 self.source_count.setText(_held_out(
                     job_kinds.describe_count(kind, read["since"], ties=ties, chosen=chosen)

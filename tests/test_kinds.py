@@ -124,7 +124,7 @@ def test_a_new_kind_is_one_module_and_its_line_in_modules(monkeypatch, capsys, q
         qtbot.addWidget(panel)
         ops.wait_for_queries()
         assert panel.kind.findData("fake-scorer") >= 0
-        assert "Fake scorer: 1 usable pairs" in panel.vote_counts.text()
+        assert "Fake scorer: 1 usable pairs" in panel.vote_counts.text()  # DPO, ..., Fake scorer
         panel.kind.setCurrentIndex(panel.kind.findData("fake-scorer"))
         assert "--knob" not in panel.command()
         ops.wait_for_queries()  # the counts the new kind asked for, before the store closes
