@@ -38,6 +38,9 @@ TINY = {
     ("train", "skill"): ["--steps", "1", "--warmup-steps", "1", "--warmup-examples", "2",
                          "--warmup-batch-size", "2", "--num-generations", "2", "--max-prompts", "2",
                          "--max-completion-length", "4", "--eval-size", "1", "--no-drift"],
+    ("train", "rlhf"): ["--warmup-steps", "1", "--steps", "1", "--batch-size", "2",
+                        "--num-generations", "2", "--max-completion-length", "4", "--max-length", "48",
+                        "--eval-every", "1", "--no-drift"],
     ("chat",): ["--max-tokens", "4"],
     ("data", "queue"): ["--count", "2", "--max-tokens", "4"],
     ("adapters", "drift"): ["--max-tokens", "4"],
@@ -83,6 +86,8 @@ def _tiny(argv: list[str]) -> list[str]:
     extra = TINY.get(path, [])
     if path in (("train", "grpo"), ("train", "skill")) and "--dry-run" in argv:
         extra = ["--num-generations", "2", "--max-completion-length", "8"]
+    if path == ("train", "rlhf") and "--dry-run" in argv:
+        extra = ["--num-generations", "2", "--max-completion-length", "8", "--max-length", "48"]
     return argv + extra
 
 
