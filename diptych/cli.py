@@ -13,7 +13,7 @@ import sys
 import traceback
 
 from . import __version__
-from .models.errors import UserError, error_line
+from .models.errors import EXIT_STATUS, UserError, error_line
 
 SUBCOMMANDS = ("chat", "data", "train", "adapters", "score")
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             return _main(argv)
         except UserError as exc:  # the user can fix it: one line, no traceback
             print(error_line(exc), file=sys.stderr)
-            return 2
+            return EXIT_STATUS
         except BrokenPipeError:
             raise  # handled below: the reader of our output went away
         except Exception:  # anything else is ours to fix
@@ -126,7 +126,7 @@ def _main(argv: list[str] | None) -> int:
     if args.command is None:
         if args.adapter and (problem := _unrunnable_adapter(args)):
             print(error_line(problem), file=sys.stderr)
-            return 2
+            return EXIT_STATUS
         from diptych.desktop.app import run_app
 
         return run_app(args)

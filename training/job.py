@@ -62,7 +62,7 @@ from typing import Callable
 
 from diptych import paths
 from diptych.models import adapters, catalog
-from diptych.models.errors import UserError, error_line, one_line
+from diptych.models.errors import EXIT_STATUS, UserError, error_line, one_line
 
 from . import parent
 from .errors import JobError
@@ -70,7 +70,6 @@ from .progress import KEYS, human, summary
 from .progress import line as progress_line
 
 PARTIAL = ".partial-"
-EXIT_USAGE = 2
 
 
 @dataclass
@@ -589,7 +588,7 @@ def run(kind: str, cfg: JobConfig, train: Callable[[Job], dict], writes_gguf: bo
         if isinstance(exc, UserError) or full or (problem := _unwritable(exc)):
             progress("error", error=full or (one_line(exc) if isinstance(exc, UserError)
                                              else problem))
-            return EXIT_USAGE
+            return EXIT_STATUS
         traceback.print_exc(file=sys.stderr)  # a crash: the details on stderr, one line for the app
         progress("error", error=f"{type(exc).__name__}: {exc}")
         return 1

@@ -6,6 +6,7 @@ import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from diptych.errors import EXIT_STATUS
 from diptych.models.limits import SEED_MAX, seed
 
 from . import at_least, temperature
@@ -41,13 +42,13 @@ def run(args) -> int:
         engines = {"base": Engine(model), "tuned": Engine(model, adapter=adapter)}
     except (catalog.ModelFileError, adapters.AdapterError, EngineError, FileNotFoundError) as exc:
         print(error_line(exc), file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     context = engines["base"].n_ctx
     if args.max_tokens >= context:  # the answer cannot outgrow the context it is written in
         print(error_line(f"--max-tokens {args.max_tokens:,} is more than {Path(model).name} can "
                          f"write: its context holds {context:,} tokens, prompt included"),
               file=sys.stderr)
-        return 2
+        return EXIT_STATUS
     messages = ([{"role": "system", "content": args.system}] if args.system else [])
     messages.append({"role": "user", "content": args.prompt})
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens,
@@ -60,7 +61,7 @@ def run(args) -> int:
             # a prompt longer than the context, a chat template refused: the model's problem
             # with this input, one line (the other engine's answer is not wanted any more)
             print(error_line(f"{Path(model).name}: {exc}"), file=sys.stderr)
-            return 2
+            return EXIT_STATUS
     if args.json:
         out = {"prompt": args.prompt, "model": str(engines["base"].info.path),
                "template": engines["base"].template.name}

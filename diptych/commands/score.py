@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from diptych.errors import EXIT_STATUS
+
 from . import from_to
 
 MAX_TOP = 100  # a person reads a handful; a million per token is megabytes of JSON
@@ -33,7 +35,7 @@ def run(args) -> int:
 
     def fail(message) -> int:
         print(error_line(message), file=sys.stderr)
-        return 2
+        return EXIT_STATUS
 
     if not args.adapter:
         return fail("--adapter is required: the tuned model to compare with the base")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 
+from diptych.errors import EXIT_STATUS
 from diptych.training import kinds as job_kinds
 
 
@@ -50,8 +51,8 @@ def run(kind: job_kinds.Kind, args) -> int:
             if cfg.progress == "jsonl":  # the app reads errors from stdout too
                 print(progress.line("error", keys=False, error=str(exc)), flush=True)
             print(error_line(exc), file=sys.stderr)
-            return job.EXIT_USAGE
+            return EXIT_STATUS
     if not cfg.name:
         print(error_line("--name is required"), file=sys.stderr)
-        return job.EXIT_USAGE
+        return EXIT_STATUS
     return job.run(kind.name, cfg, kind.train, writes_gguf=kind.writes_gguf)
