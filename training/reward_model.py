@@ -21,9 +21,22 @@ def trainer(job: Job, model, tokenizer, pairs: list[dict], **args):
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    return turns.keeping_unfinished(RewardTrainer, UNFINISHED_COLUMNS)(
+    max_length = job.cfg.max_length
+
+    class Trainer(turns.keeping_unfinished(RewardTrainer, UNFINISHED_COLUMNS)):
+        # TRL's RewardTrainer drops every pair longer than max_length, where the other kinds
+        # cut it: answers that ran to the token limit (all of the bundled base's) would
+        # leave no pair at all. Cut each side to max_length instead, after the end-of-turn
+        # tokens of unfinished answers are off.
+        def _prepare_dataset(self, dataset, *rest, **kwargs):
+            dataset = super()._prepare_dataset(dataset, *rest, **kwargs)
+            if not max_length:
+                return dataset
+            return dataset.map(lambda row: {k: row[k][:max_length] for k in ("chosen_ids", "rejected_ids")})
+
+    return Trainer(
         model=model,
-        args=job.training_args(RewardConfig, max_length=job.cfg.max_length, **args),
+        args=job.training_args(RewardConfig, max_length=None, **args),
         train_dataset=Dataset.from_list(pairs),
         processing_class=tokenizer,
         peft_config=job.lora("SEQ_CLS"),
