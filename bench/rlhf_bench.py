@@ -3,7 +3,8 @@ does GRPO on that reward model beat DPO?
 
     python bench/rlhf_bench.py [--votes 30] [--curve 10,20,40] [--held-out 16] [--samples 2]
                                [--max-tokens 128] [--dpo-args "..."] [--rlhf-args "..."]
-                               [--reward-args "..."] [--no-rubric] [--quick] [--json FILE]
+                               [--reward-args "..."] [--arms dpo,rlhf] [--no-rubric] [--quick]
+                               [--data-dir DIR] [--json FILE] (written after each phase)
 
 ``--quick`` runs every phase at toy sizes (a few minutes; its numbers mean nothing).
 
@@ -70,13 +71,27 @@ REWARD_TARGET, WIN_TARGET, RLHF_SECONDS_TARGET = 0.8, 0.8, 20 * 60
 def job(data_dir: Path, argv: list[str], log: Path) -> tuple[dict | None, str | None, float]:
     """(done line, None, seconds) of a job, or (None, its error, seconds) when it failed:
     an RLHF job that refuses its reward model is a result, not a crash of the bench."""
-    from loop import run_job
+    import subprocess
 
-    started = time.perf_counter()
-    try:
-        return run_job(data_dir, argv, log), None, time.perf_counter() - started
-    except SystemExit as exc:  # run_job's way of saying the job failed, with its last line
-        return None, str(exc).splitlines()[0], time.perf_counter() - started
+    # loop.run_job prints every train line's loss; an RLHF job's reward and GRPO phases send
+    # train lines without one, so this runs the same command and prints only what is there.
+    command = [sys.executable, "-m", "diptych", "--data-dir", str(data_dir), "train", *argv,
+               "--progress", "jsonl"]
+    started, last = time.perf_counter(), {}
+    with open(log, "a", encoding="utf-8") as err:
+        err.write("$ " + shlex.join(command[1:]) + "\n")
+        err.flush()
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True) as running:
+            for line in running.stdout:
+                if line.strip():
+                    last = json.loads(line)
+                    if last["phase"] in ("train", "stage") and last.get("step"):
+                        shown = {k: last[k] for k in ("stage", "loss", "pair_accuracy") if last.get(k) is not None}
+                        print(f"    step {last['step']}/{last['total']} {shown}", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - started
+    if running.returncode != 0 or last.get("phase") != "done":
+        return None, f"job failed ({running.returncode}): {last.get('error')}", seconds
+    return last, None, seconds
 
 
 def write_pairs(path: Path, records: list[dict]) -> Path:
@@ -223,6 +238,7 @@ def main() -> None:
     parser.add_argument("--reward-args", default="", help="more options for each reward job")
     parser.add_argument("--dpo-args", default="", help="more options for the DPO job")
     parser.add_argument("--rlhf-args", default="", help="more options for the RLHF job")
+    parser.add_argument("--arms", default="dpo,rlhf", help="the policy jobs to run (dpo, rlhf or both)")
     parser.add_argument("--no-rubric", action="store_true", help="skip the rubric judge")
     parser.add_argument("--quick", action="store_true", help="toy sizes: checks that it runs")
     parser.add_argument("--data-dir", help="keep the store and adapters here (default: a temp dir)")
@@ -244,6 +260,9 @@ def main() -> None:
     from diptych.training.tasks import lines
 
     curve = sorted({int(n) for n in args.curve.split(",") if n.strip()})
+    arms = [a for a in args.arms.split(",") if a.strip()]
+    if not set(arms) <= {"dpo", "rlhf"}:
+        sys.exit("--arms takes dpo, rlhf or both")
     questions = list(lines("questions.txt"))
     random.Random(0).shuffle(questions)
     if not 1 <= args.held_out < len(questions) or args.samples < 1:
@@ -310,39 +329,27 @@ def main() -> None:
     held_pairs = [held_pair(q, c, a, b) for (q, _), a, b in zip(held_out, base_held, second)
                   if (c := verdict(q, a, b)) != "tie"]
 
+    def save(result: dict) -> None:  # after each phase: a run cut short keeps what it measured
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+
     result = {"config": vars(args), "votes": votes, "held_pairs": held_pairs, "curve": [],
               "arms": {}, "judged": judged}
 
-    # 3. the reward-model curve, and the rubric judge beside it
-    for n in curve:
-        print(f"reward model on {n} pairs", file=sys.stderr, flush=True)
-        data = write_pairs(data_dir / f"reward{n}.jsonl", records[: n + 1])
-        done, error, seconds = job(data_dir, ["reward", "--name", f"reward{n}", "--data", str(data),
-                                              "--eval-size", "1", *shlex.split(args.reward_args)], log)
-        row = {"pairs": n, "seconds": seconds}
-        if done is None:
-            row["error"] = error
-        elif held_pairs:
-            row.update(reward_accuracy(f"reward{n}", data_dir, model, held_pairs))
-        result["curve"].append(row)
-    if args.no_rubric:
-        result["rubric_skipped"] = "--no-rubric"
-    elif not held_pairs:
-        result["rubric_skipped"] = "no held-out pair (every held-out answer pair tied)"
-    else:
-        result["rubric"] = rubric_accuracy(model, held_pairs)
-
-    # 4. the policies on the same votes
+    # 3. the policies (before the curve: they are what the bench is about) on the same votes
     for name, extra in (("dpo", args.dpo_args), ("rlhf", args.rlhf_args)):
+        if name not in arms:
+            continue
         print(f"{name} on {args.votes} pairs", file=sys.stderr, flush=True)
         done, error, seconds = job(data_dir, [name, "--name", f"bench-{name}", "--data", str(policy_data),
                                               *shlex.split(extra)], log)
         result["arms"][name] = arm(name, done, error, seconds)
+        save(result)
 
     print("judging the adapters", file=sys.stderr, flush=True)
     work, names = [], []
     for name, engine in (("dpo", left_engine), ("rlhf", right_engine)):
-        a = result["arms"][name]
+        a = result["arms"].get(name, {})
         if "path" in a:
             engine.set_adapter(Path(a["path"]) / "adapter.gguf")
             work.append((engine, [(q, params(args.max_tokens, s)) for q, s in held_out]))
@@ -354,8 +361,33 @@ def main() -> None:
                                   "tuned": done[0].text[:300]}
     if len(answers) == 2:
         judged["head_to_head"] = judge(held_out, answers["dpo"], answers["rlhf"])
+    for name, row in judged.items():
+        print(f"{name}: {row['wins']}/{row['ties']}/{row['losses']}, win rate {row['win_rate']:.2f}",
+              file=sys.stderr, flush=True)
     left_engine.close()
     right_engine.close()
+    save(result)
+
+    # 4. the reward-model curve, and the rubric judge beside it
+    for n in curve:
+        print(f"reward model on {n} pairs", file=sys.stderr, flush=True)
+        data = write_pairs(data_dir / f"reward{n}.jsonl", records[: n + 1])
+        done, error, seconds = job(data_dir, ["reward", "--name", f"reward{n}", "--data", str(data),
+                                              "--eval-size", "1", *shlex.split(args.reward_args)], log)
+        row = {"pairs": n, "seconds": seconds}
+        if done is None:
+            row["error"] = error
+        elif held_pairs:
+            row.update(reward_accuracy(f"reward{n}", data_dir, model, held_pairs))
+        result["curve"].append(row)
+        print(f"reward model on {n} pairs: {row}", file=sys.stderr, flush=True)
+        save(result)
+    if args.no_rubric:
+        result["rubric_skipped"] = "--no-rubric"
+    elif not held_pairs:
+        result["rubric_skipped"] = "no held-out pair (every held-out answer pair tied)"
+    else:
+        result["rubric"] = rubric_accuracy(model, held_pairs)
 
     # targets
     best = [row for row in result["curve"] if "as_scored" in row]
@@ -370,15 +402,16 @@ def main() -> None:
     targets.append({"what": f"RLHF wins >= {WIN_TARGET:.0%} against the base",
                     "met": bool(rlhf) and share(rlhf) >= WIN_TARGET,
                     "measured": f"{share(rlhf):.2f} ({rlhf['wins']}/{rlhf['ties']}/{rlhf['losses']})" if rlhf
-                    else result["arms"]["rlhf"].get("error")})
+                    else result["arms"].get("rlhf", {}).get("error", "not run")})
     targets.append({"what": "RLHF wins at least as often as DPO",
                     "met": bool(rlhf and dpo) and rlhf["wins"] >= dpo["wins"],
                     "measured": f"{rlhf['wins']} against {dpo['wins']} wins" if rlhf and dpo else "not both"})
-    rlhf_s = result["arms"]["rlhf"].get("seconds")
+    rlhf_arm = result["arms"].get("rlhf", {})
+    rlhf_s = rlhf_arm.get("seconds")
     targets.append({"what": f"RLHF job <= {RLHF_SECONDS_TARGET // 60} min",
                     "met": rlhf_s is not None and rlhf_s <= RLHF_SECONDS_TARGET,
                     "measured": f"{rlhf_s:.0f} s" if rlhf_s is not None
-                    else f"refused after {result['arms']['rlhf']['bench_seconds']:.0f} s"})
+                    else f"failed after {rlhf_arm['bench_seconds']:.0f} s" if rlhf_arm else "not run"})
     result["targets"] = targets
 
     print_table(result)
