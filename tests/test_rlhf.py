@@ -157,5 +157,51 @@ def test_the_dry_run_scores_answers_of_the_base_and_the_chosen_answers(tiny, vot
     assert all(set(s["rewards"]) == {"reward_model"} for s in samples)
     done = lines[-1]
     assert done["phase"] == "done" and done["dry_run"] and done["n"] == 2 and done["pair_accuracy"] > 0.5
-    assert done["chosen"] > done["base"]  # it learnt to prefer the chosen answers
+    # the means it prints are those of the samples (on a random tiny model, whether the
+    # chosen answers score above the base's samples is a toss: not asserted)
+    scores = [s["rewards"]["reward_model"] for s in samples]
+    assert done["base"] == pytest.approx(sum(scores[:4]) / 4) and done["chosen"] == pytest.approx(sum(scores[4:]) / 2)
     assert not (votes / "adapters").exists() or not any((votes / "adapters").iterdir())
+
+
+def test_a_cut_answer_is_scored_as_the_reward_model_learnt_it_without_its_end_of_turn(
+        bundled_model, weights_cache):
+    """The reward model trains on cut answers without the template's end-of-turn tokens
+    (turns.py); scored whole, a cut answer would look ended by itself, which a taste that
+    likes answers that end pays for. The job's held-out check and GRPO's reward score both
+    kinds of answer as they were trained."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from diptych.training import evaluate, reward_functions, turns
+    from diptych.training.base_weights import load_tokenizer
+
+    tokenizer = load_tokenizer(bundled_model)
+    stop = tokenizer.get_vocab()["<end_of_turn>"]
+
+    class Length(torch.nn.Module):  # a reward model that scores an input by its length
+        device = torch.device("cpu")
+
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask=None):
+            mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+            return SimpleNamespace(logits=mask.sum(1, keepdim=True).float())
+
+    prompt = [{"role": "user", "content": "Name a colour."}]
+    answer = [{"role": "assistant", "content": "Blue is a colour"}]
+    text_ids = tokenizer("Blue is a colour", add_special_tokens=False)["input_ids"]
+    whole = len(turns.as_scored(tokenizer, prompt + answer, ended=True))
+    suffix = len(turns.end_of_turn_ids(tokenizer))
+    assert suffix and len(turns.as_scored(tokenizer, prompt + answer, ended=False)) == whole - suffix
+
+    score = reward_functions.as_reward_function(Length(), tokenizer)
+    cut, ended = score([prompt, prompt], [answer, answer], completion_ids=[text_ids, text_ids + [stop]])
+    assert (ended, cut) == (whole, whole - suffix)
+    assert score([prompt], [answer]) == [whole]  # no token ids: taken as ended
+    pair = {"prompt": prompt, "chosen": answer, "rejected": answer,
+            "chosen_truncated": False, "rejected_truncated": True}
+    assert evaluate.reward_model(Length(), tokenizer, [pair])["margin"] == suffix

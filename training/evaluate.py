@@ -115,14 +115,17 @@ def labels(model, tokenizer, examples: list[dict]) -> dict:
 
 def reward_model(model, tokenizer, pairs: list[dict]) -> dict:
     """How often a sequence-classification reward model scores the chosen answer higher."""
-    def score(messages):
-        x = torch.tensor([_ids(tokenizer, messages)], device=_device(model))
+    from . import turns
+
+    def score(messages, truncated):  # a cut answer as it was trained on: not ended
+        x = torch.tensor([turns.as_scored(tokenizer, messages, not truncated)], device=_device(model))
         return float(model(input_ids=x).logits[0, 0])
 
     wins, margins = [], []
     with _eval_mode(model):
         for pair in pairs:
-            margin = score(pair["prompt"] + pair["chosen"]) - score(pair["prompt"] + pair["rejected"])
+            margin = (score(pair["prompt"] + pair["chosen"], pair.get("chosen_truncated"))
+                      - score(pair["prompt"] + pair["rejected"], pair.get("rejected_truncated")))
             wins.append(float(margin > 0))
             margins.append(margin)
     return {"pair_accuracy": _mean(wins), "margin": _mean(margins), "n": len(pairs)}

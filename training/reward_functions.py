@@ -180,10 +180,16 @@ def as_reward_function(model, tokenizer, rank: bool = False):
     are, so one answer it scores wildly does not drown the others' differences."""
     import torch
 
-    def reward_model(prompts, completions, **_) -> list[float]:
-        texts = [tokenizer.apply_chat_template(p + c, tokenize=False)
-                 for p, c in zip(prompts, completions)]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    from . import turns
+
+    def reward_model(prompts, completions, completion_ids=None, **_) -> list[float]:
+        # An answer cut at the token limit is scored without the end-of-turn tokens, as the
+        # model was trained on cut answers: rendered whole it would look ended by itself.
+        # No token ids (an answer not sampled here, as a dry run's chosen ones): taken as ended.
+        ended = [not ids or turns.ended_by_itself(tokenizer, ids)
+                 for ids in (completion_ids or [None] * len(prompts))]
+        ids = [turns.as_scored(tokenizer, p + c, e) for p, c, e in zip(prompts, completions, ended)]
+        batch = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         with torch.no_grad():
             scores = model(**batch.to(model.device)).logits[:, 0].float().tolist()
         return ranks_within_groups(prompts, scores) if rank else scores

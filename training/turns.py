@@ -35,6 +35,25 @@ def cut(ids: list[int], suffix: list[int]) -> list[int]:
     return list(ids[:-n]) if n and len(ids) > n and list(ids[-n:]) == suffix else list(ids)
 
 
+def as_scored(tokenizer, messages: list[dict], ended: bool) -> list[int]:
+    """Token ids of a conversation whose last message is an answer, as a reward model is
+    trained on it: without the end-of-turn tokens where the answer did not end its turn."""
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    return ids if ended else cut(ids, end_of_turn_ids(tokenizer))
+
+
+def ended_by_itself(tokenizer, completion_ids: list[int]) -> bool:
+    """Whether sampled answer tokens end with a stop token (TRL's and the llama.cpp
+    rollouts' answers keep the token they stopped at; one cut at the limit ends on text).
+    Any special token counts: which ones stop depends on the template (``<eos>``,
+    ``<end_of_turn>``, ``<|im_end|>``, ...)."""
+    if not completion_ids:
+        return False
+    last = completion_ids[-1]
+    added = tokenizer.added_tokens_decoder.get(last)
+    return last in tokenizer.all_special_ids or bool(added is not None and added.special)
+
+
 def cut_unfinished(dataset, tokenizer, columns: dict[str, tuple[str, ...]]):
     """For each ``flag -> id columns`` of ``columns``: where the row's flag is true, the
     end-of-turn tokens cut off each of those columns (the first holds the token ids; the
