@@ -196,6 +196,7 @@ class Session:
         self._record = Record(self.conversation)
         # Votes the store refused on turns the user has left: written before anything else.
         self.unsaved_votes: list[Callable] = []
+        self._voting: Record | None = None  # the conversation whose vote is being written
         self._lock = threading.RLock()  # guards the recording state across queues
         self._submit_lock = threading.Lock()  # work queued on both slots keeps one order
 
@@ -322,11 +323,14 @@ class Session:
         at the next write (with the answers it judged, whatever comes after)."""
         if self.pending_vote is None:
             return
-        choice, better_text = self.pending_vote
-        record, answers, hidden = self._record, dict(self.answers), self.hidden
-        self.unsaved_votes.append(
-            lambda store: record.vote(store, answers, choice, better_text, hidden))
+        if self._voting is not self._record:  # a write in flight keeps it itself if it fails
+            choice, better_text = self.pending_vote
+            self._keep_vote(self._record, dict(self.answers), choice, better_text, self.hidden)
         self.pending_vote = None
+
+    def _keep_vote(self, record: Record, answers: dict, choice: str, better_text: str | None,
+                   hidden: bool) -> None:
+        self.unsaved_votes.append(lambda store: record.vote(store, answers, choice, better_text, hidden))
 
     def set_blind(self, blind: bool) -> Changes:
         """Blind mode from the next conversation on; the one shown keeps its names."""
@@ -484,6 +488,8 @@ class Session:
             raise SessionError("no vote is waiting to be recorded")
         choice, better_text = self.pending_vote
         hidden, record, answers = self.hidden, self._record, dict(self.answers)
+        with self._lock:
+            self._voting = record
 
         def write():
             self._write_unsaved()
@@ -498,10 +504,16 @@ class Session:
             try:
                 vote_id = write()
             except (sqlite3.Error, OSError) as exc:
+                with self._lock:
+                    self._voting = None
+                    if self._record is not record:  # the user moved on while it was written
+                        self._keep_vote(record, answers, choice, better_text, hidden)
                 raise StoreWriteError(f"the database did not take the vote ({exc})") from exc
             with self._lock:
-                self.vote_id, self.pending_vote = vote_id, None
-                self.revealed = True
+                self._voting = None
+                if self._record is record:  # not a conversation begun while it was written
+                    self.vote_id, self.pending_vote = vote_id, None
+                    self.revealed = True
             return Changes(votes=True, contenders=hidden)
 
         return self.store_queue.submit(recorded)

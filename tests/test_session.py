@@ -188,3 +188,23 @@ def test_a_refused_vote_is_written_after_the_user_moves_on(session, data_dir):
     assert [(v["prompt"], v["choice"]) for v in votes] == [("Name a colour.", "right")]
     session.vote("left")
     assert [v["prompt"] for v in session.store.votes()] == ["Name a colour.", "Name a fruit."]
+
+
+def test_a_new_conversation_while_a_vote_is_written_keeps_one_vote_on_the_old_one(session):
+    """Ctrl+N before "Recorded": the vote is written once, for the conversation it judged,
+    and the new conversation has no vote of its own."""
+    session.add_turn("Name a colour.")
+    answer_both(session)
+    hold = threading.Event()
+    session.store_queue.submit(hold.wait)  # the store queue is busy: the vote waits its turn
+    written = session.vote_later("right")
+    session.new_conversation()
+    hold.set()
+    written.result(timeout=30)
+    assert session.vote_id is None and session.unsaved_votes == [] and session.pending_vote is None
+    assert [(v["prompt"], v["choice"]) for v in session.store.votes()] == [("Name a colour.", "right")]
+    session.add_turn("Name a fruit.")
+    answer_both(session)
+    assert session.can_vote
+    session.vote("left")
+    assert [v["prompt"] for v in session.store.votes()] == ["Name a colour.", "Name a fruit."]
