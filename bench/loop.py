@@ -162,8 +162,9 @@ def record(store: Store, conversation: int, side: str, role: str, engine: Engine
 
 # -- jobs -------------------------------------------------------------------------------
 
-def run_job(data_dir: Path, argv: list[str], log: Path) -> dict:
-    """Run ``diptych train ...`` as the Train tab does; returns its ``done`` line."""
+def stream_job(data_dir: Path, argv: list[str], log: Path) -> tuple[dict, int]:
+    """Run ``diptych train ...`` as the Train tab does, its steps shown on stderr (a job of
+    several phases sends train lines without a loss); returns its last line and exit code."""
     command = [sys.executable, "-m", "diptych", "--data-dir", str(data_dir), "train", *argv,
                "--progress", "jsonl"]
     last = {}
@@ -174,12 +175,18 @@ def run_job(data_dir: Path, argv: list[str], log: Path) -> dict:
             for line in job.stdout:
                 if line.strip():
                     last = json.loads(line)
-                    if last["phase"] == "train" and last["step"]:
-                        print(f"    step {last['step']}/{last['total']} loss {last['loss']:.3f}",
-                              file=sys.stderr, flush=True)
-    if job.returncode != 0 or last.get("phase") != "done":
+                    if last["phase"] in ("train", "stage") and last.get("step"):
+                        shown = {k: last[k] for k in ("stage", "loss", "pair_accuracy") if last.get(k) is not None}
+                        print(f"    step {last['step']}/{last['total']} {shown}", file=sys.stderr, flush=True)
+    return last, job.returncode
+
+
+def run_job(data_dir: Path, argv: list[str], log: Path) -> dict:
+    """Run ``diptych train ...`` (``stream_job``); returns its ``done`` line, or ends the bench."""
+    last, code = stream_job(data_dir, argv, log)
+    if code != 0 or last.get("phase") != "done":
         tail = log.read_text(encoding="utf-8")[-3000:]
-        raise SystemExit(f"job failed ({job.returncode}): {last.get('error')}\n{tail}")
+        raise SystemExit(f"job failed ({code}): {last.get('error')}\n{tail}")
     return last
 
 

@@ -71,26 +71,13 @@ REWARD_TARGET, WIN_TARGET, RLHF_SECONDS_TARGET = 0.8, 0.8, 20 * 60
 def job(data_dir: Path, argv: list[str], log: Path) -> tuple[dict | None, str | None, float]:
     """(done line, None, seconds) of a job, or (None, its error, seconds) when it failed:
     an RLHF job that refuses its reward model is a result, not a crash of the bench."""
-    import subprocess
+    from loop import stream_job
 
-    # loop.run_job prints every train line's loss; an RLHF job's reward and GRPO phases send
-    # train lines without one, so this runs the same command and prints only what is there.
-    command = [sys.executable, "-m", "diptych", "--data-dir", str(data_dir), "train", *argv,
-               "--progress", "jsonl"]
-    started, last = time.perf_counter(), {}
-    with open(log, "a", encoding="utf-8") as err:
-        err.write("$ " + shlex.join(command[1:]) + "\n")
-        err.flush()
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True) as running:
-            for line in running.stdout:
-                if line.strip():
-                    last = json.loads(line)
-                    if last["phase"] in ("train", "stage") and last.get("step"):
-                        shown = {k: last[k] for k in ("stage", "loss", "pair_accuracy") if last.get(k) is not None}
-                        print(f"    step {last['step']}/{last['total']} {shown}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    last, code = stream_job(data_dir, argv, log)
     seconds = time.perf_counter() - started
-    if running.returncode != 0 or last.get("phase") != "done":
-        return None, f"job failed ({running.returncode}): {last.get('error')}", seconds
+    if code != 0 or last.get("phase") != "done":
+        return None, f"job failed ({code}): {last.get('error')}", seconds
     return last, None, seconds
 
 

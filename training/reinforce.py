@@ -193,6 +193,31 @@ def eval_callback(measure, every: int):
     return HeldOut()
 
 
+def after_warmup(job: Job, policy, tokenizer, rollouts, prompts: list[dict], functions, weights,
+                 held: tuple[list[dict], list, list], done: int) -> tuple[dict, dict, dict]:
+    """GRPO on ``prompts`` continuing the LoRA a warm-up trained for ``done`` steps (a skill's,
+    an RLHF job's): the ``stage`` line, the held-out evaluation after the warm-up, GRPO with
+    one every ``eval_every`` steps, and one at the end. ``held``: the held-out examples and
+    the rewards (functions, weights) they are measured with. Returns (after the warm-up,
+    GRPO's training metrics, after GRPO)."""
+    cfg: Config = job.cfg
+    job.span.update(offset=done, after=0, total=done + cfg.steps)
+    job.report["stage"] = "grpo"
+    job.progress("stage", stage="grpo", step=done, total=done + cfg.steps)
+    grpo = None
+    measure = held_out(job, policy, tokenizer, rollouts, *held,
+                       lambda: (done + (grpo.state.global_step if grpo else 0), done + cfg.steps))
+    warmed = measure()
+    if rollouts is not None:
+        rollouts.step_offset = done
+    grpo = trainer(job, policy, tokenizer, prompts, functions, weights, rollouts)
+    if cfg.eval_every:
+        grpo.add_callback(eval_callback(measure, cfg.eval_every))
+    metrics = job.train(grpo)
+    job.progress("eval_after")
+    return warmed, metrics, measure()
+
+
 def choose_sampler(cfg: Config, cuda: bool) -> str:
     if cfg.sampler != "auto":
         return cfg.sampler

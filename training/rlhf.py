@@ -187,29 +187,16 @@ def train(job: Job) -> dict:
         parent.check_shape(job.parent, policy.peft_config["default"])
         parent.load_into(policy, job.parent)
     job.span.update(offset=reward_steps, after=cfg.steps, total=reward_steps + warm_steps + cfg.steps)
-    at = {"step": reward_steps}
     with reinforce.sampler(job, tokenizer) as rollouts:
         # held out: the reward model's score of one greedy answer a prompt (a rank needs a group)
         measure = reinforce.held_out(job, policy, tokenizer, rollouts, eval_examples, [score], [1.0],
-                                     lambda: (at["step"], reward_steps + warm_steps + cfg.steps))
+                                     lambda: (reward_steps, reward_steps + warm_steps + cfg.steps))
         before = measure()
         job.report["stage"] = "warmup"
         warm_metrics = job.train(warm)
-        at["step"] = done = reward_steps + warm_metrics["steps"]
-        job.span.update(offset=done, after=0, total=done + cfg.steps)
-        job.report["stage"] = "grpo"
-        job.progress("stage", stage="grpo", step=done, total=done + cfg.steps)
-        after_warmup = measure()
-        if rollouts is not None:
-            rollouts.step_offset = done
-        grpo = reinforce.trainer(job, policy, tokenizer, prompts, [rank], [1.0], rollouts)
-        measure_grpo = reinforce.held_out(job, policy, tokenizer, rollouts, eval_examples, [score], [1.0],
-                                          lambda: (done + grpo.state.global_step, done + cfg.steps))
-        if cfg.eval_every:
-            grpo.add_callback(reinforce.eval_callback(measure_grpo, cfg.eval_every))
-        grpo_metrics = job.train(grpo)
-        job.progress("eval_after")
-        after = measure_grpo()
+        done = reward_steps + warm_metrics["steps"]
+        after_warmup, grpo_metrics, after = reinforce.after_warmup(
+            job, policy, tokenizer, rollouts, prompts, [rank], [1.0], (eval_examples, [score], [1.0]), done)
     if job.main:
         policy.save_pretrained(job.out_dir, selected_adapters=["default"])  # not TRL's "ref" copy
     phases = {"reward_model": reward_metrics["train"], "warmup": warm_metrics, "grpo": grpo_metrics}

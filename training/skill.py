@@ -100,33 +100,17 @@ def train(job: Job) -> dict:
         parent.load_into(policy, job.parent)
     warm_steps = cfg.warmup_steps
     job.span.update(offset=0, after=cfg.steps, total=warm_steps + cfg.steps)
-    at = {"step": 0}
     with reinforce.sampler(job, tokenizer) as rollouts:
         measure = reinforce.held_out(job, policy, tokenizer, rollouts, eval_examples, functions,
-                                     weights, lambda: (at["step"], warm_steps + cfg.steps))
+                                     weights, lambda: (0, warm_steps + cfg.steps))
         job.report["stage"] = "warmup"
         job.progress("eval_before")
         before = measure()
         warm_metrics = job.train(warm)
-        at["step"] = warm_steps = warm_metrics["steps"]
-        job.span.update(offset=warm_steps, after=0, total=warm_steps + cfg.steps)
-        job.report["stage"] = "grpo"
-        job.progress("stage", stage="grpo", step=warm_steps, total=warm_steps + cfg.steps)
-        after_warmup = measure()
-        if rollouts is not None:
-            rollouts.step_offset = warm_steps
-        sharpen = reinforce.trainer(job, policy, tokenizer, train_prompts, functions, weights, rollouts)
-
-        def grpo_step() -> tuple[int, int]:
-            return warm_steps + sharpen.state.global_step, warm_steps + cfg.steps
-
-        measure_grpo = reinforce.held_out(job, policy, tokenizer, rollouts, eval_examples, functions,
-                                          weights, grpo_step)
-        if cfg.eval_every:
-            sharpen.add_callback(reinforce.eval_callback(measure_grpo, cfg.eval_every))
-        grpo_metrics = job.train(sharpen)
-        job.progress("eval_after")
-        after = measure_grpo()
+        warm_steps = warm_metrics["steps"]
+        after_warmup, grpo_metrics, after = reinforce.after_warmup(
+            job, policy, tokenizer, rollouts, train_prompts, functions, weights,
+            (eval_examples, functions, weights), warm_steps)
     if job.main:
         policy.save_pretrained(job.out_dir, selected_adapters=["default"])  # not TRL's "ref" copy
     metrics = {"before": before, "warmup": after_warmup, "after": after,
